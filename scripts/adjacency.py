@@ -1,0 +1,16 @@
+"""Entry point of rule adjacency: distances -> Gaussian-kernel adjacency (Eq. 16) with edge statistics."""
+import pandas as pd
+
+from kdstgcn.data import read_distances
+from kdstgcn.graph import check_graph, gaussian_adjacency
+from kdstgcn.io import write_json, write_table
+from kdstgcn.runner import logged
+
+with logged(snakemake.log[0]) as log:
+    src, ds = snakemake.params.source, snakemake.params.dataset
+    distance = read_distances(snakemake.input[0], src["format"], ds["n_nodes"])
+    w = gaussian_adjacency(distance, ds["sigma2"], ds["epsilon"], src["unit_m"])
+    stats = check_graph(w, snakemake.input[0])
+    log.info("graph: %s", stats)
+    write_table(pd.DataFrame(w, columns=[str(i) for i in range(w.shape[0])]), snakemake.output.adjacency)
+    write_json(stats, snakemake.output.stats)

@@ -1,0 +1,8 @@
+"""Entry point of rule download: one raw file from the mirror folder or a public URL."""
+from kdstgcn.download import fetch, mirror_folder
+from kdstgcn.runner import logged
+
+with logged(snakemake.log[0]) as log:
+    spec = snakemake.params.file
+    fetch(spec["name"], spec["urls"], spec["sha256"] or None, snakemake.output[0],
+          mirror_folder(snakemake.params.mirror))

@@ -1,0 +1,126 @@
+"""Workflow configuration: schema validation with messages that name the key, cross-key checks, and the
+per-run specifications that the rules hand to the entry points."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from .losses import LOSSES
+from .model import parse_blocks
+
+SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key and what is allowed."""
+
+
+def key_path(parts) -> str:
+    return ".".join(str(p) for p in parts) or "<top level>"
+
+
+def validate(config: dict, schema_path: str | Path = SCHEMA) -> None:
+    """Check `config` against the JSON schema, then the rules that span several keys."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = [f"  {key_path(e.absolute_path)}: {e.message}" for e in errors[:10]]
+        raise ConfigError("invalid configuration:\n" + "\n".join(lines))
+    check(config)
+
+
+def check(config: dict) -> None:
+    datasets = config["datasets"]
+    for name in config["run_datasets"]:
+        if name not in datasets:
+            raise ConfigError(f"run_datasets: unknown dataset {name!r}; defined: {sorted(datasets)}")
+    for name, ds in datasets.items():
+        source_days = ds["synthetic"]["days"] if ds["source"] == "synthetic" else ds["values"]["steps"] // ds["steps_per_day"]
+        if sum(ds["split"]) > source_days:
+            raise ConfigError(f"datasets.{name}.split: {ds['split']} needs {sum(ds['split'])} days, the data has "
+                              f"{source_days}; allowed: a total of at most {source_days}")
+        if ds["source"] == "files" and not {"values", "distance"} <= set(ds):
+            raise ConfigError(f"datasets.{name}: source 'files' needs the keys 'values' and 'distance'")
+        if ds["source"] == "synthetic" and "synthetic" not in ds:
+            raise ConfigError(f"datasets.{name}: source 'synthetic' needs the key 'synthetic'")
+    for role, text in config["model"]["architectures"].items():
+        try:
+            parse_blocks(text)
+        except ValueError as exc:
+            raise ConfigError(f"model.architectures.{role}: cannot read {text!r} ({exc})") from exc
+    model = config["model"]
+    if max(model["horizons"]) > model["n_pred"]:
+        raise ConfigError(f"model.horizons: {model['horizons']} exceed model.n_pred = {model['n_pred']}")
+    for loss in config.get("distillation", {}).get("losses", []):
+        if loss not in LOSSES:
+            raise ConfigError(f"distillation.losses: unknown loss {loss!r}; allowed: {sorted(LOSSES)}")
+
+
+def load(path: str | Path) -> dict:
+    config = yaml.safe_load(Path(path).read_text())
+    validate(config)
+    return config
+
+
+def raw_files(config: dict, dataset: str) -> dict[str, dict]:
+    """File name -> {urls, sha256} of every raw file a dataset downloads."""
+    ds = config["datasets"][dataset]
+    if ds["source"] != "files":
+        return {}
+    return {ds[part]["file"]["name"]: ds[part]["file"] for part in ("values", "distance")}
+
+
+SYNTHETIC_VALUES = "synthetic_values.npz"
+SYNTHETIC_DISTANCE = "synthetic_distance.csv"
+
+
+def values_source(config: dict, dataset: str) -> dict:
+    """How the clean rule reads a dataset's raw values: file name, format, key, channel, steps."""
+    ds = config["datasets"][dataset]
+    if ds["source"] == "synthetic":
+        steps = ds["synthetic"]["days"] * ds["steps_per_day"]
+        return {"name": SYNTHETIC_VALUES, "format": "npz", "key": "data", "channel": None, "steps": steps}
+    v = ds["values"]
+    return {"name": v["file"]["name"], "format": v["format"], "key": v.get("key"),
+            "channel": v.get("channel"), "steps": v["steps"]}
+
+
+def distance_source(config: dict, dataset: str) -> dict:
+    ds = config["datasets"][dataset]
+    if ds["source"] == "synthetic":
+        return {"name": SYNTHETIC_DISTANCE, "format": "matrix_csv", "unit_m": 1000.0}
+    d = ds["distance"]
+    return {"name": d["file"]["name"], "format": d["format"], "unit_m": float(d["unit_m"])}
+
+
+def data_spec(config: dict, dataset: str) -> dict:
+    ds, model = config["datasets"][dataset], config["model"]
+    return {"steps_per_day": ds["steps_per_day"], "split": list(ds["split"]), "n_his": model["n_his"],
+            "n_pred": model["n_pred"]}
+
+
+def architecture(config: dict, dataset: str, role: str) -> dict:
+    model = config["model"]
+    return {"n_nodes": config["datasets"][dataset]["n_nodes"],
+            "blocks": [list(b) for b in parse_blocks(model["architectures"][role])],
+            "kt": model["kt"], "ks": model["ks"], "n_his": model["n_his"], "dropout": model["dropout"]}
+
+
+def train_settings(config: dict, seed: int, **overrides) -> dict:
+    t = config["training"]
+    settings = {"epochs": t["epochs"], "batch_size": t["batch_size"], "learning_rate": t["learning_rate"],
+                "lr_decay": t["lr_decay"], "lr_step_epochs": t["lr_step_epochs"], "optimizer": t["optimizer"],
+                "seed": int(seed), "horizons": list(config["model"]["horizons"]),
+                "eval_batch_size": t["eval_batch_size"]}
+    settings.update(overrides)
+    return settings
+
+
+def reference_run(config: dict, dataset: str, role: str, seed: int) -> dict:
+    """Specification of a model trained on the task loss alone (teacher or pruning base)."""
+    return {"dataset": dataset, "role": role, "data": data_spec(config, dataset),
+            "arch": architecture(config, dataset, role), "train": train_settings(config, seed),
+            "loss": {"name": "task", "params": {}}, "device": config["device"]}

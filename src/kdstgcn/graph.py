@@ -1,0 +1,98 @@
+"""Road graph: distances, the Gaussian-kernel adjacency (Eq. 16) and Chebyshev polynomials of its Laplacian."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import torch
+
+log = logging.getLogger(__name__)
+
+
+class GraphError(ValueError):
+    """The distance data cannot give a usable graph."""
+
+
+def distances_from_edges(edges: pd.DataFrame, n_nodes: int) -> np.ndarray:
+    """Symmetric distance matrix (metres) from an edge list with columns from, to, cost; inf where no edge."""
+    missing = {"from", "to", "cost"} - set(edges.columns)
+    if missing:
+        raise GraphError(f"edge list lacks columns {sorted(missing)}; expected 'from,to,cost'")
+    d = np.full((n_nodes, n_nodes), np.inf)
+    i = edges["from"].to_numpy(int)
+    j = edges["to"].to_numpy(int)
+    if i.min() < 0 or j.min() < 0 or max(i.max(), j.max()) >= n_nodes:
+        raise GraphError(f"edge list names nodes outside 0..{n_nodes - 1}")
+    cost = edges["cost"].to_numpy(float)
+    # duplicate rows and both directions collapse to the shortest cost
+    np.minimum.at(d, (i, j), cost)
+    np.minimum.at(d, (j, i), cost)
+    np.fill_diagonal(d, 0.0)
+    return d
+
+
+def gaussian_adjacency(distance_m: np.ndarray, sigma2: float = 10.0, epsilon: float = 0.5,
+                       unit_m: float = 1000.0) -> np.ndarray:
+    """Eq. 16: W_ij = exp(-d_ij^2 / sigma^2) (d in units of `unit_m` metres), kept where >= epsilon and i != j."""
+    d = np.asarray(distance_m, dtype=float) / unit_m
+    if d.ndim != 2 or d.shape[0] != d.shape[1]:
+        raise GraphError(f"distance matrix must be square, got shape {d.shape}")
+    if np.isnan(d).any():
+        raise GraphError("distance matrix contains NaN")
+    with np.errstate(over="ignore"):
+        w = np.exp(-np.square(d) / sigma2)
+    w[w < epsilon] = 0.0
+    np.fill_diagonal(w, 0.0)
+    return w
+
+
+def graph_stats(w: np.ndarray) -> dict:
+    """Edge and degree figures of a weighted adjacency matrix."""
+    binary = w > 0
+    degree = binary.sum(axis=1)
+    sym = np.logical_or(binary, binary.T)
+    return {
+        "nodes": int(w.shape[0]),
+        "undirected_edges": int(np.triu(sym, 1).sum()),
+        "isolated_nodes": int((sym.sum(axis=1) == 0).sum()),
+        "isolated_ids": [int(k) for k in np.flatnonzero(sym.sum(axis=1) == 0)],
+        "degree_min": int(degree.min()),
+        "degree_mean": float(degree.mean()),
+        "degree_max": int(degree.max()),
+        "weight_mean": float(w[binary].mean()) if binary.any() else 0.0,
+        "symmetric": bool(np.allclose(w, w.T)),
+    }
+
+
+def check_graph(w: np.ndarray, source: str) -> dict:
+    """Raise if the graph has no edge at all (e.g. distances read in the wrong unit); warn on isolated nodes."""
+    stats = graph_stats(w)
+    if stats["undirected_edges"] == 0:
+        raise GraphError(
+            f"{source}: the adjacency has no edge at all. Check the distance unit "
+            "(datasets.<name>.distance.unit_m: 1 if the file is in metres) and sigma2/epsilon.")
+    if stats["isolated_nodes"]:
+        log.warning("%s: %d isolated stations (no neighbour within the kernel threshold): %s",
+                    source, stats["isolated_nodes"], stats["isolated_ids"])
+    return stats
+
+
+def scaled_laplacian(w: np.ndarray) -> np.ndarray:
+    """L~ = 2 L / lambda_max - I with L = I - D^-1/2 W D^-1/2 (isolated nodes get L_ii = 1)."""
+    n = w.shape[0]
+    d = w.sum(axis=1)
+    inv_sqrt = np.zeros_like(d)
+    inv_sqrt[d > 0] = 1.0 / np.sqrt(d[d > 0])
+    lap = np.eye(n) - inv_sqrt[:, None] * w * inv_sqrt[None, :]
+    lam_max = float(np.linalg.eigvalsh((lap + lap.T) / 2).max())
+    return 2.0 * lap / lam_max - np.eye(n)
+
+
+def chebyshev_polynomials(w: np.ndarray, ks: int) -> torch.Tensor:
+    """Stack T_0..T_{ks-1} of the scaled Laplacian as a float32 tensor [ks, N, N]."""
+    lt = scaled_laplacian(w)
+    polys = [np.eye(w.shape[0]), lt]
+    for _ in range(2, ks):
+        polys.append(2 * lt @ polys[-1] - polys[-2])
+    return torch.tensor(np.stack(polys[:ks]), dtype=torch.float32)

@@ -1,0 +1,237 @@
+"""Training losses of the paper: the task loss and every distillation loss, selectable by name.
+
+Every "||a - b||_2" of the paper on a scalar per node is read as the squared error averaged over batch
+and nodes (STGCN's L2 loss). A loss sees the student's and (frozen) teacher's `Outputs` and the target.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class Outputs:
+    """A model's one-step prediction [B, N] and, when asked for, its hidden-layer outputs."""
+
+    prediction: torch.Tensor
+    features: dict | None = None
+
+
+class Loss(nn.Module):
+    uses_teacher = False
+    uses_features = False
+
+    def share_pct(self) -> float | None:
+        """Share of entries learnt from the teacher's prediction (Table 3); None for losses without a switch."""
+        return None
+
+
+class TaskLoss(Loss):
+    """Squared error to the ground truth: the student trained without KD (and every teacher)."""
+
+    def forward(self, student: Outputs, target: torch.Tensor, teacher: Outputs | None = None) -> torch.Tensor:
+        return F.mse_loss(student.prediction, target)
+
+
+class ResponseL2(Loss):
+    """Eq. 3: beta * (y_s - y_t)^2 + (1 - beta) * (y_s - T)^2."""
+
+    uses_teacher = True
+
+    def __init__(self, beta: float):
+        super().__init__()
+        self.beta = beta
+
+    def forward(self, student, target, teacher):
+        return (self.beta * F.mse_loss(student.prediction, teacher.prediction)
+                + (1 - self.beta) * F.mse_loss(student.prediction, target))
+
+
+class ResponseKL(Loss):
+    """Eq. 1-2: beta * tau^2 * KL(p_t || p_s) with softmax over nodes at temperature tau, + (1 - beta) * (y_s - T)^2."""
+
+    uses_teacher = True
+
+    def __init__(self, beta: float, temperature: float = 1.0):
+        super().__init__()
+        self.beta, self.temperature = beta, temperature
+
+    def forward(self, student, target, teacher):
+        tau = self.temperature
+        log_ps = F.log_softmax(student.prediction / tau, dim=-1)
+        log_pt = F.log_softmax(teacher.prediction / tau, dim=-1)
+        kl = F.kl_div(log_ps, log_pt, reduction="batchmean", log_target=True) * tau ** 2
+        return self.beta * kl + (1 - self.beta) * F.mse_loss(student.prediction, target)
+
+
+class OverseenResponse(Loss):
+    """Eq. 4-6: learn from y_t where the min-max normalised |y_t - T| of a node exceeds alpha1, else from T."""
+
+    uses_teacher = True
+
+    def __init__(self, alpha1: float):
+        super().__init__()
+        self.alpha1 = alpha1
+        self.register_buffer("teacher_entries", torch.zeros((), dtype=torch.long))
+        self.register_buffer("entries", torch.zeros((), dtype=torch.long))
+
+    def forward(self, student, target, teacher):
+        gap = (teacher.prediction - target).abs()
+        low = gap.min(dim=-1, keepdim=True).values
+        span = gap.max(dim=-1, keepdim=True).values - low
+        normalised = torch.where(span > 0, (gap - low) / span.clamp_min(1e-12), torch.zeros_like(gap))
+        use_teacher = normalised > self.alpha1
+        self.teacher_entries += use_teacher.sum().cpu()
+        self.entries += use_teacher.numel()
+        goal = torch.where(use_teacher, teacher.prediction, target)
+        return F.mse_loss(student.prediction, goal)
+
+    def share_pct(self) -> float:
+        return 100.0 * int(self.teacher_entries) / max(int(self.entries), 1)
+
+
+def pairwise_l1_mean(x: torch.Tensor) -> torch.Tensor:
+    """[G, P, C] -> [G, P, P]: mean over channels of |x_p - x_q| (an L1 distance matrix divided by C)."""
+    return torch.cdist(x, x, p=1) / x.shape[-1]
+
+
+def temporal_correlation(f: torch.Tensor) -> torch.Tensor:
+    """Eq. 7: TCD[b, n, i, j] = mean_c |F[b, i, n, c] - F[b, j, n, c]| for a layer output f [B, C, T, N]."""
+    b, c, t, n = f.shape
+    return pairwise_l1_mean(f.permute(0, 3, 2, 1).reshape(b * n, t, c))
+
+
+def spatial_correlation(f: torch.Tensor) -> torch.Tensor:
+    """Eq. 9: SCD[b, t, i, j] = mean_c |F[b, t, i, c] - F[b, t, j, c]| for a layer output f [B, C, T, N]."""
+    b, c, t, n = f.shape
+    return pairwise_l1_mean(f.permute(0, 2, 3, 1).reshape(b * t, n, c))
+
+
+def correlation_gap(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Mean over the pairs i < j of (student - teacher)^2 for symmetric [G, P, P] matrices with zero diagonal."""
+    p = student.shape[-1]
+    pairs = student.shape[0] * p * (p - 1) / 2
+    return ((student - teacher) ** 2).sum() / 2 / pairs
+
+
+class TemporalCorrelationDistance(Loss):
+    """Eq. 8: mean squared gap between student and teacher TCD, averaged over the temporal layers."""
+
+    uses_teacher = True
+    uses_features = True
+
+    def forward(self, student, target, teacher):
+        gaps = []
+        for fs, ft in zip(student.features["temporal"], teacher.features["temporal"], strict=True):
+            with torch.no_grad():
+                tcd_t = temporal_correlation(ft)
+            gaps.append(correlation_gap(temporal_correlation(fs), tcd_t))
+        return torch.stack(gaps).mean()
+
+
+class SpatialCorrelationDistance(Loss):
+    """Eq. 10: mean squared gap between student and teacher SCD, averaged over the graph-conv layers."""
+
+    uses_teacher = True
+    uses_features = True
+
+    def forward(self, student, target, teacher):
+        gaps = []
+        for fs, ft in zip(student.features["spatial"], teacher.features["spatial"], strict=True):
+            with torch.no_grad():
+                scd_t = spatial_correlation(ft)
+            gaps.append(correlation_gap(spatial_correlation(fs), scd_t))
+        return torch.stack(gaps).mean()
+
+
+class SpatioTemporalCorrelation(Loss):
+    """Eq. 11: L_ORD + alpha3 * (alpha2 * L_SCD + (1 - alpha2) * L_TCD)."""
+
+    uses_teacher = True
+    uses_features = True
+
+    def __init__(self, alpha1: float, alpha2: float, alpha3: float):
+        super().__init__()
+        self.alpha2, self.alpha3 = alpha2, alpha3
+        self.ord = OverseenResponse(alpha1)
+        self.scd = SpatialCorrelationDistance()
+        self.tcd = TemporalCorrelationDistance()
+
+    def forward(self, student, target, teacher):
+        loss = self.ord(student, target, teacher)
+        if self.alpha2 > 0:
+            loss = loss + self.alpha3 * self.alpha2 * self.scd(student, target, teacher)
+        if self.alpha2 < 1:
+            loss = loss + self.alpha3 * (1 - self.alpha2) * self.tcd(student, target, teacher)
+        return loss
+
+    def share_pct(self) -> float:
+        return self.ord.share_pct()
+
+
+def node_similarity(hidden: torch.Tensor) -> torch.Tensor:
+    """[B, C, T, N] -> [B, N, N] cosine similarity between the nodes' hidden vectors."""
+    v = F.normalize(hidden.permute(0, 3, 1, 2).flatten(2), dim=-1)
+    return v @ v.transpose(1, 2)
+
+
+class StructureKD(Loss):
+    """SKD (Bian et al. 2021), our reading: alpha * MSE of node-similarity matrices of the last hidden layer
+    + (1 - alpha) * task loss."""
+
+    uses_teacher = True
+    uses_features = True
+
+    def __init__(self, alpha: float):
+        super().__init__()
+        self.alpha = alpha
+
+    def forward(self, student, target, teacher):
+        with torch.no_grad():
+            sim_t = node_similarity(teacher.features["hidden"])
+        structure = F.mse_loss(node_similarity(student.features["hidden"]), sim_t)
+        return self.alpha * structure + (1 - self.alpha) * F.mse_loss(student.prediction, target)
+
+
+class TemporalOnlySTCD(SpatioTemporalCorrelation):
+    """Table 5 ablation "TCD": Eq. 11 with alpha2 = 0, i.e. L_ORD + alpha3 * L_TCD."""
+
+    def __init__(self, alpha1: float, alpha3: float):
+        super().__init__(alpha1, 0.0, alpha3)
+
+
+class SpatialOnlySTCD(SpatioTemporalCorrelation):
+    """Table 5 ablation "SCD": Eq. 11 with alpha2 = 1, i.e. L_ORD + alpha3 * L_SCD."""
+
+    def __init__(self, alpha1: float, alpha3: float):
+        super().__init__(alpha1, 1.0, alpha3)
+
+
+LOSSES = {
+    "task": TaskLoss,
+    "rd_l2": ResponseL2,
+    "rd_kl": ResponseKL,
+    "ord": OverseenResponse,
+    "skd": StructureKD,
+    "stcd": SpatioTemporalCorrelation,
+    "tcd": TemporalOnlySTCD,
+    "scd": SpatialOnlySTCD,
+}
+
+LOSS_PARAMETERS = {
+    "task": (), "rd_l2": ("beta",), "rd_kl": ("beta", "temperature"), "ord": ("alpha1",),
+    "skd": ("alpha",), "stcd": ("alpha1", "alpha2", "alpha3"),
+    "tcd": ("alpha1", "alpha3"), "scd": ("alpha1", "alpha3"),
+}
+
+
+def build_loss(name: str, params: dict | None = None) -> Loss:
+    """Build a loss by name from its hyper-parameters (extra keys such as batch_size are ignored)."""
+    params = params or {}
+    if name not in LOSSES:
+        raise KeyError(f"unknown loss {name!r}; choose one of {sorted(LOSSES)}")
+    kwargs = {k: params[k] for k in LOSS_PARAMETERS[name] if k in params}
+    return LOSSES[name](**kwargs)

@@ -1,0 +1,61 @@
+rule train_teacher:
+    input:
+        unpack(prepared_inputs),
+    output:
+        model="results/{dataset}/seed{seed}/teacher/model.pt",
+        history="results/{dataset}/seed{seed}/teacher/history.parquet",
+    log:
+        "logs/train_teacher/{dataset}/seed{seed}.log",
+    benchmark:
+        "benchmarks/train_teacher/{dataset}/seed{seed}.tsv"
+    params:
+        run=lambda w: cfg.reference_run(config, w.dataset, "teacher", w.seed),
+        checkpoint=lambda w: f"{run_dir(w.dataset, w.seed, 'teacher')}/checkpoint.pt",
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=240,
+    script:
+        "../../scripts/train.py"
+
+
+use rule train_teacher as train_pruning_base with:
+    output:
+        model="results/{dataset}/seed{seed}/pruning_base/model.pt",
+        history="results/{dataset}/seed{seed}/pruning_base/history.parquet",
+    log:
+        "logs/train_pruning_base/{dataset}/seed{seed}.log",
+    benchmark:
+        "benchmarks/train_pruning_base/{dataset}/seed{seed}.tsv"
+    params:
+        run=lambda w: cfg.reference_run(config, w.dataset, "pruning_base", w.seed),
+        checkpoint=lambda w: f"{run_dir(w.dataset, w.seed, 'pruning_base')}/checkpoint.pt",
+
+
+rule evaluate:
+    input:
+        unpack(prepared_inputs),
+        model="results/{dataset}/seed{seed}/{model}/model.pt",
+    output:
+        metrics="results/{dataset}/seed{seed}/{model}/metrics.csv",
+        metrics_parquet="results/{dataset}/seed{seed}/{model}/metrics.parquet",
+        predictions="results/{dataset}/seed{seed}/{model}/predictions.npz",
+    log:
+        "logs/evaluate/{dataset}/seed{seed}/{model}.log",
+    benchmark:
+        "benchmarks/evaluate/{dataset}/seed{seed}/{model}.tsv"
+    params:
+        data=lambda w: cfg.data_spec(config, w.dataset),
+        horizons=config["model"]["horizons"],
+        step_minutes=config["model"]["step_minutes"],
+        device=config["device"],
+        eval_batch_size=config["training"]["eval_batch_size"],
+        paper_name=lambda w: config["datasets"][w.dataset]["paper_name"],
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=30,
+    script:
+        "../../scripts/evaluate.py"
