@@ -4,5 +4,5 @@ from kdstgcn.runner import logged
 
 with logged(snakemake.log[0], snakemake.threads):
     train_run(snakemake.params.run, snakemake.input.values, snakemake.input.fill_report, snakemake.input.adjacency,
-              snakemake.output.model, snakemake.output.history, snakemake.params.checkpoint,
+              snakemake.output.model, snakemake.output.history, snakemake.output.info, snakemake.params.checkpoint,
               snakemake.input.get("teacher"))

@@ -7,7 +7,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from .losses import LOSSES
+from .losses import LOSS_PARAMETERS
 from .model import parse_blocks
 
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
@@ -54,9 +54,20 @@ def check(config: dict) -> None:
     model = config["model"]
     if max(model["horizons"]) > model["n_pred"]:
         raise ConfigError(f"model.horizons: {model['horizons']} exceed model.n_pred = {model['n_pred']}")
-    for loss in config.get("distillation", {}).get("losses", []):
-        if loss not in LOSSES:
-            raise ConfigError(f"distillation.losses: unknown loss {loss!r}; allowed: {sorted(LOSSES)}")
+    kd = config["distillation"]
+    for name in config["run_datasets"]:
+        paper = datasets[name]["paper_name"]
+        table = kd["hyperparameters"].get(paper, {})
+        for loss in kd["losses"]:
+            if loss not in table:
+                raise ConfigError(f"distillation.hyperparameters.{paper}.{loss}: missing (dataset {name!r} "
+                                  f"trains this student)")
+            absent = [p for p in LOSS_PARAMETERS[loss] if p != "temperature" and p not in table[loss]]
+            if absent:
+                raise ConfigError(f"distillation.hyperparameters.{paper}.{loss}: needs {absent}")
+    figures = config["figures"]
+    if figures["horizon"] > model["n_pred"]:
+        raise ConfigError(f"figures.horizon: {figures['horizon']} exceeds model.n_pred = {model['n_pred']}")
 
 
 def load(path: str | Path) -> dict:
@@ -96,6 +107,17 @@ def distance_source(config: dict, dataset: str) -> dict:
     return {"name": d["file"]["name"], "format": d["format"], "unit_m": float(d["unit_m"])}
 
 
+def run_dir(dataset: str, seed: int, model: str) -> str:
+    """Folder of one trained model and its evaluation: results/<dataset>/seed<seed>/<model>."""
+    return f"results/{dataset}/seed{seed}/{model}"
+
+
+def quantity(config: dict, dataset: str) -> str:
+    """What the dataset's values are (axis label of the figures)."""
+    ds = config["datasets"][dataset]
+    return ds["values"]["quantity"] if ds["source"] == "files" else "speed (mph, synthetic)"
+
+
 def data_spec(config: dict, dataset: str) -> dict:
     ds, model = config["datasets"][dataset], config["model"]
     return {"steps_per_day": ds["steps_per_day"], "split": list(ds["split"]), "n_his": model["n_his"],
@@ -124,3 +146,15 @@ def reference_run(config: dict, dataset: str, role: str, seed: int) -> dict:
     return {"dataset": dataset, "role": role, "data": data_spec(config, dataset),
             "arch": architecture(config, dataset, role), "train": train_settings(config, seed),
             "loss": {"name": "task", "params": {}}, "device": config["device"]}
+
+
+def student_run(config: dict, dataset: str, loss: str, seed: int) -> dict:
+    """Specification of the fixed student [1,2,4][4,2,8] trained with one loss (Table 6 hyper-parameters)."""
+    paper = config["datasets"][dataset]["paper_name"]
+    hyper = dict(config["distillation"]["hyperparameters"][paper][loss])
+    if loss == "rd_kl":
+        hyper["temperature"] = config["distillation"]["kl_temperature"]
+    train = train_settings(config, seed, batch_size=hyper["batch_size"], learning_rate=hyper["learning_rate"])
+    return {"dataset": dataset, "role": f"student_{loss}", "data": data_spec(config, dataset),
+            "arch": architecture(config, dataset, "student"), "train": train,
+            "loss": {"name": loss, "params": hyper}, "device": config["device"]}

@@ -12,7 +12,7 @@ import torch
 from .data import PreparedData, prepare
 from .evaluate import evaluate
 from .graph import chebyshev_polynomials
-from .io import atomic_path, write_table, write_tables
+from .io import atomic_path, write_json, write_table, write_tables
 from .losses import build_loss
 from .model import STGCN, Architecture, count_parameters, load_model, save_model
 from .paper import beside_paper
@@ -30,8 +30,8 @@ def load_cheb(adjacency: str, ks: int) -> torch.Tensor:
 
 
 def train_run(run: dict, values: str, fill_report: str, adjacency: str, model_out: str, history_out: str,
-              checkpoint: str, teacher_path: str | None = None) -> STGCN:
-    """Train one model from its run spec; write the whole model and its per-epoch history."""
+              info_out: str, checkpoint: str, teacher_path: str | None = None) -> STGCN:
+    """Train one model from its run spec; write the whole model, its per-epoch history and a summary."""
     data = load_data(values, fill_report, run["data"])
     arch = Architecture.from_dict(run["arch"])
     torch.manual_seed(run["train"]["seed"])
@@ -47,8 +47,9 @@ def train_run(run: dict, values: str, fill_report: str, adjacency: str, model_ou
     best = history.loc[history["val_mae"].idxmin()]
     extra = {"run": run, "best_epoch": int(best["epoch"]), "best_val_mae": float(best["val_mae"]),
              "epochs_run": int(history["epoch"].max()), "teacher_share_pct": loss.share_pct(),
-             "parameters": count_parameters(model)}
+             "parameters": count_parameters(model), "seconds_per_epoch": float(history["epoch_seconds"].mean())}
     write_table(history, history_out)
+    write_json(extra, info_out)
     save_model(model, model_out, extra)
     Path(checkpoint).unlink(missing_ok=True)
     log.info("best epoch %d (val MAE %.4f); model written to %s", extra["best_epoch"], extra["best_val_mae"], model_out)
@@ -77,3 +78,14 @@ def evaluate_run(model_path: str, values: str, fill_report: str, data: dict, hor
             np.savez_compressed(f, prediction=pred.astype(np.float32), truth=truth.astype(np.float32),
                                 extra=json.dumps({k: v for k, v in extra.items() if k != "run"}))
     return table
+
+
+@torch.no_grad()
+def hidden_maps(model_path: str, values: str, fill_report: str, data: dict, start: int, count: int) -> np.ndarray:
+    """Channel-mean hidden representation (input of the output layer) of `count` test windows: [count, T * N]."""
+    prepared = load_data(values, fill_report, data)
+    model, _ = load_model(model_path)
+    model.eval()
+    x = prepared.inputs("test")[start:start + count]
+    _, features = model(x, return_features=True)
+    return features["hidden"].mean(dim=1).flatten(1).numpy()

@@ -10,6 +10,7 @@ import pandas as pd
 TABLES = Path(__file__).with_name("paper_tables")
 METRICS = ("MAE", "RMSE", "MAPE")
 HORIZONS_MIN = (15, 30, 45)
+METRIC_TABLES = (2, 4, 5, 7, 8)
 
 
 @cache
@@ -18,25 +19,24 @@ def table(number: int) -> pd.DataFrame:
 
 
 def paper_model_name(model: str) -> str:
-    """Our run name -> the paper's row name (teacher, student_no_kd, student_ord, base_model, ...)."""
-    if model == "student_task":
-        return "student_no_kd"
-    if model == "pruning_base":
-        return "base_model"
-    return model
+    """Our run name -> the paper's row name where the two differ."""
+    return {"student_task": "student_no_kd", "pruning_base": "base_model"}.get(model, model)
 
 
-def metric_rows(paper_name: str, model: str) -> pd.DataFrame:
-    """Long table (horizon_min, metric, paper) of the paper's metrics for one model, empty if it has none."""
-    name = paper_model_name(model)
-    for number in (2, 4, 5, 8):
+def metric_rows(paper_name: str, paper_model: str, numbers=METRIC_TABLES, param_pct: int | None = None
+                ) -> pd.DataFrame:
+    """Long table (horizon_min, metric, paper) of one row of the paper's metric tables, empty if none."""
+    for number in numbers:
         t = table(number)
-        hit = t[(t["dataset"] == paper_name) & (t["model"] == name)]
+        hit = t[(t["dataset"] == paper_name) & (t["model"] == paper_model)]
+        if param_pct is not None and "param_pct" in t:
+            hit = hit[hit["param_pct"] == param_pct]
         if len(hit):
             row = hit.iloc[0]
             return pd.DataFrame([{"horizon_min": h, "metric": m, "paper": float(row[f"{m}_{h}"])}
                                  for m in METRICS for h in HORIZONS_MIN])
-    return pd.DataFrame(columns=["horizon_min", "metric", "paper"])
+    return pd.DataFrame({"horizon_min": pd.Series(dtype=int), "metric": pd.Series(dtype=str),
+                         "paper": pd.Series(dtype=float)})
 
 
 def long_metrics(ours: pd.DataFrame) -> pd.DataFrame:
@@ -46,6 +46,7 @@ def long_metrics(ours: pd.DataFrame) -> pd.DataFrame:
 
 def beside_paper(ours: pd.DataFrame, paper_name: str, model: str) -> pd.DataFrame:
     """Our metrics with the paper's value and the difference (ours - paper) for each cell."""
-    merged = long_metrics(ours).merge(metric_rows(paper_name, model), on=["horizon_min", "metric"], how="left")
+    paper = metric_rows(paper_name, paper_model_name(model), numbers=(2, 4, 5, 8))
+    merged = long_metrics(ours).merge(paper, on=["horizon_min", "metric"], how="left")
     merged["diff"] = merged["ours"] - merged["paper"]
     return merged

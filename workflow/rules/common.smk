@@ -9,6 +9,7 @@ sys.path.insert(0, SRC)
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
 
 from kdstgcn import config as cfg
+from kdstgcn import report as paper_report
 
 cfg.validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 
@@ -20,7 +21,8 @@ wildcard_constraints:
     dataset="|".join(config["datasets"]),
     seed=r"\d+",
     filename="|".join(re.escape(n) for n in RAW_NAMES) or "(?!)",
-    model=r"teacher|pruning_base",
+    loss="|".join(config["distillation"]["losses"]),
+    model=r"teacher|pruning_base|student_[a-z0-9_]+|pruned_(kd_taylor|taylor)_(teacher|pruning_base)_\d+",
 
 
 def seeds():
@@ -41,14 +43,20 @@ def prepared_inputs(wildcards):
     }
 
 
-def run_dir(dataset, seed, model):
-    return f"results/{dataset}/seed{seed}/{model}"
+def student_inputs(wildcards):
+    """A student reads the prepared data and, when its loss distils, the teacher of the same seed."""
+    inputs = prepared_inputs(wildcards)
+    if wildcards.loss != "task":
+        inputs["teacher"] = f"{cfg.run_dir(wildcards.dataset, wildcards.seed, 'teacher')}/model.pt"
+    return inputs
 
 
 def all_outputs():
-    return expand(
-        "results/{dataset}/seed{seed}/{model}/metrics.csv",
+    tables = [f"results/table{n}.{ext}" for n in (2, 3, 4, 5, 6) for ext in ("csv", "parquet")]
+    figures = expand("results/figures/figure3_{dataset}.png", dataset=config["run_datasets"])
+    tsne = expand(
+        "results/figures/tsne_{dataset}_{student}_vs_teacher.png",
         dataset=config["run_datasets"],
-        seed=seeds(),
-        model=["teacher"],
+        student=[f"student_{loss}" for loss in ("task", "stcd") if loss in config["distillation"]["losses"]],
     )
+    return tables + figures + tsne

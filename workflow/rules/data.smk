@@ -13,6 +13,8 @@ rule download:
     resources:
         mem_mb=500,
         runtime=30,
+    conda:
+        "../../envs/kdstgcn.yaml"
     script:
         "../../scripts/download.py"
 
@@ -32,6 +34,8 @@ rule synthesize:
     resources:
         mem_mb=1000,
         runtime=10,
+    conda:
+        "../../envs/kdstgcn.yaml"
     script:
         "../../scripts/synthesize.py"
 
@@ -54,6 +58,8 @@ rule clean:
     resources:
         mem_mb=4000,
         runtime=20,
+    conda:
+        "../../envs/kdstgcn.yaml"
     script:
         "../../scripts/clean.py"
 
@@ -75,5 +81,7 @@ rule adjacency:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        "../../envs/kdstgcn.yaml"
     script:
         "../../scripts/adjacency.py"

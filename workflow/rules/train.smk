@@ -4,18 +4,21 @@ rule train_teacher:
     output:
         model="results/{dataset}/seed{seed}/teacher/model.pt",
         history="results/{dataset}/seed{seed}/teacher/history.parquet",
+        info="results/{dataset}/seed{seed}/teacher/info.json",
     log:
         "logs/train_teacher/{dataset}/seed{seed}.log",
     benchmark:
         "benchmarks/train_teacher/{dataset}/seed{seed}.tsv"
     params:
         run=lambda w: cfg.reference_run(config, w.dataset, "teacher", w.seed),
-        checkpoint=lambda w: f"{run_dir(w.dataset, w.seed, 'teacher')}/checkpoint.pt",
+        checkpoint=lambda w: f"{cfg.run_dir(w.dataset, w.seed, 'teacher')}/checkpoint.pt",
     threads: 2
     resources:
         gpu=1,
         mem_mb=8000,
         runtime=240,
+    conda:
+        "../../envs/kdstgcn.yaml"
     script:
         "../../scripts/train.py"
 
@@ -24,13 +27,30 @@ use rule train_teacher as train_pruning_base with:
     output:
         model="results/{dataset}/seed{seed}/pruning_base/model.pt",
         history="results/{dataset}/seed{seed}/pruning_base/history.parquet",
+        info="results/{dataset}/seed{seed}/pruning_base/info.json",
     log:
         "logs/train_pruning_base/{dataset}/seed{seed}.log",
     benchmark:
         "benchmarks/train_pruning_base/{dataset}/seed{seed}.tsv"
     params:
         run=lambda w: cfg.reference_run(config, w.dataset, "pruning_base", w.seed),
-        checkpoint=lambda w: f"{run_dir(w.dataset, w.seed, 'pruning_base')}/checkpoint.pt",
+        checkpoint=lambda w: f"{cfg.run_dir(w.dataset, w.seed, 'pruning_base')}/checkpoint.pt",
+
+
+use rule train_teacher as train_student with:
+    input:
+        unpack(student_inputs),
+    output:
+        model="results/{dataset}/seed{seed}/student_{loss}/model.pt",
+        history="results/{dataset}/seed{seed}/student_{loss}/history.parquet",
+        info="results/{dataset}/seed{seed}/student_{loss}/info.json",
+    log:
+        "logs/train_student/{dataset}/seed{seed}/{loss}.log",
+    benchmark:
+        "benchmarks/train_student/{dataset}/seed{seed}/{loss}.tsv"
+    params:
+        run=lambda w: cfg.student_run(config, w.dataset, w.loss, w.seed),
+        checkpoint=lambda w: f"{cfg.run_dir(w.dataset, w.seed, 'student_' + w.loss)}/checkpoint.pt",
 
 
 rule evaluate:
@@ -57,5 +77,7 @@ rule evaluate:
         gpu=1,
         mem_mb=8000,
         runtime=30,
+    conda:
+        "../../envs/kdstgcn.yaml"
     script:
         "../../scripts/evaluate.py"

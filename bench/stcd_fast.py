@@ -1,0 +1,114 @@
+"""Prototype (not used by the pipeline): an exact, faster formulation of the TCD/SCD gaps of losses.py.
+
+losses.py computes, per feature layer, Ds = cdist(Fs, Fs, p=1) / Cs and Dt = cdist(Ft, Ft, p=1) / Ct as
+full [G, P, P] tensors, then ((Ds - Dt) ** 2).sum() / 2 / pairs. On CPU every one of those steps is a
+full pass over B*T*N*N floats (104 MB per spatial layer at B=50, T=10, N=228), and autograd adds as many
+again in the backward. The formulation here computes the same number with fewer passes:
+
+    R    = cdist(Fs, Fs, p=1) - (Cs / Ct) * cdist(Ft, Ft, p=1)      (one fused sub with alpha)
+    gap  = <R, R> / (2 * pairs * Cs^2)                                (a BLAS dot, no temporary)
+    dgap/dFs = 2 * _cdist_backward(R * 2g / (2 * pairs * Cs^2), Fs, Fs, p=1)
+
+as one autograd.Function that keeps only R (the teacher's matrix is freed at once) and whose backward
+is one scaled copy of R plus the very kernel autograd uses for cdist (both cdist arguments are Fs and R
+is symmetric, so the two identical halves of CdistBackward are one call times 2). Results equal
+losses.py to float rounding (checked by `check()`).
+"""
+from __future__ import annotations
+
+import torch
+
+from kdstgcn.losses import Loss, OverseenResponse
+
+
+def _groups_spatial(f: torch.Tensor) -> torch.Tensor:
+    b, c, t, n = f.shape
+    return f.permute(0, 2, 3, 1).reshape(b * t, n, c)
+
+
+def _groups_temporal(f: torch.Tensor) -> torch.Tensor:
+    b, c, t, n = f.shape
+    return f.permute(0, 3, 2, 1).reshape(b * n, t, c)
+
+
+class _L1CorrelationGap(torch.autograd.Function):
+    """sum_{i<j} (mean_c |xs_i - xs_j| - mean_c |xt_i - xt_j|)^2 / (G * P (P-1) / 2), gradient to xs only."""
+
+    @staticmethod
+    def forward(ctx, xs: torch.Tensor, xt: torch.Tensor) -> torch.Tensor:
+        g, p, cs = xs.shape
+        ct = xt.shape[-1]
+        scale = 1.0 / (cs * cs * g * p * (p - 1))  # 1 / (2 * pairs * Cs^2)
+        r = torch.cdist(xs, xs, p=1)
+        r.sub_(torch.cdist(xt, xt, p=1), alpha=cs / ct)  # teacher matrix is a temporary, freed here
+        flat = r.view(-1)
+        ctx.save_for_backward(xs, r)
+        ctx.scale = scale
+        return torch.dot(flat, flat) * scale
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        xs, r = ctx.saved_tensors
+        grad_r = r * (2.0 * ctx.scale * grad_out)
+        # cdist(xs, xs) has xs as both arguments; R symmetric -> both halves of CdistBackward are equal.
+        # For p = 1 the kernel does not read the distance values; r is passed for the signature.
+        grad_x = torch.ops.aten._cdist_backward(grad_r, xs, xs, 1.0, r)
+        return 2.0 * grad_x, None
+
+
+def fast_gap(fs: torch.Tensor, ft: torch.Tensor, kind: str) -> torch.Tensor:
+    groups = _groups_spatial if kind == "spatial" else _groups_temporal
+    with torch.no_grad():
+        xt = groups(ft)
+    return _L1CorrelationGap.apply(groups(fs), xt)
+
+
+class FastSTCD(Loss):
+    """Same value and gradient as kdstgcn.losses.SpatioTemporalCorrelation, computed with `fast_gap`."""
+
+    uses_teacher = True
+    uses_features = True
+
+    def __init__(self, alpha1: float, alpha2: float, alpha3: float):
+        super().__init__()
+        self.alpha2, self.alpha3 = alpha2, alpha3
+        self.ord = OverseenResponse(alpha1)
+
+    def _term(self, student, teacher, key, kind):
+        gaps = [fast_gap(fs, ft, kind)
+                for fs, ft in zip(student.features[key], teacher.features[key], strict=True)]
+        return torch.stack(gaps).mean()
+
+    def forward(self, student, target, teacher):
+        loss = self.ord(student, target, teacher)
+        if self.alpha2 > 0:
+            loss = loss + self.alpha3 * self.alpha2 * self._term(student, teacher, "spatial", "spatial")
+        if self.alpha2 < 1:
+            loss = loss + self.alpha3 * (1 - self.alpha2) * self._term(student, teacher, "temporal", "temporal")
+        return loss
+
+    def share_pct(self) -> float:
+        return self.ord.share_pct()
+
+
+def check(student, teacher, x, y, params, rtol=1e-4, atol=1e-6) -> dict:
+    """Loss value and student gradients of FastSTCD against losses.build_loss('stcd'): max relative gaps."""
+    from kdstgcn.losses import build_loss
+    from kdstgcn.train import loss_step
+
+    out = {}
+    grads = []
+    for loss in (build_loss("stcd", params), FastSTCD(**params)):
+        student.zero_grad(set_to_none=True)
+        value = loss_step(student, teacher, loss, x, y)
+        value.backward()
+        grads.append([p.grad.detach().clone() for p in student.parameters()])
+        out.setdefault("values", []).append(float(value))
+    ref, new = grads
+    out["loss_rel_diff"] = abs(out["values"][0] - out["values"][1]) / abs(out["values"][0])
+    out["grad_max_rel_diff"] = max(float((a - b).abs().max() / a.abs().max().clamp_min(1e-30))
+                                   for a, b in zip(ref, new))
+    out["grads_allclose"] = all(torch.allclose(a, b, rtol=rtol, atol=atol * float(a.abs().max()))
+                                for a, b in zip(ref, new))
+    student.zero_grad(set_to_none=True)
+    return out

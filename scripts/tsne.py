@@ -1,0 +1,12 @@
+"""Entry point of rule tsne: hidden representations of a student (red) and a reference model (blue)."""
+from kdstgcn.jobs import hidden_maps
+from kdstgcn.report import tsne_figure
+from kdstgcn.runner import logged
+
+with logged(snakemake.log[0]):
+    p, w, i = snakemake.params, snakemake.wildcards, snakemake.input
+    fig = p.figures
+    maps = [hidden_maps(path, i.values, i.fill_report, p.data, fig["start_window"], fig["tsne_windows"])
+            for path in (i.student, i.reference)]
+    tsne_figure(maps[0], maps[1], (w.student, w.reference), f"t-SNE of hidden representation, {w.dataset}",
+                snakemake.output[0], seed=p.seed)

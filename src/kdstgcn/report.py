@@ -1,0 +1,225 @@
+"""The paper's tables and figures from our runs: every number beside the published one.
+
+All tables share one long format (TABLE_COLUMNS): one row per dataset x model x quantity, with our mean and
+spread over seeds, the paper's value, the difference, and for claim rows the comparison they rest on.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from . import paper  # noqa: E402
+from .config import run_dir  # noqa: E402
+
+TABLE_COLUMNS = ["table", "dataset", "paper_dataset", "model", "paper_model", "param_pct", "metric", "horizon_min",
+                 "ours", "ours_std", "n_seeds", "paper", "diff", "compared_with", "diff_vs_compared",
+                 "exceeds_spread", "parameters", "epochs", "paper_epochs", "note"]
+
+
+@dataclass(frozen=True)
+class TableRow:
+    """One model of a paper table: our run name, the paper's row name, and (Tables 7-8) its pruning level."""
+
+    model: str
+    paper_model: str
+    param_pct: int | None = None
+    compared_with: str | None = None
+
+
+KD_COMPARISON = "student_task"
+
+
+def _kd(model: str) -> TableRow:
+    return TableRow(model, paper.paper_model_name(model), compared_with=KD_COMPARISON)
+
+
+REFERENCE_ROWS = [TableRow("teacher", "teacher"), TableRow("student_task", "student_no_kd")]
+KD_TABLES = {
+    2: REFERENCE_ROWS + [_kd(m) for m in ("student_rd_l2", "student_rd_kl", "student_ord")],
+    4: REFERENCE_ROWS + [_kd(m) for m in ("student_rd_l2", "student_rd_kl", "student_skd", "student_stcd")],
+    5: REFERENCE_ROWS + [_kd(m) for m in ("student_ord", "student_tcd", "student_scd", "student_stcd")],
+}
+SHARE_MODELS = ["student_ord", "student_scd", "student_tcd", "student_stcd"]
+
+
+def table_rows(number: int, config: dict) -> list[TableRow]:
+    """The models a metric table needs, restricted to the students the config trains."""
+    trained = {f"student_{loss}" for loss in config["distillation"]["losses"]}
+    return [r for r in KD_TABLES[number] if not r.model.startswith("student_") or r.model in trained]
+
+
+def note(config: dict, dataset: str, epochs) -> str:
+    t = config["training"]
+    text = config["datasets"][dataset]["description"]
+    if epochs is not None and not pd.isna(epochs) and int(epochs) < t["paper_epochs"]:
+        text += f"; cut short: {int(epochs)} epochs (paper {t['paper_epochs']})"
+    return text
+
+
+def seed_metrics(dataset: str, model: str, seeds) -> pd.DataFrame:
+    """Our long metric table of one model over all seeds (column `seed`)."""
+    frames = []
+    for seed in seeds:
+        df = pd.read_csv(Path(run_dir(dataset, seed, model)) / "metrics.csv")
+        frames.append(df.assign(seed=seed))
+    return pd.concat(frames, ignore_index=True)
+
+
+def spread_summary(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Mean, sample standard deviation and count of `ours` over seeds."""
+    g = df.groupby(keys, sort=False)["ours"]
+    return g.agg(ours="mean", ours_std=lambda s: s.std(ddof=1) if len(s) > 1 else np.nan,
+                 n_seeds="count").reset_index()
+
+
+def compare(result: pd.DataFrame) -> pd.DataFrame:
+    """For rows with a comparison model: difference of means and whether it exceeds the summed spreads."""
+    ref = result[["dataset", "model", "metric", "horizon_min", "ours", "ours_std"]].rename(
+        columns={"model": "compared_with", "ours": "ref_ours", "ours_std": "ref_std"})
+    merged = result.merge(ref, on=["dataset", "compared_with", "metric", "horizon_min"], how="left")
+    merged["diff_vs_compared"] = merged["ours"] - merged["ref_ours"]
+    spread = merged["ours_std"] + merged["ref_std"]
+    merged["exceeds_spread"] = np.where(spread.notna() & merged["diff_vs_compared"].notna(),
+                                        np.where(merged["diff_vs_compared"].abs() > spread, "yes", "no"),
+                                        np.where(merged["diff_vs_compared"].notna(), "n/a (one seed)", ""))
+    return merged.drop(columns=["ref_ours", "ref_std"])
+
+
+def metric_table(number: int, rows: list[TableRow], config: dict) -> pd.DataFrame:
+    """A metric table (2, 4, 5, 7, 8): MAE/RMSE/MAPE at 15/30/45 min per dataset and model."""
+    seeds = config["seeds"]
+    parts = []
+    for dataset in config["run_datasets"]:
+        paper_name = config["datasets"][dataset]["paper_name"]
+        for row in rows:
+            ours = seed_metrics(dataset, row.model, seeds)
+            summary = spread_summary(ours, ["horizon_min", "metric"])
+            published = paper.metric_rows(paper_name, row.paper_model, (number,), row.param_pct)
+            summary = summary.merge(published, on=["horizon_min", "metric"], how="left")
+            epochs = ours["epochs_run"].min()
+            summary = summary.assign(
+                table=number, dataset=dataset, paper_dataset=paper_name, model=row.model,
+                paper_model=row.paper_model, param_pct=row.param_pct, compared_with=row.compared_with,
+                parameters=int(ours["parameters"].iloc[0]), epochs=epochs,
+                paper_epochs=config["training"]["paper_epochs"], note=note(config, dataset, epochs))
+            parts.append(summary)
+    result = compare(pd.concat(parts, ignore_index=True))
+    result["diff"] = result["ours"] - result["paper"]
+    return finish(result)
+
+
+def finish(df: pd.DataFrame) -> pd.DataFrame:
+    for col in TABLE_COLUMNS:
+        if col not in df:
+            df[col] = np.nan
+    return df[TABLE_COLUMNS].reset_index(drop=True)
+
+
+def teacher_share_table(config: dict) -> pd.DataFrame:
+    """Table 3: share (%) of target entries that the ORD switch took from the teacher, per student."""
+    published = paper.table(3).set_index("model")
+    trained = {f"student_{loss}" for loss in config["distillation"]["losses"]}
+    rows = []
+    for dataset in config["run_datasets"]:
+        paper_name = config["datasets"][dataset]["paper_name"]
+        for model in SHARE_MODELS:
+            if model not in trained:
+                continue
+            infos = [json.loads((Path(run_dir(dataset, s, model)) / "info.json").read_text())
+                     for s in config["seeds"]]
+            values = pd.Series([i["teacher_share_pct"] for i in infos], dtype=float)
+            epochs = min(i["epochs_run"] for i in infos)
+            rows.append({"table": 3, "dataset": dataset, "paper_dataset": paper_name, "model": model,
+                         "paper_model": model, "metric": "teacher_share_pct", "ours": values.mean(),
+                         "ours_std": values.std(ddof=1) if len(values) > 1 else np.nan, "n_seeds": len(values),
+                         "paper": float(published.loc[model, f"{paper_name}_pct"]),
+                         "parameters": infos[0]["parameters"], "epochs": epochs,
+                         "paper_epochs": config["training"]["paper_epochs"], "note": note(config, dataset, epochs)})
+    df = pd.DataFrame(rows)
+    df["diff"] = df["ours"] - df["paper"]
+    return finish(df)
+
+
+def hyperparameter_table(config: dict) -> pd.DataFrame:
+    """Table 6: the KD hyper-parameters this run used beside the paper's."""
+    published = paper.table(6)
+    rows = []
+    for dataset in config["run_datasets"]:
+        paper_name = config["datasets"][dataset]["paper_name"]
+        ours_all = config["distillation"]["hyperparameters"][paper_name]
+        for _, prow in published[published["dataset"] == paper_name].iterrows():
+            ours = ours_all.get(prow["model"], {})
+            for key in ("batch_size", "learning_rate", "alpha1", "alpha2", "alpha3", "alpha", "beta"):
+                if pd.isna(prow[key]) and key not in ours:
+                    continue
+                rows.append({"table": 6, "dataset": dataset, "paper_dataset": paper_name,
+                             "model": f"student_{prow['model']}", "paper_model": prow["model"], "metric": key,
+                             "ours": ours.get(key, np.nan), "paper": prow[key], "n_seeds": len(config["seeds"]),
+                             "note": config["datasets"][dataset]["description"]})
+    df = pd.DataFrame(rows)
+    df["diff"] = df["ours"] - df["paper"]
+    return finish(df)
+
+
+def load_predictions(dataset: str, seed: int, model: str) -> dict:
+    with np.load(Path(run_dir(dataset, seed, model)) / "predictions.npz") as z:
+        return {k: z[k] for k in ("prediction", "truth")}
+
+
+def prediction_figure(dataset: str, seed: int, models: list[str], labels: dict[str, str], figures: dict,
+                      step_minutes: int, quantity: str, title: str, path: str | Path) -> None:
+    """Figures 3-5: one station's prediction at the configured horizon over consecutive test windows."""
+    from .io import atomic_path
+
+    node, start, points, h = figures["node"], figures["start_window"], figures["points"], figures["horizon"]
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    truth = None
+    for model in models:
+        pred = load_predictions(dataset, seed, model)
+        stop = min(start + points, pred["prediction"].shape[0])
+        if truth is None:
+            truth = pred["truth"][start:stop, h - 1, node]
+            ax.plot(truth, color="black", lw=2.2, label="ground truth")
+        ax.plot(pred["prediction"][start:stop, h - 1, node], lw=1.2, label=labels.get(model, model))
+    ax.set_xlabel(f"test window (5-min steps from window {start})")
+    ax.set_ylabel(quantity)
+    ax.set_title(f"{title}: station {node}, {h * step_minutes}-min ahead, {dataset}")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def tsne_figure(hidden_student: np.ndarray, hidden_reference: np.ndarray, labels: tuple[str, str], title: str,
+                path: str | Path, seed: int = 0) -> None:
+    """t-SNE of the hidden representation (input of the output layer), student red, reference blue.
+
+    Student and teacher differ in channel count, so each window is described by its channel-mean map
+    [time, nodes], which has the same size for both; both sets are embedded together.
+    """
+    from sklearn.manifold import TSNE
+
+    from .io import atomic_path
+
+    both = np.concatenate([hidden_student, hidden_reference])
+    perplexity = min(30.0, (len(both) - 1) / 3)
+    emb = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(both)
+    n = len(hidden_student)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.scatter(emb[n:, 0], emb[n:, 1], c="tab:blue", s=18, label=labels[1])
+    ax.scatter(emb[:n, 0], emb[:n, 1], c="tab:red", s=18, label=labels[0])
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

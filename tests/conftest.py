@@ -1,0 +1,180 @@
+"""Shared fixtures: the repository root, the shared data mirror, a small synthetic dataset written through the
+package's own cleaning and graph code, and a helper that runs Snakemake in a throw-away copy of the repository."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MIRROR_ENV = "KDSTGCN_MIRROR"
+
+
+def shared_data_dir() -> Path | None:
+    """The read-only mirror of the raw files: $KDSTGCN_MIRROR, else ../shared/data beside the repository."""
+    env = os.environ.get(MIRROR_ENV)
+    for candidate in (Path(env) if env else None, REPO.parent / "shared" / "data"):
+        if candidate is not None and candidate.is_dir():
+            return candidate
+    return None
+
+
+@pytest.fixture
+def single_thread():
+    """Tiny models run far faster on one thread, above all when other jobs share the cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Folder with the real raw files; the test is skipped when it is not there."""
+    path = shared_data_dir()
+    if path is None:
+        pytest.skip(f"no data mirror: set {MIRROR_ENV} or place the files in {REPO.parent / 'shared' / 'data'}")
+    return path
+
+
+def shared_file(shared_data: Path, relative: str) -> Path:
+    """One file of the mirror (found by name anywhere below it, like the download step does), or skip."""
+    direct = shared_data / relative
+    if direct.is_file():
+        return direct
+    hits = sorted(shared_data.rglob(Path(relative).name))
+    if not hits:
+        pytest.skip(f"{relative} is not in the data mirror {shared_data}")
+    return hits[0]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# A small synthetic dataset prepared by the real path: generate -> clean -> parquet; distances -> adjacency.
+# ----------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SyntheticFiles:
+    values: Path
+    fill_report: Path
+    adjacency: Path
+    n_nodes: int
+    steps_per_day: int
+    split: tuple[int, int, int]
+
+    def data_spec(self) -> dict:
+        return {"steps_per_day": self.steps_per_day, "split": list(self.split), "n_his": 12, "n_pred": 9}
+
+
+@pytest.fixture(scope="session")
+def synthetic_files(tmp_path_factory) -> SyntheticFiles:
+    from kdstgcn.data import clean, timestamps
+    from kdstgcn.graph import check_graph, gaussian_adjacency
+    from kdstgcn.io import write_table
+    from kdstgcn.synthetic import generate
+
+    n_nodes, steps_per_day, split = 10, 96, (2, 1, 1)
+    values, distance = generate(n_nodes=n_nodes, n_days=sum(split), steps_per_day=steps_per_day, seed=3,
+                                area_km=5.0)
+    folder = tmp_path_factory.mktemp("synthetic")
+    index = timestamps(values.shape[0], steps_per_day, "2024-01-01", False)
+    table, report = clean(values, index)
+    w = gaussian_adjacency(distance, 10.0, 0.5, 1000.0)
+    check_graph(w, "synthetic")
+    files = SyntheticFiles(folder / "values.parquet", folder / "fill_report.csv", folder / "adjacency.parquet",
+                           n_nodes, steps_per_day, split)
+    write_table(table, files.values, index=True)
+    write_table(report, files.fill_report)
+    write_table(pd.DataFrame(w, columns=[str(i) for i in range(n_nodes)]), files.adjacency)
+    assert np.isfinite(table.to_numpy()).all()
+    return files
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Snakemake in a copy of the repository
+# ----------------------------------------------------------------------------------------------------------
+
+IGNORED_WHEN_NO_GIT = ("results", "logs", "benchmarks", ".snakemake", ".venv", ".git", ".pytest_cache",
+                       "__pycache__", "*.egg-info")
+
+
+def repository_files(root: Path) -> list[str]:
+    """Git-tracked files plus untracked files that git does not ignore (what a fresh checkout would hold)."""
+    try:
+        out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=root,
+                             capture_output=True, check=True, timeout=60).stdout
+    except (OSError, subprocess.CalledProcessError, subprocess.TimeoutExpired):
+        return []
+    return sorted({p for p in out.decode().split("\0") if p})
+
+
+def copy_repository(root: Path, dest: Path) -> Path:
+    """Copy the working tree (no results, logs or caches) to `dest`; files deleted meanwhile are skipped."""
+    files = repository_files(root)
+    if not files:
+        shutil.copytree(root, dest, ignore=shutil.ignore_patterns(*IGNORED_WHEN_NO_GIT))
+        return dest
+    for rel in files:
+        src = root / rel
+        if not src.is_file():
+            continue
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, target)
+    return dest
+
+
+@dataclass
+class SnakemakeResult:
+    returncode: int
+    output: str
+    seconds: float
+    workdir: Path
+
+
+def snakemake_env(mirror: Path | None) -> dict:
+    env = dict(os.environ)
+    env.pop(MIRROR_ENV, None)
+    if mirror is not None:
+        env[MIRROR_ENV] = str(mirror)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.setdefault("OMP_NUM_THREADS", "2")
+    return env
+
+
+def run_snakemake(workdir: Path, args: list[str], mirror: Path | None = None, timeout: float = 300
+                  ) -> SnakemakeResult:
+    """Run `python -m snakemake ARGS` in `workdir`; stdout and stderr together, killed after `timeout` s."""
+    tic = time.perf_counter()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, env=snakemake_env(mirror),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        pytest.fail(f"snakemake {' '.join(args)} ran longer than {timeout} s; output so far:\n{out[-5000:]}")
+    return SnakemakeResult(proc.returncode, proc.stdout, time.perf_counter() - tic, workdir)
+
+
+@pytest.fixture
+def repo_copy(tmp_path) -> Path:
+    """A fresh copy of the repository in a temporary folder."""
+    return copy_repository(REPO, tmp_path / "repo")
+
+
+@pytest.fixture
+def snakemake_runner():
+    return run_snakemake

@@ -1,0 +1,427 @@
+"""Tests of the training losses: task loss, response distillation (Eq. 1-3), ORD (Eq. 4-6), TCD / SCD / STCD
+(Eq. 7-11) and SKD, against hand computations and literal loops; plus build_loss and gradient flow."""
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kdstgcn.graph import chebyshev_polynomials
+from kdstgcn.losses import (LOSS_PARAMETERS, LOSSES, OverseenResponse, Outputs, ResponseKL, ResponseL2,
+                            SpatialCorrelationDistance, SpatioTemporalCorrelation, StructureKD, TaskLoss,
+                            TemporalCorrelationDistance, build_loss, spatial_correlation, temporal_correlation)
+from kdstgcn.model import STGCN, Architecture
+from kdstgcn.train import loss_step
+
+DOUBLE = torch.float64
+
+
+def randn(*shape, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=DOUBLE)
+
+
+# ----------------------------------------------------------------------------------------------- task loss
+
+def test_task_loss_is_mean_squared_error():
+    y_s = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    target = torch.tensor([[0.0, 0.0], [1.0, 6.0]])
+    # squared errors 1, 4, 4, 4 -> mean 13/4
+    assert TaskLoss()(Outputs(y_s), target).item() == pytest.approx(13 / 4)
+    assert TaskLoss.uses_teacher is False and TaskLoss().share_pct() is None
+
+
+# ------------------------------------------------------------------------------------------- RD(L2), Eq. 3
+
+def test_response_l2_matches_hand_computation():
+    y_s = torch.tensor([[1.0, 2.0, 3.0]])
+    y_t = torch.tensor([[0.0, 4.0, 3.0]])
+    target = torch.tensor([[1.0, 0.0, 0.0]])
+    # MSE to teacher (1 + 4 + 0) / 3, to target (0 + 4 + 9) / 3; 0.25 * 5/3 + 0.75 * 13/3 = 11/3
+    loss = ResponseL2(beta=0.25)(Outputs(y_s), target, Outputs(y_t))
+    assert loss.item() == pytest.approx(11 / 3)
+
+
+def test_response_l2_limits():
+    y_s, y_t, target = randn(4, 7, seed=1), randn(4, 7, seed=2), randn(4, 7, seed=3)
+    at0 = ResponseL2(beta=0.0)(Outputs(y_s), target, Outputs(y_t))
+    at1 = ResponseL2(beta=1.0)(Outputs(y_s), target, Outputs(y_t))
+    torch.testing.assert_close(at0, TaskLoss()(Outputs(y_s), target))
+    torch.testing.assert_close(at1, ((y_s - y_t) ** 2).mean())
+    assert not torch.allclose(at0, at1)
+
+
+# ------------------------------------------------------------------------------------------ RD(KL), Eq. 1-2
+
+def literal_kl(y_s, y_t, tau):
+    """sum over nodes of p_t * (log p_t - log p_s), softmax over nodes at temperature tau, mean over batch * tau^2."""
+    total = 0.0
+    for b in range(y_s.shape[0]):
+        zs = [math.exp(v / tau) for v in y_s[b].tolist()]
+        zt = [math.exp(v / tau) for v in y_t[b].tolist()]
+        ps = [z / sum(zs) for z in zs]
+        pt = [z / sum(zt) for z in zt]
+        total += sum(t * (math.log(t) - math.log(s)) for s, t in zip(ps, pt))
+    return total / y_s.shape[0] * tau ** 2
+
+
+@pytest.mark.parametrize("tau", [1.0, 2.5])
+def test_response_kl_matches_literal_sum(tau):
+    y_s, y_t, target = randn(4, 7, seed=4), randn(4, 7, seed=5), randn(4, 7, seed=6)
+    kl = ResponseKL(beta=1.0, temperature=tau)(Outputs(y_s), target, Outputs(y_t))
+    assert kl.item() == pytest.approx(literal_kl(y_s, y_t, tau), rel=1e-10)
+    mixed = ResponseKL(beta=0.3, temperature=tau)(Outputs(y_s), target, Outputs(y_t))
+    assert mixed.item() == pytest.approx(0.3 * kl.item() + 0.7 * ((y_s - target) ** 2).mean().item(), rel=1e-10)
+
+
+def test_response_kl_nonnegative_zero_on_equal_and_beta0_is_task_loss():
+    for seed in range(20):
+        y_s, y_t = randn(3, 6, seed=seed) * 3, randn(3, 6, seed=100 + seed) * 3
+        for tau in (0.5, 1.0, 4.0):
+            assert ResponseKL(1.0, tau)(Outputs(y_s), y_s, Outputs(y_t)).item() >= 0.0
+    y = randn(3, 6, seed=7)
+    for tau in (0.5, 1.0, 4.0):
+        assert abs(ResponseKL(1.0, tau)(Outputs(y.float()), y.float(), Outputs(y.float().clone())).item()) <= 1e-7
+    target = randn(3, 6, seed=8)
+    torch.testing.assert_close(ResponseKL(0.0)(Outputs(y), target, Outputs(randn(3, 6, seed=9))),
+                               TaskLoss()(Outputs(y), target))
+
+
+# ------------------------------------------------------------------------------------------- ORD, Eq. 4-6
+
+def ord_case():
+    """Two samples of five nodes; the min-max normalised |y_t - T| is known exactly.
+
+    sample 0: T = 0, y_t = [0, 1, 2, 3, 4]          -> D = [0, .25, .5, .75, 1]
+    sample 1: T = [1..5], y_t - T = [2, -10, 6, -4, 8] -> |.| = [2, 10, 6, 4, 8] -> D = [0, 1, .5, .25, .75]
+    """
+    target = torch.tensor([[0.0, 0.0, 0.0, 0.0, 0.0], [1.0, 2.0, 3.0, 4.0, 5.0]])
+    y_t = target + torch.tensor([[0.0, 1.0, 2.0, 3.0, 4.0], [2.0, -10.0, 6.0, -4.0, 8.0]])
+    y_s = torch.tensor([[0.5, -1.0, 1.5, 2.0, 7.0], [0.0, 3.0, -2.0, 1.0, 4.0]])
+    return y_s, y_t, target
+
+
+def test_ord_switches_to_teacher_strictly_above_alpha1():
+    y_s, y_t, target = ord_case()
+    y_s = y_s.clone().requires_grad_(True)
+    loss = OverseenResponse(alpha1=0.5)(Outputs(y_s), target, Outputs(y_t))
+    # D > 0.5 learns from the teacher; D == 0.5 (node 2 of both samples) still learns from the target
+    use_teacher = torch.tensor([[False, False, False, True, True], [False, True, False, False, True]])
+    goal = torch.where(use_teacher, y_t, target)
+    assert loss.item() == pytest.approx(((y_s.detach() - goal) ** 2).mean().item())
+    # recover the goal each entry was pulled to from d loss / d y_s = 2 (y_s - goal) / numel
+    (grad,) = torch.autograd.grad(loss, y_s)
+    torch.testing.assert_close(y_s.detach() - grad * y_s.numel() / 2, goal)
+    # node 2 differs between teacher and target, so the tie really was decided for the target
+    assert (y_t[:, 2] != target[:, 2]).all()
+
+
+def test_ord_threshold_extremes():
+    y_s, y_t, target = ord_case()
+    just_below = OverseenResponse(alpha1=0.5 - 1e-6)(Outputs(y_s), target, Outputs(y_t))
+    use_teacher = torch.tensor([[False, False, True, True, True], [False, True, True, False, True]])
+    assert just_below.item() == pytest.approx(((y_s - torch.where(use_teacher, y_t, target)) ** 2).mean().item())
+    # alpha1 = 1: nothing exceeds the maximum, task loss; alpha1 < 0: everything from the teacher, RD(L2) beta=1
+    assert OverseenResponse(1.0)(Outputs(y_s), target, Outputs(y_t)).item() == pytest.approx(
+        ((y_s - target) ** 2).mean().item())
+    assert OverseenResponse(-0.1)(Outputs(y_s), target, Outputs(y_t)).item() == pytest.approx(
+        ((y_s - y_t) ** 2).mean().item())
+
+
+def test_ord_constant_gap_is_finite_and_uses_target():
+    target = torch.zeros(2, 4)
+    y_t = torch.full((2, 4), 3.0)  # max == min: the normalisation divides 0 by 0
+    y_s = torch.arange(8.0).reshape(2, 4)
+    ord_loss = OverseenResponse(alpha1=0.5)
+    loss = ord_loss(Outputs(y_s), target, Outputs(y_t))
+    assert torch.isfinite(loss) and loss.item() == pytest.approx(((y_s - target) ** 2).mean().item())
+    assert ord_loss.share_pct() == 0.0
+
+
+def test_ord_share_accumulates_in_buffers_and_survives_state_dict():
+    ord_loss = OverseenResponse(alpha1=0.5)
+    assert ord_loss.share_pct() == 0.0
+    y_s, y_t, target = ord_case()
+    ord_loss(Outputs(y_s), target, Outputs(y_t))  # 4 of 10 entries from the teacher
+    assert ord_loss.share_pct() == pytest.approx(40.0)
+    # one sample, D = [0, .1, .2, .3, 1]: 1 of 5 from the teacher -> cumulative 5 / 15
+    ord_loss(Outputs(torch.zeros(1, 5)), torch.zeros(1, 5), Outputs(torch.tensor([[0.0, 1.0, 2.0, 3.0, 10.0]])))
+    assert ord_loss.share_pct() == pytest.approx(100 * 5 / 15)
+    state = ord_loss.state_dict()
+    assert int(state["teacher_entries"]) == 5 and int(state["entries"]) == 15
+    fresh = OverseenResponse(alpha1=0.5)
+    fresh.load_state_dict(state)
+    assert fresh.share_pct() == pytest.approx(100 * 5 / 15)
+    # the STCD reports the share of its ORD term, also through its state_dict
+    stcd = SpatioTemporalCorrelation(0.5, 0.5, 1.0)
+    stcd.load_state_dict({f"ord.{k}": v for k, v in state.items()})
+    assert stcd.share_pct() == pytest.approx(100 * 5 / 15)
+
+
+# ----------------------------------------------------------------------------------- TCD / SCD, Eq. 7-10
+# Layer outputs in the model's layout f [B, C, T, N]; the paper's F [B, T, N, C] is f.permute(0, 2, 3, 1).
+
+def literal_tcd(f):
+    """Eq. 7 element by element: TCD[b, n, i, j] = 1/C sum_c |F[b,i,n,c] - F[b,j,n,c]|, filled for i < j and mirrored."""
+    paper = f.permute(0, 2, 3, 1)
+    b_, t_, n_, c_ = paper.shape
+    out = torch.zeros(b_, n_, t_, t_, dtype=f.dtype)
+    for b, n in itertools.product(range(b_), range(n_)):
+        for i, j in itertools.combinations(range(t_), 2):
+            value = sum(abs(paper[b, i, n, c].item() - paper[b, j, n, c].item()) for c in range(c_)) / c_
+            out[b, n, i, j] = out[b, n, j, i] = value
+    return out
+
+
+def literal_scd(f):
+    """Eq. 9 element by element: SCD[b, t, i, j] = 1/C sum_c |F[b,t,i,c] - F[b,t,j,c]|, filled for i < j and mirrored."""
+    paper = f.permute(0, 2, 3, 1)
+    b_, t_, n_, c_ = paper.shape
+    out = torch.zeros(b_, t_, n_, n_, dtype=f.dtype)
+    for b, t in itertools.product(range(b_), range(t_)):
+        for i, j in itertools.combinations(range(n_), 2):
+            value = sum(abs(paper[b, t, i, c].item() - paper[b, t, j, c].item()) for c in range(c_)) / c_
+            out[b, t, i, j] = out[b, t, j, i] = value
+    return out
+
+
+def literal_gap(m_s, m_t):
+    """Eq. 8 / 10: mean over the leading two axes and the pairs i < j of the squared gap."""
+    a, b, p, _ = m_s.shape
+    total = sum((m_s[x, y, i, j].item() - m_t[x, y, i, j].item()) ** 2
+                for x, y in itertools.product(range(a), range(b)) for i, j in itertools.combinations(range(p), 2))
+    return total / (a * b * math.comb(p, 2))
+
+
+B, C, T, N = 2, 3, 4, 5
+
+
+def test_temporal_correlation_matches_literal_loop_and_is_symmetric():
+    f = randn(B, C, T, N, seed=10)
+    tcd = temporal_correlation(f)
+    assert tcd.shape == (B * N, T, T)
+    torch.testing.assert_close(tcd.reshape(B, N, T, T), literal_tcd(f))
+    torch.testing.assert_close(tcd, tcd.transpose(-1, -2), rtol=0, atol=0)
+    assert (torch.diagonal(tcd, dim1=-2, dim2=-1) == 0).all()
+
+
+def test_spatial_correlation_matches_literal_loop_and_is_symmetric():
+    f = randn(B, C, T, N, seed=11)
+    scd = spatial_correlation(f)
+    assert scd.shape == (B * T, N, N)
+    torch.testing.assert_close(scd.reshape(B, T, N, N), literal_scd(f))
+    torch.testing.assert_close(scd, scd.transpose(-1, -2), rtol=0, atol=0)
+    assert (torch.diagonal(scd, dim1=-2, dim2=-1) == 0).all()
+
+
+def feature_outputs(prediction, temporal, spatial, hidden=None):
+    return Outputs(prediction, {"temporal": temporal, "spatial": spatial, "hidden": hidden})
+
+
+def two_layer_features(seed, channels):
+    """Two temporal and two spatial layers of different lengths (T = 4 and 3), as in an ST block."""
+    temporal = [randn(B, channels, T, N, seed=seed), randn(B, channels, T - 1, N, seed=seed + 1)]
+    spatial = [randn(B, channels, T, N, seed=seed + 2), randn(B, channels, T - 1, N, seed=seed + 3)]
+    return temporal, spatial
+
+
+def test_tcd_and_scd_losses_match_literal_loops():
+    temporal_s, spatial_s = two_layer_features(20, C)
+    temporal_t, spatial_t = two_layer_features(30, 2 * C + 1)  # the teacher is wider: no projection needed
+    student = feature_outputs(randn(B, N, seed=40), temporal_s, spatial_s)
+    teacher = feature_outputs(randn(B, N, seed=41), temporal_t, spatial_t)
+    target = randn(B, N, seed=42)
+    # averaged over layers, each layer's gap normalised by its own B * N * C(T, 2) / B * T * C(N, 2)
+    want_tcd = np.mean([literal_gap(literal_tcd(fs), literal_tcd(ft)) for fs, ft in zip(temporal_s, temporal_t)])
+    want_scd = np.mean([literal_gap(literal_scd(fs), literal_scd(ft)) for fs, ft in zip(spatial_s, spatial_t)])
+    assert TemporalCorrelationDistance()(student, target, teacher).item() == pytest.approx(want_tcd, rel=1e-10)
+    assert SpatialCorrelationDistance()(student, target, teacher).item() == pytest.approx(want_scd, rel=1e-10)
+    assert want_tcd > 0 and want_scd > 0
+
+
+def test_tcd_and_scd_vanish_when_teacher_repeats_student_channels():
+    temporal_s, spatial_s = two_layer_features(50, C)
+    # repeating every channel keeps the mean over C, hence every TCD / SCD entry
+    temporal_t = [torch.cat([f, f], dim=1) for f in temporal_s]
+    spatial_t = [torch.cat([f, f, f], dim=1) for f in spatial_s]
+    student = feature_outputs(randn(B, N, seed=51), temporal_s, spatial_s)
+    teacher = feature_outputs(randn(B, N, seed=52), temporal_t, spatial_t)
+    target = randn(B, N, seed=53)
+    assert TemporalCorrelationDistance()(student, target, teacher).item() == pytest.approx(0.0, abs=1e-12)
+    assert SpatialCorrelationDistance()(student, target, teacher).item() == pytest.approx(0.0, abs=1e-12)
+    # a perturbation of one channel of one layer makes each loss positive
+    temporal_t[1] = temporal_t[1].clone()
+    temporal_t[1][:, 0] += randn(B, T - 1, N, seed=54)
+    spatial_t[0] = spatial_t[0].clone()
+    spatial_t[0][:, 2] += randn(B, T, N, seed=55)
+    teacher = feature_outputs(teacher.prediction, temporal_t, spatial_t)
+    assert TemporalCorrelationDistance()(student, target, teacher).item() > 1e-3
+    assert SpatialCorrelationDistance()(student, target, teacher).item() > 1e-3
+
+
+def test_correlation_losses_have_correct_gradients():
+    temporal_s, spatial_s = two_layer_features(60, C)
+    temporal_t, spatial_t = two_layer_features(70, 2)
+    teacher = feature_outputs(randn(B, N, seed=71), temporal_t, spatial_t)
+    target = randn(B, N, seed=72)
+
+    def tcd(f0, f1):
+        return TemporalCorrelationDistance()(feature_outputs(target, [f0, f1], spatial_s), target, teacher)
+
+    def scd(f0, f1):
+        return SpatialCorrelationDistance()(feature_outputs(target, temporal_s, [f0, f1]), target, teacher)
+
+    assert torch.autograd.gradcheck(tcd, [f.clone().requires_grad_(True) for f in temporal_s])
+    assert torch.autograd.gradcheck(scd, [f.clone().requires_grad_(True) for f in spatial_s])
+
+
+# ------------------------------------------------------------------------------------------- STCD, Eq. 11
+
+def stcd_case():
+    temporal_s, spatial_s = two_layer_features(80, C)
+    temporal_t, spatial_t = two_layer_features(90, 2 * C)
+    y_s, y_t, target = ord_case()
+    y_s, y_t, target = y_s[:B].double(), y_t[:B].double(), target[:B].double()
+    return feature_outputs(y_s, temporal_s, spatial_s), feature_outputs(y_t, temporal_t, spatial_t), target
+
+
+def test_stcd_combines_its_parts():
+    student, teacher, target = stcd_case()
+    alpha1, alpha2, alpha3 = 0.5, 0.3, 0.7
+    ord_part = OverseenResponse(alpha1)(student, target, teacher).item()
+    tcd_part = TemporalCorrelationDistance()(student, target, teacher).item()
+    scd_part = SpatialCorrelationDistance()(student, target, teacher).item()
+    assert min(ord_part, tcd_part, scd_part) > 0
+    stcd = build_loss("stcd", {"alpha1": alpha1, "alpha2": alpha2, "alpha3": alpha3})
+    want = ord_part + alpha3 * (alpha2 * scd_part + (1 - alpha2) * tcd_part)
+    assert stcd(student, target, teacher).item() == pytest.approx(want, rel=1e-10)
+    assert stcd.share_pct() == pytest.approx(40.0)
+    # the ablations of Table 5 ignore any alpha2 given to them
+    params = {"alpha1": alpha1, "alpha2": alpha2, "alpha3": alpha3}
+    for name, fixed, want in [("tcd", 0.0, ord_part + alpha3 * tcd_part), ("scd", 1.0, ord_part + alpha3 * scd_part)]:
+        ablation = build_loss(name, params)(student, target, teacher).item()
+        assert ablation == pytest.approx(want, rel=1e-10)
+        assert ablation == pytest.approx(
+            SpatioTemporalCorrelation(alpha1, fixed, alpha3)(student, target, teacher).item(), rel=1e-12)
+
+
+# ------------------------------------------------------------------------------------------------------ SKD
+
+def test_structure_kd_by_hand():
+    # student: B=1, C=1, T=2, N=3, node vectors [1,0], [0,1], [1,1]
+    hidden_s = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]]).reshape(1, 1, 2, 3)
+    # teacher: C=2, T=1, node vectors [1,0], [1,0], [0,2]
+    hidden_t = torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 2.0]]).reshape(1, 2, 1, 3)
+    # cosine matrices: s = [[1,0,r],[0,1,r],[r,r,1]] (r = 1/sqrt 2), t = [[1,1,0],[1,1,0],[0,0,1]]
+    # squared gaps: 1 twice (0,1), 1/2 four times (0,2), (1,2) -> 4 over 9 entries
+    y_s, target = torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([[1.0, 0.0, 0.0]])  # task loss 13/3
+    student = Outputs(y_s, {"hidden": hidden_s})
+    teacher = Outputs(torch.zeros(1, 3), {"hidden": hidden_t})
+    assert StructureKD(alpha=1.0)(student, target, teacher).item() == pytest.approx(4 / 9, rel=1e-6)
+    assert StructureKD(alpha=0.25)(student, target, teacher).item() == pytest.approx(
+        0.25 * 4 / 9 + 0.75 * 13 / 3, rel=1e-6)
+    torch.testing.assert_close(StructureKD(alpha=0.0)(student, target, teacher), TaskLoss()(student, target))
+
+
+def test_structure_kd_matches_cosine_loop():
+    hidden_s, hidden_t = randn(2, 3, 2, 4, seed=100), randn(2, 5, 2, 4, seed=101)
+    y_s, target = randn(2, 4, seed=102), randn(2, 4, seed=103)
+
+    def cosine(h, b, n, m):
+        u, v = h[b, :, :, n].flatten(), h[b, :, :, m].flatten()
+        return (u @ v).item() / (u.norm().item() * v.norm().item())
+
+    gaps = [(cosine(hidden_s, b, n, m) - cosine(hidden_t, b, n, m)) ** 2
+            for b in range(2) for n in range(4) for m in range(4)]
+    loss = StructureKD(alpha=0.6)(Outputs(y_s, {"hidden": hidden_s}), target, Outputs(y_s, {"hidden": hidden_t}))
+    assert loss.item() == pytest.approx(0.6 * np.mean(gaps) + 0.4 * ((y_s - target) ** 2).mean().item(), rel=1e-10)
+
+
+# ------------------------------------------------------------------------------------------------ build_loss
+
+ALL_PARAMS = {"batch_size": 50, "learning_rate": 1e-3, "alpha1": 0.3, "alpha2": 0.4, "alpha3": 0.5,
+              "alpha": 0.2, "beta": 0.6, "temperature": 2.0}
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_build_loss_ignores_extra_keys(name):
+    loss = build_loss(name, ALL_PARAMS)
+    assert type(loss) is LOSSES[name]
+    assert set(LOSS_PARAMETERS) == set(LOSSES)
+
+
+def test_build_loss_passes_the_hyper_parameters():
+    assert build_loss("rd_l2", ALL_PARAMS).beta == 0.6
+    kl = build_loss("rd_kl", ALL_PARAMS)
+    assert (kl.beta, kl.temperature) == (0.6, 2.0)
+    assert build_loss("rd_kl", {"beta": 0.6}).temperature == 1.0
+    assert build_loss("ord", ALL_PARAMS).alpha1 == 0.3
+    assert build_loss("skd", ALL_PARAMS).alpha == 0.2
+    for name, alpha2 in [("stcd", 0.4), ("tcd", 0.0), ("scd", 1.0)]:
+        loss = build_loss(name, ALL_PARAMS)
+        assert (loss.ord.alpha1, loss.alpha2, loss.alpha3) == (0.3, alpha2, 0.5)
+    assert type(build_loss("task")) is TaskLoss
+
+
+def test_build_loss_unknown_name():
+    with pytest.raises(KeyError) as info:
+        build_loss("fitnet", ALL_PARAMS)
+    message = str(info.value)
+    assert "fitnet" in message
+    assert all(name in message for name in LOSSES)
+
+
+# ---------------------------------------------------------------------------- gradient flow with real STGCNs
+
+def small_models():
+    rng = np.random.default_rng(0)
+    w = rng.uniform(0.1, 1.0, size=(6, 6)) * (rng.uniform(size=(6, 6)) < 0.6)
+    w = np.triu(w, 1)
+    w = w + w.T
+    cheb = chebyshev_polynomials(w, 3)
+    torch.manual_seed(0)
+    teacher = STGCN(Architecture(n_nodes=6, blocks=((1, 4, 8), (8, 4, 16))), cheb).eval()
+    student = STGCN(Architecture(n_nodes=6, blocks=((1, 2, 4), (4, 2, 8))), cheb).train()
+    g = torch.Generator().manual_seed(1)
+    return student, teacher, torch.randn(3, 12, 6, generator=g), torch.randn(3, 6, generator=g)
+
+
+KD_LOSSES = sorted(name for name, cls in LOSSES.items() if cls.uses_teacher)
+
+
+def test_every_distillation_loss_is_listed():
+    assert set(KD_LOSSES) == {"rd_l2", "rd_kl", "ord", "skd", "stcd", "tcd", "scd"}
+
+
+@pytest.mark.parametrize("name", KD_LOSSES)
+def test_gradients_reach_the_student_only(name):
+    student, teacher, x, y = small_models()
+    # alpha1 = 0.3 so that ORD uses both the teacher and the target
+    loss_fn = build_loss(name, {**ALL_PARAMS, "temperature": 1.0})
+    loss = loss_step(student, teacher, loss_fn, x, y)
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    loss.backward()
+    grads = {n: p.grad for n, p in student.named_parameters()}
+    missing = [n for n, g in grads.items() if g is None]
+    assert not missing, f"no gradient for student parameters {missing}"
+    assert all(torch.isfinite(g).all() for g in grads.values())
+    assert any(g.abs().sum() > 0 for g in grads.values())
+    assert all(p.grad is None for p in teacher.parameters())
+    assert not any(m.training for m in teacher.modules())
+    assert student.training
+
+
+@pytest.mark.parametrize("loss_cls, unreached", [
+    (TemporalCorrelationDistance, ("output.", "blocks.1.norm.")),
+    (SpatialCorrelationDistance, ("output.", "blocks.1.temporal2.", "blocks.1.norm.")),
+])
+def test_hidden_layer_losses_train_the_layers_they_read(loss_cls, unreached):
+    student, teacher, x, y = small_models()
+    loss_step(student, teacher, loss_cls(), x, y).backward()
+    for n, p in student.named_parameters():
+        if n.startswith(unreached):
+            assert p.grad is None, n
+    first = student.blocks[0].temporal1.conv.weight.grad
+    assert first is not None and first.abs().sum() > 0
+    assert all(p.grad is None for p in teacher.parameters())

@@ -1,0 +1,150 @@
+def metric_table_inputs(rows):
+    return [
+        f"{cfg.run_dir(d, s, r.model)}/metrics.csv"
+        for d in config["run_datasets"]
+        for s in seeds()
+        for r in rows
+    ]
+
+
+def student_info_inputs(models):
+    return [
+        f"{cfg.run_dir(d, s, m)}/info.json"
+        for d in config["run_datasets"]
+        for s in seeds()
+        for m in models
+    ]
+
+
+rule kd_table:
+    input:
+        lambda w: metric_table_inputs(paper_report.table_rows(int(w.number), config)),
+    output:
+        csv=report("results/table{number}.csv", caption="../report/kd_table.rst", category="Tables"),
+        parquet="results/table{number}.parquet",
+    log:
+        "logs/kd_table/table{number}.log",
+    benchmark:
+        "benchmarks/kd_table/table{number}.tsv"
+    wildcard_constraints:
+        number="2|4|5",
+    params:
+        config=config,
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../../envs/kdstgcn.yaml"
+    script:
+        "../../scripts/kd_table.py"
+
+
+rule teacher_share_table:
+    input:
+        lambda w: student_info_inputs(
+            [m for m in paper_report.SHARE_MODELS if m[len("student_"):] in config["distillation"]["losses"]]
+        ),
+    output:
+        csv=report("results/table3.csv", caption="../report/table3.rst", category="Tables"),
+        parquet="results/table3.parquet",
+    log:
+        "logs/teacher_share_table/table3.log",
+    benchmark:
+        "benchmarks/teacher_share_table/table3.tsv"
+    params:
+        config=config,
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../../envs/kdstgcn.yaml"
+    script:
+        "../../scripts/teacher_share_table.py"
+
+
+rule hyperparameter_table:
+    output:
+        csv=report("results/table6.csv", caption="../report/table6.rst", category="Tables"),
+        parquet="results/table6.parquet",
+    log:
+        "logs/hyperparameter_table/table6.log",
+    benchmark:
+        "benchmarks/hyperparameter_table/table6.tsv"
+    params:
+        config=config,
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../../envs/kdstgcn.yaml"
+    script:
+        "../../scripts/hyperparameter_table.py"
+
+
+def figure3_models():
+    return ["teacher"] + [f"student_{loss}" for loss in config["distillation"]["losses"]]
+
+
+rule figure3:
+    input:
+        lambda w: [f"{cfg.run_dir(w.dataset, seeds()[0], m)}/predictions.npz" for m in figure3_models()],
+    output:
+        report("results/figures/figure3_{dataset}.png", caption="../report/figure3.rst", category="Figures"),
+    log:
+        "logs/figure3/{dataset}.log",
+    benchmark:
+        "benchmarks/figure3/{dataset}.tsv"
+    params:
+        models=figure3_models(),
+        seed=seeds()[0],
+        figures=config["figures"],
+        step_minutes=config["model"]["step_minutes"],
+        quantity=lambda w: cfg.quantity(config, w.dataset),
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../../envs/kdstgcn.yaml"
+    script:
+        "../../scripts/figure3.py"
+
+
+rule tsne:
+    input:
+        unpack(prepared_inputs),
+        student=lambda w: f"{cfg.run_dir(w.dataset, seeds()[0], w.student)}/model.pt",
+        reference=lambda w: f"{cfg.run_dir(w.dataset, seeds()[0], w.reference)}/model.pt",
+    output:
+        report(
+            "results/figures/tsne_{dataset}_{student}_vs_{reference}.png",
+            caption="../report/tsne.rst",
+            category="Figures",
+        ),
+    log:
+        "logs/tsne/{dataset}_{student}_vs_{reference}.log",
+    benchmark:
+        "benchmarks/tsne/{dataset}_{student}_vs_{reference}.tsv"
+    wildcard_constraints:
+        student=r"student_[a-z0-9_]+|pruned_[a-z0-9_]+",
+        reference="teacher|pruning_base",
+    params:
+        data=lambda w: cfg.data_spec(config, w.dataset),
+        figures=config["figures"],
+        seed=seeds()[0],
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/kdstgcn.yaml"
+    script:
+        "../../scripts/tsne.py"
