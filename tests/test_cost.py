@@ -56,9 +56,18 @@ def test_flops_grow_from_student_to_base_to_teacher():
     assert count_flops(STGCN(Architecture(n, STUDENT), cheb), make_batch(n, batch=8)) == 2 * flops["student"]
 
 
+def test_meta_count_equals_real_count_also_for_a_masked_model():
+    n = 12
+    model = STGCN(Architecture(n, BASE), benchmark_cheb(n))
+    model.set_masks({"block0.graph": torch.tensor([1, 0] * 4), "block1.temporal2": torch.tensor([1, 1, 0, 1] * 8)})
+    x = make_batch(n, batch=3)
+    assert count_flops(model, x, meta=True) == count_flops(model, x, meta=False) > 0
+    assert model.cheb.device.type == "cpu"  # the caller's model stays where it was
+
+
 def test_count_flops_keeps_training_mode_and_has_no_grad_side_effects():
     model = STGCN(Architecture(8, STUDENT), benchmark_cheb(8)).train()
-    count_flops(model, make_batch(8, batch=2))
+    count_flops(model, make_batch(8, batch=2), meta=False)
     assert model.training
     assert all(p.grad is None for p in model.parameters())
 

@@ -166,8 +166,6 @@ def test_read_values_truncated_mat_names_the_file(tmp_path, shared_data):
         read_values(cut, "mat_day_major", 170, 17856, key="T")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG src/kdstgcn/data.py read_values: a truncated .npz raises "
-                   "zipfile.BadZipFile, which the except tuple does not catch (not a DataError naming the file)")
 def test_read_values_truncated_npz_names_the_file(tmp_path):
     full = tmp_path / "full.npz"
     np.savez(full, data=np.ones((50, 4, 3)))

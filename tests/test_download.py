@@ -118,9 +118,6 @@ def test_interrupted_download_with_checksum_leaves_no_file(tmp_path):
     assert leftovers(target.parent) == []
 
 
-@pytest.mark.xfail(strict=True, reason="BUG src/kdstgcn/download.py copy_source: a connection closed before "
-                   "Content-Length bytes arrived is taken as a complete file when no sha256 is configured "
-                   "(pemsd8's pems08.npz has sha256: '')")
 def test_interrupted_download_without_checksum_leaves_no_file(tmp_path):
     target = tmp_path / "raw" / "data.bin"
     with HalfServer() as server, pytest.raises(DownloadError):

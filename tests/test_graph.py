@@ -90,8 +90,6 @@ def test_pems08_metres_read_as_kilometres_cannot_pass(pems08_distance):
     assert "unit_m" in str(info.value) and "distance.csv" in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG src/kdstgcn/graph.py check_graph: the hint says 'unit_m: 1 if the file "
-                   "is in metres', the opposite of the fix (metres need unit_m = 1000, km need 1)")
 def test_empty_graph_hint_gives_the_right_unit():
     with pytest.raises(GraphError) as info:
         check_graph(np.zeros((3, 3)), "distance.csv")

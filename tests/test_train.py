@@ -107,8 +107,6 @@ def test_resume_after_interruption_is_exact(data, cheb, synthetic_files, tmp_pat
     assert last_a["optimizer"]["state"].keys() == last_b["optimizer"]["state"].keys()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG src/kdstgcn/train.py TrainSettings.fingerprint includes `epochs`: a run "
-                   "of 2 epochs cannot be extended to 4, its checkpoint is ignored and training restarts")
 def test_more_epochs_continue_from_the_checkpoint(data, cheb, synthetic_files, tmp_path, caplog):
     n = synthetic_files.n_nodes
     a = train(new_model(cheb, n), data, TaskLoss(), settings(4), tmp_path / "a.pt", device=cpu())

@@ -65,6 +65,13 @@ def check(config: dict) -> None:
             absent = [p for p in LOSS_PARAMETERS[loss] if p != "temperature" and p not in table[loss]]
             if absent:
                 raise ConfigError(f"distillation.hyperparameters.{paper}.{loss}: needs {absent}")
+    pr = config["pruning"]
+    for name in config["run_datasets"]:
+        paper = datasets[name]["paper_name"]
+        for ratio in [*pr["base_ratios"], pr["teacher_ratio"]]:
+            if str(ratio) not in pr["hyperparameters"].get(paper, {}):
+                raise ConfigError(f"pruning.hyperparameters.{paper}.\"{ratio}\": missing (dataset {name!r} "
+                                  f"prunes {ratio} %)")
     figures = config["figures"]
     if figures["horizon"] > model["n_pred"]:
         raise ConfigError(f"figures.horizon: {figures['horizon']} exceeds model.n_pred = {model['n_pred']}")
@@ -158,3 +165,26 @@ def student_run(config: dict, dataset: str, loss: str, seed: int) -> dict:
     return {"dataset": dataset, "role": f"student_{loss}", "data": data_spec(config, dataset),
             "arch": architecture(config, dataset, "student"), "train": train,
             "loss": {"name": loss, "params": hyper}, "device": config["device"]}
+
+
+PRUNING_METHODS = {"kd_taylor": "Algorithm 1: Taylor importance of L_STCD against the teacher",
+                   "taylor": "Molchanov et al. 2019: Taylor importance of the task loss"}
+
+
+def pruned_name(method: str, base: str, ratio: int) -> str:
+    return f"pruned_{method}_{base}_{ratio}"
+
+
+def prune_run(config: dict, dataset: str, method: str, base: str, ratio: int, seed: int) -> dict:
+    """Specification of one pruning run: base model, importance loss, budget and fine-tuning (Table 9)."""
+    pr = config["pruning"]
+    paper = config["datasets"][dataset]["paper_name"]
+    hyper = dict(pr["hyperparameters"][paper][str(ratio)])
+    loss = ({"name": "stcd", "params": {k: hyper[k] for k in ("alpha1", "alpha2", "alpha3")}}
+            if method == "kd_taylor" else {"name": "task", "params": {}})
+    interval = pr["pruning_minibatch"] * (pr["baseline_interval_factor"] if method == "taylor" else 1)
+    train = train_settings(config, seed, batch_size=hyper["batch_size"], learning_rate=hyper["learning_rate"],
+                           epochs=pr["finetune_epochs"])
+    return {"dataset": dataset, "role": pruned_name(method, base, ratio), "method": method, "base": base,
+            "ratio": int(ratio), "data": data_spec(config, dataset), "train": train, "loss": loss,
+            "pruning_minibatch": interval, "step_fraction": pr["step_fraction"], "device": config["device"]}

@@ -59,7 +59,12 @@ def benchmark_cheb(n_nodes: int, ks: int = 3, seed: int = 0, distance_m: np.ndar
 
 # --------------------------------------------------------------------------------------------- FLOPs
 
-def _flop_counter(model: torch.nn.Module, inputs: torch.Tensor) -> FlopCounterMode:
+def _flop_counter(model: torch.nn.Module, inputs: torch.Tensor, meta: bool) -> FlopCounterMode:
+    if meta:  # shapes only: a copy of the model on the meta device does no arithmetic at all
+        try:
+            return _flop_counter(copy.deepcopy(model).to("meta"), inputs.to("meta"), meta=False)
+        except (NotImplementedError, RuntimeError):
+            pass  # an op without a meta kernel: count on the real device instead
     was_training = model.training
     model.eval()
     try:
@@ -70,7 +75,7 @@ def _flop_counter(model: torch.nn.Module, inputs: torch.Tensor) -> FlopCounterMo
     return counter
 
 
-def count_flops(model: torch.nn.Module, inputs: torch.Tensor) -> int:
+def count_flops(model: torch.nn.Module, inputs: torch.Tensor, meta: bool = True) -> int:
     """FLOPs of one forward pass of `model` on `inputs` (eval mode, no gradients), by torch's FlopCounterMode.
 
     What is counted: the aten matrix products and convolutions FlopCounterMode knows (mm, addmm, bmm,
@@ -82,13 +87,16 @@ def count_flops(model: torch.nn.Module, inputs: torch.Tensor) -> int:
     of convolutions), GLU gating and sigmoid/ReLU, residual adds and zero-padding, channel masks,
     LayerNorm, concatenation and copies. For STGCN these are a few FLOPs per activation, i.e. well under
     the convolution cost, so the figure is a (slight) lower bound of the true arithmetic.
+    Counts depend on shapes only. With meta=True (default) the pass runs on a meta-device copy of the
+    model and inputs (no arithmetic, instant even for the 1140-window teacher batch; the caller's model
+    is untouched); should an op lack a meta kernel it falls back to a real forward pass (same count).
     """
-    return int(_flop_counter(model, inputs).get_total_flops())
+    return int(_flop_counter(model, inputs, meta).get_total_flops())
 
 
-def flop_breakdown(model: torch.nn.Module, inputs: torch.Tensor) -> dict[str, int]:
+def flop_breakdown(model: torch.nn.Module, inputs: torch.Tensor, meta: bool = True) -> dict[str, int]:
     """The FLOPs of `count_flops` split by aten op, e.g. {"convolution": ..., "bmm": ...}."""
-    counts = _flop_counter(model, inputs).get_flop_counts().get("Global", {})
+    counts = _flop_counter(model, inputs, meta).get_flop_counts().get("Global", {})
     return {str(op).split(".")[-1]: int(v) for op, v in counts.items()}
 
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +36,7 @@ def read_values(path: str | Path, fmt: str, n_nodes: int, steps: int | None = No
             values = np.asarray(cube, dtype=float).transpose(1, 0, 2).reshape(-1, cube.shape[2])
         else:
             raise DataError(f"{path}: unknown raw format {fmt!r} (csv_matrix, npz, mat_day_major)")
-    except (OSError, ValueError, KeyError, IndexError, EOFError) as exc:
+    except (OSError, ValueError, KeyError, IndexError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         if isinstance(exc, DataError):
             raise
         raise DataError(f"{path}: cannot read as {fmt} ({exc}). The file may be corrupt or truncated: "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
 import shutil
@@ -46,6 +47,9 @@ def copy_source(source: str, dest: Path, timeout: float) -> None:
         log.info("downloading %s", source)
         with urllib.request.urlopen(source, timeout=timeout) as response, open(dest, "wb") as out:
             shutil.copyfileobj(response, out, 1 << 20)
+            expected = response.headers.get("Content-Length")
+            if expected is not None and out.tell() != int(expected):
+                raise http.client.IncompleteRead(b"", int(expected) - out.tell())
     else:
         log.info("copying %s", source)
         shutil.copyfile(source, dest)
@@ -73,8 +77,8 @@ def fetch(name: str, urls: list[str], sha256: str | None, target: str | Path, mi
                 if sha256 and digest != sha256:
                     raise DownloadError(f"{name} from {source} has sha256 {digest}, expected {sha256}: the file "
                                         "is corrupt or a different version. Replace it with a correct copy.")
-        except OSError as exc:
-            errors.append(f"{source}: {exc}")
+        except (OSError, http.client.HTTPException) as exc:
+            errors.append(f"{source}: {exc!r}")
             continue
         if not sha256:
             log.warning("%s: no checksum in the config; got sha256 %s", name, digest)

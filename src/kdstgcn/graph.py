@@ -71,7 +71,7 @@ def check_graph(w: np.ndarray, source: str) -> dict:
     if stats["undirected_edges"] == 0:
         raise GraphError(
             f"{source}: the adjacency has no edge at all. Check the distance unit "
-            "(datasets.<name>.distance.unit_m: 1 if the file is in metres) and sigma2/epsilon.")
+            "(datasets.<name>.distance.unit_m: 1000 if the file is in metres, 1 if in kilometres) and sigma2/epsilon.")
     if stats["isolated_nodes"]:
         log.warning("%s: %d isolated stations (no neighbour within the kernel threshold): %s",
                     source, stats["isolated_nodes"], stats["isolated_ids"])

@@ -16,7 +16,7 @@ from .io import atomic_path, write_json, write_table, write_tables
 from .losses import build_loss
 from .model import STGCN, Architecture, count_parameters, load_model, save_model
 from .paper import beside_paper
-from .train import TrainSettings, pick_device, train
+from .train import TrainSettings, loss_step, pick_device, train
 
 log = logging.getLogger(__name__)
 
@@ -89,3 +89,66 @@ def hidden_maps(model_path: str, values: str, fill_report: str, data: dict, star
     x = prepared.inputs("test")[start:start + count]
     _, features = model(x, return_features=True)
     return features["hidden"].mean(dim=1).flatten(1).numpy()
+
+
+def training_batches(data: PreparedData, batch_size: int, seed: int):
+    """Endless one-step training batches, reshuffled on every pass with a seed-derived order."""
+    x, y = data.inputs("train"), data.one_step_targets("train")
+    n, epoch = x.shape[0], 0
+    while True:
+        epoch += 1
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
+        for start in range(0, n, batch_size):
+            idx = order[start:start + batch_size]
+            yield x[idx], y[idx]
+
+
+def prune_run(run: dict, values: str, fill_report: str, base_path: str, teacher_path: str | None, out: dict,
+              checkpoint: str) -> STGCN:
+    """Prune a trained model (Algorithm 1 or the baseline), fine-tune under the mask and compact it.
+
+    Writes the compact model (`out["model"]`, what evaluation and timing use), the masked model, the kept
+    channels, the pruning steps, the fine-tuning history and a summary with the kept parameter share.
+    """
+    from .prune import compact, prune
+
+    data = load_data(values, fill_report, run["data"])
+    device = pick_device(run["device"])
+    settings = TrainSettings(**{**run["train"], "horizons": tuple(run["train"]["horizons"])})
+    torch.manual_seed(settings.seed)
+    model, base_extra = load_model(base_path)
+    base_parameters = count_parameters(model)
+    teacher = load_model(teacher_path)[0].to(device).eval() if teacher_path else None
+    loss = build_loss(run["loss"]["name"], run["loss"]["params"])
+    model.to(device)
+    optimizer = torch.optim.RMSprop(model.parameters(), lr=settings.learning_rate)
+
+    def loss_fn(m, x, y):
+        return loss_step(m, teacher, loss, x.to(device), y.to(device))
+
+    steps: list[dict] = []
+    log.info("%s: pruning %s (%d parameters) by %d %% with %s, a step every %d minibatches", run["role"],
+             run["base"], base_parameters, run["ratio"], run["loss"]["name"], run["pruning_minibatch"])
+    masks = prune(model, training_batches(data, settings.batch_size, settings.seed), loss_fn, optimizer,
+                  run["ratio"] / 100.0, run["pruning_minibatch"], run["step_fraction"], log=log.info, history=steps)
+    model, history = train(model, data, loss, settings, checkpoint, teacher, device,
+                           run_config={k: run[k] for k in ("dataset", "role", "data", "loss", "ratio")})
+    model.set_masks(masks)
+    dense = compact(model.eval())
+    kept = dense.arch.kept
+    best = history.loc[history["val_mae"].idxmin()]
+    extra = {"run": run, "best_epoch": int(best["epoch"]), "best_val_mae": float(best["val_mae"]),
+             "epochs_run": int(history["epoch"].max()), "teacher_share_pct": loss.share_pct(),
+             "parameters": count_parameters(dense), "base_parameters": base_parameters,
+             "kept_pct": 100.0 * count_parameters(dense) / base_parameters, "pruning_steps": len(steps),
+             "kept_channels": {k: list(v) for k, v in kept.items()},
+             "seconds_per_epoch": float(history["epoch_seconds"].mean())}
+    write_table(pd.DataFrame(steps), out["steps"])
+    write_table(history, out["history"])
+    write_json(extra, out["info"])
+    save_model(model, out["masked"], extra)
+    save_model(dense, out["model"], extra)
+    Path(checkpoint).unlink(missing_ok=True)
+    log.info("compact model: %d of %d parameters kept (%.2f %%), widths %s", extra["parameters"],
+             base_parameters, extra["kept_pct"], {k: len(v) for k, v in kept.items()})
+    return dense

@@ -175,11 +175,12 @@ def _widths(model: STGCN, masks: dict[str, torch.Tensor]) -> str:
 
 def prune(model: STGCN, batches: Iterable, loss_fn: Callable, optimizer: torch.optim.Optimizer,
           target_ratio: float, pruning_minibatch: int, step_fraction: float,
-          log: Callable[[str], None] = print) -> dict[str, torch.Tensor]:
+          log: Callable[[str], None] = print, history: list | None = None) -> dict[str, torch.Tensor]:
     """Algorithm 1: fine-tune with `loss_fn`, accumulate Eq. 14 importance, prune every `pruning_minibatch` minibatches.
 
     Stops (returning the masks, also set on the model) as soon as `target_ratio` of the model's dense parameters is
     gone. `loss_fn(model, x, y)` is L_STCD against the teacher for Algorithm 1, the task loss for the baseline.
+    One row per pruning step is appended to `history` when given.
     """
     limit = max_removable_share(model)
     if not 0.0 <= target_ratio <= limit:
@@ -204,8 +205,12 @@ def prune(model: STGCN, batches: Iterable, loss_fn: Callable, optimizer: torch.o
         apply_masks(model, masks)
         accumulator.reset()
         share = removed_share(model, masks)
+        row = {"step": step, "minibatches": minibatch, "removed_share": share, "widths": _widths(model, masks),
+               "mean_loss": sum(losses) / len(losses)}
+        if history is not None:
+            history.append(row)
         log(f"prune step {step}: minibatches {minibatch}, removed {share:.2%} of parameters, "
-            f"widths {_widths(model, masks)}, mean loss {sum(losses) / len(losses):.6g}")
+            f"widths {row['widths']}, mean loss {row['mean_loss']:.6g}")
         losses.clear()
         if share >= target_ratio:
             return masks

@@ -17,9 +17,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from . import paper  # noqa: E402
-from .config import run_dir  # noqa: E402
+from .config import pruned_name, run_dir  # noqa: E402
 
-TABLE_COLUMNS = ["table", "dataset", "paper_dataset", "model", "paper_model", "param_pct", "metric", "horizon_min",
+TABLE_COLUMNS = ["table", "dataset", "paper_dataset", "model", "paper_model", "param_pct", "kept_pct", "metric",
+                 "horizon_min",
                  "ours", "ours_std", "n_seeds", "paper", "diff", "compared_with", "diff_vs_compared",
                  "exceeds_spread", "parameters", "epochs", "paper_epochs", "note"]
 
@@ -50,8 +51,28 @@ KD_TABLES = {
 SHARE_MODELS = ["student_ord", "student_scd", "student_tcd", "student_stcd"]
 
 
+def pruning_rows(number: int, config: dict) -> list[TableRow]:
+    """Table 7 (teacher pruned by Algorithm 1 vs the fixed STCD student) or Table 8 (base pruned, both methods)."""
+    pr = config["pruning"]
+    if number == 7:
+        pruned = pruned_name("kd_taylor", "teacher", pr["teacher_ratio"])
+        return [TableRow("teacher", "teacher", 100), TableRow("student_stcd", "student_without_pruning", 3),
+                TableRow(pruned, "student_with_pruning", 3, compared_with="student_stcd")]
+    rows = [TableRow("pruning_base", "base_model", 100)]
+    for ratio in pr["base_ratios"]:
+        baseline = pruned_name("taylor", "pruning_base", ratio)
+        if "taylor" in pr["methods"]:
+            rows.append(TableRow(baseline, "pruned_no_kd", ratio))
+        if "kd_taylor" in pr["methods"]:
+            rows.append(TableRow(pruned_name("kd_taylor", "pruning_base", ratio), "pruned_stcd", ratio,
+                                 compared_with=baseline if "taylor" in pr["methods"] else None))
+    return rows
+
+
 def table_rows(number: int, config: dict) -> list[TableRow]:
     """The models a metric table needs, restricted to the students the config trains."""
+    if number in (7, 8):
+        return pruning_rows(number, config)
     trained = {f"student_{loss}" for loss in config["distillation"]["losses"]}
     return [r for r in KD_TABLES[number] if not r.model.startswith("student_") or r.model in trained]
 
@@ -94,7 +115,11 @@ def compare(result: pd.DataFrame) -> pd.DataFrame:
 
 
 def metric_table(number: int, rows: list[TableRow], config: dict) -> pd.DataFrame:
-    """A metric table (2, 4, 5, 7, 8): MAE/RMSE/MAPE at 15/30/45 min per dataset and model."""
+    """A metric table (2, 4, 5, 7, 8): MAE/RMSE/MAPE at 15/30/45 min per dataset and model.
+
+    `kept_pct` is each model's parameter count as a share of the first row's model (teacher or pruning base),
+    counted on the compact model that was evaluated.
+    """
     seeds = config["seeds"]
     parts = []
     for dataset in config["run_datasets"]:
@@ -113,6 +138,8 @@ def metric_table(number: int, rows: list[TableRow], config: dict) -> pd.DataFram
             parts.append(summary)
     result = compare(pd.concat(parts, ignore_index=True))
     result["diff"] = result["ours"] - result["paper"]
+    reference = result[result["model"] == rows[0].model].groupby("dataset")["parameters"].first()
+    result["kept_pct"] = 100.0 * result["parameters"] / result["dataset"].map(reference)
     return finish(result)
 
 
@@ -167,6 +194,54 @@ def hyperparameter_table(config: dict) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     df["diff"] = df["ours"] - df["paper"]
     return finish(df)
+
+
+def pruning_hyperparameter_table(config: dict) -> pd.DataFrame:
+    """Table 9: the pruning hyper-parameters this run used beside the paper's."""
+    published = paper.table(9)
+    rows = []
+    for dataset in config["run_datasets"]:
+        paper_name = config["datasets"][dataset]["paper_name"]
+        ours_all = config["pruning"]["hyperparameters"][paper_name]
+        for _, prow in published[published["dataset"] == paper_name].iterrows():
+            ours = ours_all.get(str(int(prow["pruned_pct"])), {})
+            for key in ("batch_size", "learning_rate", "alpha1", "alpha2", "alpha3"):
+                rows.append({"table": 9, "dataset": dataset, "paper_dataset": paper_name,
+                             "model": "pruned", "paper_model": "pruned", "param_pct": int(prow["pruned_pct"]),
+                             "metric": key, "ours": ours.get(key, np.nan), "paper": prow[key],
+                             "n_seeds": len(config["seeds"]), "note": config["datasets"][dataset]["description"]})
+    df = pd.DataFrame(rows)
+    df["diff"] = df["ours"] - df["paper"]
+    return finish(df)
+
+
+def mean_prediction_figure(dataset: str, seed: int, models: list[str], figures: dict, quantity: str,
+                           title: str, path: str | Path) -> None:
+    """Figure 5: mean predicted value of one station over the configured test windows, per model, vs the truth."""
+    from .io import atomic_path
+
+    node, start, points, h = figures["node"], figures["start_window"], figures["points"], figures["horizon"]
+    names, means = [], []
+    for model in models:
+        pred = load_predictions(dataset, seed, model)
+        window = slice(start, start + points)
+        if not names:
+            names.append("ground truth")
+            means.append(float(pred["truth"][window, h - 1, node].mean()))
+        names.append(model)
+        means.append(float(pred["prediction"][window, h - 1, node].mean()))
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    colors = ["black"] + [f"C{i}" for i in range(len(models))]
+    ax.bar(range(len(names)), means, color=colors)
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=7)
+    low = min(means)
+    ax.set_ylim(low - 0.1 * abs(low) - 1, max(means) + 0.05 * abs(max(means)) + 1)
+    ax.set_ylabel(f"mean {quantity}")
+    ax.set_title(f"{title}: station {node}, {points} test windows, {dataset}")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
 
 
 def load_predictions(dataset: str, seed: int, model: str) -> dict:

@@ -38,7 +38,10 @@ class TrainSettings:
     eval_batch_size: int = 1140
 
     def fingerprint(self, *parts) -> str:
-        blob = json.dumps([asdict(self), *parts], sort_keys=True, default=str)
+        """Identity of a run for resuming: everything but the epoch budget, so a run can also be extended."""
+        settings = asdict(self)
+        settings.pop("epochs")
+        blob = json.dumps([settings, *parts], sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -99,7 +102,7 @@ def train(model: torch.nn.Module, data: PreparedData, loss: Loss, settings: Trai
     start_epoch = 1
     if checkpoint_path.exists():
         ckpt = torch.load(checkpoint_path, map_location=device, weights_only=False)
-        if ckpt["fingerprint"] == fingerprint:
+        if ckpt["fingerprint"] == fingerprint and ckpt["epoch"] <= settings.epochs:
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])

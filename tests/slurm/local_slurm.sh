@@ -27,7 +27,8 @@
 # Everything (configs, munge key/socket, spool/state, logs, pid files) lives
 # under $KDSTGCN_SLURM_DIR (default /tmp/kdstgcn-slurm).
 # Optional knobs: KDSTGCN_SLURMCTLD_PORT (6817), KDSTGCN_SLURMD_PORT (6818),
-# KDSTGCN_SLURM_TIMEOUT (seconds to wait for the node to become idle, 60).
+# KDSTGCN_SLURM_TIMEOUT (seconds to wait for the node to become idle, 60),
+# KDSTGCN_SLURM_NO_INSTALL=1 (never apt-get install; fail if packages are missing).
 set -euo pipefail
 
 STATE_DIR="${KDSTGCN_SLURM_DIR:-/tmp/kdstgcn-slurm}"
@@ -116,6 +117,8 @@ ensure_packages() {
         command -v squeue >/dev/null 2>&1; } || missing+=(slurm-client)
     [[ ${#missing[@]} -eq 0 ]] && return 0
 
+    [[ "${KDSTGCN_SLURM_NO_INSTALL:-0}" != 1 ]] ||
+        die "missing packages: ${missing[*]} (KDSTGCN_SLURM_NO_INSTALL=1, not installing)"
     command -v apt-get >/dev/null 2>&1 ||
         die "missing ${missing[*]} and apt-get is not available"
     local sudo=()
@@ -125,7 +128,7 @@ ensure_packages() {
         sudo=(sudo -n)
     fi
     log "installing ${missing[*]} via apt-get"
-    local apt_log="${TMPDIR:-/tmp}/local_slurm-apt.$$.log"
+    local apt_log="$LOG_DIR/apt-get.log"
     local install=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
         --no-install-recommends -o Dpkg::Options::=--force-confdef
         -o Dpkg::Options::=--force-confold "${missing[@]}")
@@ -137,7 +140,6 @@ ensure_packages() {
             die "apt-get install ${missing[*]} failed (log: $apt_log)"
         fi
     fi
-    rm -f "$apt_log"
     command -v munged >/dev/null && command -v slurmctld >/dev/null &&
         command -v slurmd >/dev/null && command -v sbatch >/dev/null ||
         die "packages installed but daemons/commands still not found on PATH"
@@ -351,8 +353,8 @@ wait_for_idle() {
 }
 
 cmd_start() {
-    ensure_packages
     mkdir -p "$ETC_DIR" "$MUNGE_DIR" "$LOG_DIR" "$RUN_DIR" "$SPOOL_DIR/ctld" "$SPOOL_DIR/d"
+    ensure_packages
     # munged refuses group/world-writable directories on its paths; the socket
     # dir must be searchable by everyone (clients of any user use the socket).
     chmod 0755 "$STATE_DIR" "$ETC_DIR" "$LOG_DIR" "$RUN_DIR" "$SPOOL_DIR" "$MUNGE_DIR"

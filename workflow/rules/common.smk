@@ -23,6 +23,9 @@ wildcard_constraints:
     filename="|".join(re.escape(n) for n in RAW_NAMES) or "(?!)",
     loss="|".join(config["distillation"]["losses"]),
     model=r"teacher|pruning_base|student_[a-z0-9_]+|pruned_(kd_taylor|taylor)_(teacher|pruning_base)_\d+",
+    method="kd_taylor|taylor",
+    base="teacher|pruning_base",
+    ratio=r"\d+",
 
 
 def seeds():
@@ -51,12 +54,28 @@ def student_inputs(wildcards):
     return inputs
 
 
+def prune_inputs(wildcards):
+    """A pruning run reads the trained base model and, for Algorithm 1, the teacher as KD source."""
+    inputs = prepared_inputs(wildcards)
+    inputs["base"] = f"{cfg.run_dir(wildcards.dataset, wildcards.seed, wildcards.base)}/model.pt"
+    if wildcards.method == "kd_taylor":
+        inputs["teacher"] = f"{cfg.run_dir(wildcards.dataset, wildcards.seed, 'teacher')}/model.pt"
+    return inputs
+
+
+def tsne_pairs():
+    """(student, reference) pairs of the t-SNE plots: KD students vs teacher, pruned models vs their base."""
+    pr = config["pruning"]
+    pairs = [(f"student_{loss}", "teacher") for loss in ("task", "stcd") if loss in config["distillation"]["losses"]]
+    pairs.append((cfg.pruned_name("kd_taylor", "teacher", pr["teacher_ratio"]), "teacher"))
+    pairs += [(cfg.pruned_name(m, "pruning_base", max(pr["base_ratios"])), "pruning_base") for m in pr["methods"]]
+    return pairs
+
+
 def all_outputs():
-    tables = [f"results/table{n}.{ext}" for n in (2, 3, 4, 5, 6) for ext in ("csv", "parquet")]
-    figures = expand("results/figures/figure3_{dataset}.png", dataset=config["run_datasets"])
-    tsne = expand(
-        "results/figures/tsne_{dataset}_{student}_vs_teacher.png",
-        dataset=config["run_datasets"],
-        student=[f"student_{loss}" for loss in ("task", "stcd") if loss in config["distillation"]["losses"]],
-    )
+    tables = [f"results/table{n}.{ext}" for n in (2, 3, 4, 5, 6, 7, 8, 9) for ext in ("csv", "parquet")]
+    figures = expand("results/figures/figure{n}_{dataset}.png", n=(3, 4, 5), dataset=config["run_datasets"])
+    tsne = [
+        f"results/figures/tsne_{d}_{s}_vs_{r}.png" for d in config["run_datasets"] for s, r in tsne_pairs()
+    ]
     return tables + figures + tsne

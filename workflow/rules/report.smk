@@ -16,18 +16,18 @@ def student_info_inputs(models):
     ]
 
 
-rule kd_table:
+rule metric_table:
     input:
         lambda w: metric_table_inputs(paper_report.table_rows(int(w.number), config)),
     output:
-        csv=report("results/table{number}.csv", caption="../report/kd_table.rst", category="Tables"),
+        csv=report("results/table{number}.csv", caption="../report/metric_table.rst", category="Tables"),
         parquet="results/table{number}.parquet",
     log:
-        "logs/kd_table/table{number}.log",
+        "logs/metric_table/table{number}.log",
     benchmark:
-        "benchmarks/kd_table/table{number}.tsv"
+        "benchmarks/metric_table/table{number}.tsv"
     wildcard_constraints:
-        number="2|4|5",
+        number="2|4|5|7|8",
     params:
         config=config,
     localrule: True
@@ -38,7 +38,7 @@ rule kd_table:
     conda:
         "../../envs/kdstgcn.yaml"
     script:
-        "../../scripts/kd_table.py"
+        "../../scripts/metric_table.py"
 
 
 rule teacher_share_table:
@@ -91,6 +91,27 @@ def figure3_models():
     return ["teacher"] + [f"student_{loss}" for loss in config["distillation"]["losses"]]
 
 
+rule pruning_hyperparameter_table:
+    output:
+        csv=report("results/table9.csv", caption="../report/table9.rst", category="Tables"),
+        parquet="results/table9.parquet",
+    log:
+        "logs/pruning_hyperparameter_table/table9.log",
+    benchmark:
+        "benchmarks/pruning_hyperparameter_table/table9.tsv"
+    params:
+        config=config,
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../../envs/kdstgcn.yaml"
+    script:
+        "../../scripts/pruning_hyperparameter_table.py"
+
+
 rule figure3:
     input:
         lambda w: [f"{cfg.run_dir(w.dataset, seeds()[0], m)}/predictions.npz" for m in figure3_models()],
@@ -114,7 +135,7 @@ rule figure3:
     conda:
         "../../envs/kdstgcn.yaml"
     script:
-        "../../scripts/figure3.py"
+        "../../scripts/figure.py"
 
 
 rule tsne:
@@ -148,3 +169,46 @@ rule tsne:
         "../../envs/kdstgcn.yaml"
     script:
         "../../scripts/tsne.py"
+
+
+def figure4_models():
+    pruned = cfg.pruned_name("kd_taylor", "teacher", config["pruning"]["teacher_ratio"])
+    return ["teacher", "student_task", "student_stcd", pruned]
+
+
+def figure5_models():
+    return [r.model for r in paper_report.pruning_rows(8, config)]
+
+
+use rule figure3 as figure4 with:
+    input:
+        lambda w: [f"{cfg.run_dir(w.dataset, seeds()[0], m)}/predictions.npz" for m in figure4_models()],
+    output:
+        report("results/figures/figure4_{dataset}.png", caption="../report/figure4.rst", category="Figures"),
+    log:
+        "logs/figure4/{dataset}.log",
+    benchmark:
+        "benchmarks/figure4/{dataset}.tsv"
+    params:
+        models=figure4_models(),
+        seed=seeds()[0],
+        figures=config["figures"],
+        step_minutes=config["model"]["step_minutes"],
+        quantity=lambda w: cfg.quantity(config, w.dataset),
+
+
+use rule figure3 as figure5 with:
+    input:
+        lambda w: [f"{cfg.run_dir(w.dataset, seeds()[0], m)}/predictions.npz" for m in figure5_models()],
+    output:
+        report("results/figures/figure5_{dataset}.png", caption="../report/figure5.rst", category="Figures"),
+    log:
+        "logs/figure5/{dataset}.log",
+    benchmark:
+        "benchmarks/figure5/{dataset}.tsv"
+    params:
+        models=figure5_models(),
+        seed=seeds()[0],
+        figures=config["figures"],
+        step_minutes=config["model"]["step_minutes"],
+        quantity=lambda w: cfg.quantity(config, w.dataset),

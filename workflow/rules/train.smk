@@ -81,3 +81,30 @@ rule evaluate:
         "../../envs/kdstgcn.yaml"
     script:
         "../../scripts/evaluate.py"
+
+
+rule prune:
+    input:
+        unpack(prune_inputs),
+    output:
+        model="results/{dataset}/seed{seed}/pruned_{method}_{base}_{ratio}/model.pt",
+        masked="results/{dataset}/seed{seed}/pruned_{method}_{base}_{ratio}/masked_model.pt",
+        steps="results/{dataset}/seed{seed}/pruned_{method}_{base}_{ratio}/pruning_steps.parquet",
+        history="results/{dataset}/seed{seed}/pruned_{method}_{base}_{ratio}/history.parquet",
+        info="results/{dataset}/seed{seed}/pruned_{method}_{base}_{ratio}/info.json",
+    log:
+        "logs/prune/{dataset}/seed{seed}/{method}_{base}_{ratio}.log",
+    benchmark:
+        "benchmarks/prune/{dataset}/seed{seed}/{method}_{base}_{ratio}.tsv"
+    params:
+        run=lambda w: cfg.prune_run(config, w.dataset, w.method, w.base, int(w.ratio), w.seed),
+        checkpoint=lambda w: f"{cfg.run_dir(w.dataset, w.seed, cfg.pruned_name(w.method, w.base, w.ratio))}/checkpoint.pt",
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=240,
+    conda:
+        "../../envs/kdstgcn.yaml"
+    script:
+        "../../scripts/prune.py"
