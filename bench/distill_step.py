@@ -9,7 +9,9 @@ with the frozen teacher [1,32,64][64,32,128] run forward inside the step:
   stcd  - loss "stcd" (alpha1 0.17, alpha2 0.047, alpha3 0.313) of kdstgcn.losses: teacher and student
           forward with features, TCD over 4 temporal layers, SCD over 2 graph-conv layers. The target is
           stcd <= 1.5 x task.
-  fast  - the same loss computed by the prototype bench/stcd_fast.py (same value and gradients, checked).
+  fused - the same loss by the prototype bench/stcd_fast.py, method "cdist" (one autograd.Function per
+          layer: fused residual, BLAS dot, no extra passes; same value and gradients, checked).
+  pdist - the same, method "pdist" for the graph-conv layers (condensed i < j pairs by F.pdist per group).
 Variants are interleaved step by step (so machine load hits them alike); medians are reported. Peak memory
 of each step is measured in a fresh spawned process (kdstgcn.cost.memory_profile). When the stcd ratio
 misses the target, one stcd step is profiled with torch.profiler.
@@ -41,8 +43,10 @@ def make_loss(variant: str):
         return build_loss("rd_l2", RD)
     if variant == "stcd":
         return build_loss("stcd", STCD)
-    if variant == "fast":
-        return FastSTCD(**STCD)
+    if variant == "fused":
+        return FastSTCD(**STCD, method="cdist")
+    if variant == "pdist":
+        return FastSTCD(**STCD, method="pdist")
     raise ValueError(variant)
 
 
@@ -130,7 +134,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=50)
     ap.add_argument("--steps", type=int, default=20, help="timed steps per variant")
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--variants", default="task,stcd,fast")
+    ap.add_argument("--variants", default="task,stcd,fused,pdist")
     ap.add_argument("--graph", choices=("auto", "pemsd7", "random"), default="auto")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--memory-steps", type=int, default=2, help="steps in the memory measurement (0: skip)")
@@ -145,9 +149,11 @@ def main() -> None:
     teacher, student0, x, y, desc = build(args.nodes, args.batch, args.graph)
     print(f"graph: N={args.nodes}, {desc}; batch {args.batch}; teacher {TEACHER}, student {STUDENT}")
 
-    if "fast" in variants:
-        c = check(copy.deepcopy(student0), teacher, x, y, STCD)
-        print(f"prototype check vs losses.py: loss {c['values'][0]:.8f} vs {c['values'][1]:.8f} "
+    for v, method in (("fused", "cdist"), ("pdist", "pdist")):
+        if v not in variants:
+            continue
+        c = check(copy.deepcopy(student0), teacher, x, y, STCD, method=method)
+        print(f"prototype {v} vs losses.py: loss {c['values'][0]:.8f} vs {c['values'][1]:.8f} "
               f"(rel. diff {c['loss_rel_diff']:.1e}), student gradients max rel. diff {c['grad_max_rel_diff']:.1e}, "
               f"allclose {c['grads_allclose']}")
 
@@ -168,7 +174,7 @@ def main() -> None:
         ratio = f"   {med[v] / med['task']:.2f} x task" if "task" in med else ""
         print(f"  {v:5} {1e3 * med[v]:8.1f} ms  [{1e3 * min(times[v]):.1f} / {1e3 * max(times[v]):.1f}]{ratio}")
     if "task" in med:
-        for v in ("stcd", "fast"):
+        for v in ("stcd", "fused", "pdist"):
             if v in med:
                 r = med[v] / med["task"]
                 print(f"  ratio {v}/task = {r:.2f} (target <= {TARGET_RATIO}): {'met' if r <= TARGET_RATIO else 'MISSED'}")
@@ -199,9 +205,11 @@ def main() -> None:
     if not args.no_profile and "stcd" in med and "task" in med and med["stcd"] / med["task"] > TARGET_RATIO:
         print("\nprofile of one stcd step (losses.py), top ops by self CPU time:")
         profile_step(students["stcd"], teacher, losses["stcd"], optims["stcd"], x, y)
-        if "fast" in variants:
-            print("\nprofile of one fast step (bench/stcd_fast.py):")
-            profile_step(students["fast"], teacher, losses["fast"], optims["fast"], x, y, rows=8)
+        fast = [v for v in ("fused", "pdist") if v in med]
+        if fast:
+            best = min(fast, key=med.get)
+            print(f"\nprofile of one {best} step (bench/stcd_fast.py, the faster prototype here):")
+            profile_step(students[best], teacher, losses[best], optims[best], x, y, rows=10)
     print(f"\nload average at the end: {load_now()}")
 
 

@@ -1,4 +1,5 @@
 """Entry point of rule adjacency: distances -> Gaussian-kernel adjacency (Eq. 16) with edge statistics."""
+import use_checkout  # noqa: F401  (puts src/ on sys.path)
 import pandas as pd
 
 from kdstgcn.data import read_distances

@@ -1,4 +1,5 @@
 """Entry point of rule clean: raw values -> interpolated parquet table and a per-station fill report."""
+import use_checkout  # noqa: F401  (puts src/ on sys.path)
 from kdstgcn.data import clean, read_values, timestamps
 from kdstgcn.io import write_table, write_tables
 from kdstgcn.runner import logged

@@ -1,4 +1,5 @@
 """Entry point of rule download: one raw file from the mirror folder or a public URL."""
+import use_checkout  # noqa: F401  (puts src/ on sys.path)
 from kdstgcn.download import fetch, mirror_folder
 from kdstgcn.runner import logged
 

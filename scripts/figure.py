@@ -1,4 +1,5 @@
 """Entry point of rules figure3, figure4 and figure5: one station's predictions (3, 4) or their means (5)."""
+import use_checkout  # noqa: F401  (puts src/ on sys.path)
 from kdstgcn.report import mean_prediction_figure, prediction_figure
 from kdstgcn.runner import logged
 

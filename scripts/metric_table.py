@@ -1,4 +1,5 @@
 """Entry point of rule kd_table: Table 2, 4 or 5 (distillation metrics) beside the paper."""
+import use_checkout  # noqa: F401  (puts src/ on sys.path)
 from kdstgcn.io import write_tables
 from kdstgcn.report import metric_table, table_rows
 from kdstgcn.runner import logged

@@ -1,4 +1,5 @@
 """Entry point of rule prune: Algorithm 1 or the Molchanov baseline on a trained model, then compaction."""
+import use_checkout  # noqa: F401  (puts src/ on sys.path)
 from kdstgcn.jobs import prune_run
 from kdstgcn.runner import logged
 

@@ -1,4 +1,5 @@
 """Entry point of rule pruning_hyperparameter_table: Table 9 (pruning hyper-parameters used vs published)."""
+import use_checkout  # noqa: F401  (puts src/ on sys.path)
 from kdstgcn.io import write_tables
 from kdstgcn.report import pruning_hyperparameter_table
 from kdstgcn.runner import logged

@@ -1,4 +1,5 @@
 """Entry point of rule synthesize: the synthetic PeMS-like network as raw files."""
+import use_checkout  # noqa: F401  (puts src/ on sys.path)
 import numpy as np
 from kdstgcn.io import atomic_path
 from kdstgcn.runner import logged

@@ -1,4 +1,5 @@
 """Entry point of rule teacher_share_table: Table 3 (share of entries learnt from the teacher)."""
+import use_checkout  # noqa: F401  (puts src/ on sys.path)
 from kdstgcn.io import write_tables
 from kdstgcn.report import teacher_share_table
 from kdstgcn.runner import logged

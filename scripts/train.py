@@ -1,4 +1,5 @@
 """Entry point of the training rules: one model from its run spec (teacher, base, student)."""
+import use_checkout  # noqa: F401  (puts src/ on sys.path)
 from kdstgcn.jobs import train_run
 from kdstgcn.runner import logged
 

@@ -1,4 +1,5 @@
 """Entry point of rule tsne: hidden representations of a student (red) and a reference model (blue)."""
+import use_checkout  # noqa: F401  (puts src/ on sys.path)
 from kdstgcn.jobs import hidden_maps
 from kdstgcn.report import tsne_figure
 from kdstgcn.runner import logged

@@ -74,8 +74,9 @@ def timestamps(n_steps: int, steps_per_day: int, start: str, weekdays_only: bool
 def clean(values: np.ndarray, index: pd.DatetimeIndex) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Treat 0 and NaN as missing; fill linearly in time per station (edges: nearest value).
 
-    A station with no reading at all is filled with the mean of all readings and flagged `all_missing`
-    so that evaluation can leave it out. Returns the cleaned table and a per-station fill report.
+    A station with no reading at all is filled with the mean of all readings and flagged `all_missing`; one
+    whose filled series never changes is flagged `constant`. Both stay in the table; evaluation leaves them
+    out. Returns the cleaned table and a per-station fill report.
     """
     if len(index) != values.shape[0]:
         raise DataError(f"{values.shape[0]} steps do not fill whole days ({len(index)} steps in whole days)")
@@ -90,7 +91,8 @@ def clean(values: np.ndarray, index: pd.DatetimeIndex) -> tuple[pd.DataFrame, pd
         filled.iloc[:, ids] = float(np.nanmean(frame.to_numpy()))
     constant = (filled.std(axis=0) == 0) & ~all_missing
     if constant.any():
-        log.warning("stations with a constant reading: %s", [int(c) for c in filled.columns[constant]])
+        log.warning("stations with a constant reading (kept, left out of metrics): %s",
+                    [int(c) for c in filled.columns[constant]])
     report = pd.DataFrame({
         "station": np.arange(values.shape[1]),
         "missing": missing.sum(axis=0),
@@ -170,5 +172,24 @@ def prepare(clean_path: str | Path, report_path: str | Path, steps_per_day: int,
     report = pd.read_csv(report_path)
     windows = {name: torch.from_numpy(make_windows(scaler.transform(p), n_his + n_pred).astype(np.float32))
                for name, p in parts.items()}
-    mask = torch.from_numpy(~report["all_missing"].to_numpy(bool))
+    mask = torch.from_numpy(metric_mask(report, report_path))
     return PreparedData(windows, scaler, mask, n_his, n_pred)
+
+
+def metric_mask(report: pd.DataFrame, report_path: str | Path = "fill report") -> np.ndarray:
+    """Stations that enter the metrics: all but those the fill report flags as all-missing or constant.
+
+    Flagged stations stay in the data (the model sees and predicts them); only their errors are left out,
+    since their 'truth' is a fill value. Raises if no station is left to score.
+    """
+    all_missing = report["all_missing"].to_numpy(bool)
+    constant = report["constant"].to_numpy(bool) if "constant" in report else np.zeros_like(all_missing)
+    keep = ~(all_missing | constant)
+    if not keep.any():
+        raise DataError(f"{report_path}: every station is all-missing or constant; nothing to evaluate. "
+                        "Check the raw values file.")
+    if not keep.all():
+        log.warning("stations left out of the metrics (kept in the data): all-missing %s, constant %s",
+                    [int(k) for k in np.flatnonzero(all_missing)],
+                    [int(k) for k in np.flatnonzero(constant & ~all_missing)])
+    return keep

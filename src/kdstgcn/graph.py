@@ -6,6 +6,7 @@ import logging
 import numpy as np
 import pandas as pd
 import torch
+from scipy.sparse.csgraph import connected_components
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +48,29 @@ def gaussian_adjacency(distance_m: np.ndarray, sigma2: float = 10.0, epsilon: fl
     return w
 
 
+def components(w: np.ndarray) -> list[list[int]]:
+    """Connected components of the (symmetrised) graph as sorted station ids, largest first (ties: lowest id)."""
+    sym = np.logical_or(w > 0, (w > 0).T)
+    _, labels = connected_components(sym, directed=False)
+    groups = [sorted(int(k) for k in np.flatnonzero(labels == c)) for c in np.unique(labels)]
+    return sorted(groups, key=lambda g: (-len(g), g[0]))
+
+
 def graph_stats(w: np.ndarray) -> dict:
-    """Edge and degree figures of a weighted adjacency matrix."""
+    """Edge, degree and connectivity figures of a weighted adjacency matrix."""
     binary = w > 0
     degree = binary.sum(axis=1)
     sym = np.logical_or(binary, binary.T)
+    parts = components(w)
     return {
         "nodes": int(w.shape[0]),
         "undirected_edges": int(np.triu(sym, 1).sum()),
         "isolated_nodes": int((sym.sum(axis=1) == 0).sum()),
         "isolated_ids": [int(k) for k in np.flatnonzero(sym.sum(axis=1) == 0)],
+        "components": len(parts),
+        "largest_component": len(parts[0]),
+        "outside_largest_ids": sorted(k for part in parts[1:] for k in part),
+        "small_components": parts[1:],
         "degree_min": int(degree.min()),
         "degree_mean": float(degree.mean()),
         "degree_max": int(degree.max()),
@@ -66,7 +80,9 @@ def graph_stats(w: np.ndarray) -> dict:
 
 
 def check_graph(w: np.ndarray, source: str) -> dict:
-    """Raise if the graph has no edge at all (e.g. distances read in the wrong unit); warn on isolated nodes."""
+    """Raise if the graph has no edge at all (e.g. distances read in the wrong unit); warn on isolated nodes
+    and on stations outside the largest connected component (they are kept: the graph convolution then
+    mixes only within each component, and these stations still enter training and the metrics)."""
     stats = graph_stats(w)
     if stats["undirected_edges"] == 0:
         raise GraphError(
@@ -75,6 +91,10 @@ def check_graph(w: np.ndarray, source: str) -> dict:
     if stats["isolated_nodes"]:
         log.warning("%s: %d isolated stations (no neighbour within the kernel threshold): %s",
                     source, stats["isolated_nodes"], stats["isolated_ids"])
+    if stats["components"] > 1:
+        log.warning("%s: the graph is disconnected: %d components; %d stations outside the largest one "
+                    "(%d stations), kept: %s", source, stats["components"], len(stats["outside_largest_ids"]),
+                    stats["largest_component"], stats["small_components"])
     return stats
 
 

@@ -152,3 +152,28 @@ def prune_run(run: dict, values: str, fill_report: str, base_path: str, teacher_
     log.info("compact model: %d of %d parameters kept (%.2f %%), widths %s", extra["parameters"],
              base_parameters, extra["kept_pct"], {k: len(v) for k, v in kept.items()})
     return dense
+
+
+def measure_costs(models: dict[str, str], values: str, fill_report: str, data: dict, timing: dict,
+                  device: str) -> list[dict]:
+    """Table 1 measurements of each model (name -> model.pt) on a batch of test windows of the dataset."""
+    from .cost import count_flops, time_rollout
+
+    prepared = load_data(values, fill_report, data)
+    x = prepared.inputs("test")
+    batch = timing["batch"]
+    if x.shape[0] < batch:
+        log.warning("only %d test windows; the %d-window timing batch repeats them", x.shape[0], batch)
+        x = x.repeat((batch + x.shape[0] - 1) // x.shape[0], 1, 1)
+    x = x[:batch]
+    dev = pick_device(device)
+    rows = []
+    for name, path in models.items():
+        model, _ = load_model(path)
+        model.to(dev)
+        flops = count_flops(model, x)
+        t = time_rollout(model, x, steps=data["n_pred"], runs=timing["runs"], warmup=timing["warmup"], device=dev)
+        log.info("%s: %d parameters, %.4g FLOPs, rollout %.4f s +- %.4f over %d runs (%s)", name,
+                 count_parameters(model), flops, t["mean_s"], t["std_s"], t["runs"], t["device_name"])
+        rows.append({"model": name, "parameters": count_parameters(model), "flops": flops, **t})
+    return rows

@@ -144,6 +144,7 @@ def metric_table(number: int, rows: list[TableRow], config: dict) -> pd.DataFram
 
 
 def finish(df: pd.DataFrame) -> pd.DataFrame:
+    """Put a table's columns in the common order (missing ones empty)."""
     for col in TABLE_COLUMNS:
         if col not in df:
             df[col] = np.nan
@@ -298,3 +299,130 @@ def tsne_figure(hidden_student: np.ndarray, hidden_reference: np.ndarray, labels
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
+
+
+TABLE1_EXTRA = ["ours_ratio_to_teacher", "paper_ratio_to_teacher", "device"]
+TABLE1_PAPER_MODELS = {"teacher": "teacher", "pruning_base": "pruning_base", "student_task": "student"}
+
+
+def cost_table(costs: pd.DataFrame, config: dict) -> pd.DataFrame:
+    """Table 1 from measured costs (dataset, model, parameters, flops, mean_s, std_s, runs, batch, device_name):
+    long rows per metric with the paper's value and, in their own columns, ratios to the teacher."""
+    published = paper.table(1)
+    rows = []
+    for _, c in costs.iterrows():
+        paper_name = config["datasets"][c["dataset"]]["paper_name"]
+        prow = published[(published["dataset"] == paper_name)
+                         & (published["model"] == TABLE1_PAPER_MODELS.get(c["model"], ""))]
+        pteacher = published[(published["dataset"] == paper_name) & (published["model"] == "teacher")].iloc[0]
+        teacher = costs[(costs["dataset"] == c["dataset"]) & (costs["model"] == "teacher")].iloc[0]
+        for metric, ours, std, paper_col, teacher_value in (
+                ("parameters", c["parameters"], np.nan, "parameters", teacher["parameters"]),
+                ("flops", c["flops"], np.nan, "flops", teacher["flops"]),
+                ("test_time_s", c["mean_s"], c["std_s"], "test_time_s", teacher["mean_s"])):
+            published_value = float(prow.iloc[0][paper_col]) if len(prow) else np.nan
+            rows.append({
+                "table": 1, "dataset": c["dataset"], "paper_dataset": paper_name, "model": c["model"],
+                "paper_model": TABLE1_PAPER_MODELS.get(c["model"], ""), "metric": metric, "ours": float(ours),
+                "ours_std": std, "n_seeds": 1, "paper": published_value, "parameters": int(c["parameters"]),
+                "kept_pct": 100.0 * c["parameters"] / teacher["parameters"],
+                "ours_ratio_to_teacher": float(ours) / float(teacher_value),
+                "paper_ratio_to_teacher": published_value / float(pteacher[paper_col]),
+                "device": c["device_name"],
+                "note": (f"{config['datasets'][c['dataset']]['description']}; FLOPs of one forward pass of "
+                         f"{int(c['batch'])} windows (torch FlopCounterMode: matmul/conv/einsum, 2 per MAC); "
+                         f"test time = 9-step rollout of that batch, mean of {int(c['runs'])} runs on {c['device_name']}"),
+            })
+    df = pd.DataFrame(rows)
+    df["diff"] = df["ours"] - df["paper"]
+    return finish(df).join(df[TABLE1_EXTRA])
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claim of the paper: `better` should beat `worse` on `metric` (lower is better) in table `table`."""
+
+    table: int
+    text: str
+    better: str
+    worse: str
+    metric: str = "MAE"
+
+
+def claims(config: dict) -> list[Claim]:
+    pr = config["pruning"]
+    found = [
+        Claim(4, "The student trained with L_STCD beats the student trained without KD", "student_stcd", "student_task"),
+        Claim(2, "L_ORD beats L_RD(L2)", "student_ord", "student_rd_l2"),
+        Claim(2, "L_ORD beats L_RD(KL)", "student_ord", "student_rd_kl"),
+        Claim(4, "L_STCD beats SKD", "student_stcd", "student_skd"),
+        Claim(5, "L_STCD beats its ablation with the temporal term only", "student_stcd", "student_tcd"),
+        Claim(5, "L_STCD beats its ablation with the spatial term only", "student_stcd", "student_scd"),
+        Claim(7, f"Pruning the teacher by {pr['teacher_ratio']} % with Algorithm 1 beats the fixed STCD student",
+              pruned_name("kd_taylor", "teacher", pr["teacher_ratio"]), "student_stcd"),
+    ]
+    found += [Claim(8, f"Algorithm 1 beats the Molchanov baseline at {r} % pruning",
+                    pruned_name("kd_taylor", "pruning_base", r), pruned_name("taylor", "pruning_base", r))
+              for r in pr["base_ratios"]]
+    return found
+
+
+def claim_rows(tables: dict[int, pd.DataFrame], config: dict) -> pd.DataFrame:
+    """Each claim per dataset and horizon: the paper's two values, ours, and whether ours supports it."""
+    rows = []
+    for claim in claims(config):
+        t = tables.get(claim.table)
+        if t is None:
+            continue
+        for dataset in t["dataset"].unique():
+            sub = t[(t["dataset"] == dataset) & (t["metric"] == claim.metric)]
+            better, worse = (sub[sub["model"] == m].set_index("horizon_min") for m in (claim.better, claim.worse))
+            if better.empty or worse.empty:
+                continue
+            for h in better.index:
+                gap = better.loc[h, "ours"] - worse.loc[h, "ours"]
+                spread = better.loc[h, "ours_std"] + worse.loc[h, "ours_std"]
+                rows.append({
+                    "claim": claim.text, "table": claim.table, "dataset": dataset, "metric": claim.metric,
+                    "horizon_min": int(h), "paper_better": better.loc[h, "paper"], "paper_worse": worse.loc[h, "paper"],
+                    "ours_better": better.loc[h, "ours"], "ours_worse": worse.loc[h, "ours"],
+                    "supported": "yes" if gap < 0 else "no",
+                    "beyond_spread": "n/a (one seed)" if pd.isna(spread) else ("yes" if abs(gap) > spread else "no"),
+                    "epochs": better.loc[h, "epochs"],
+                })
+    return pd.DataFrame(rows)
+
+
+def cost_claim_rows(table1: pd.DataFrame) -> pd.DataFrame:
+    """The paper's Table 1 claims: the student's test time and FLOPs as a share of the teacher's."""
+    sub = table1[(table1["model"] == "student_task") & table1["metric"].isin(["test_time_s", "flops", "parameters"])]
+    return sub[["dataset", "metric", "paper_ratio_to_teacher", "ours_ratio_to_teacher", "device"]]
+
+
+def summary_markdown(claim_table: pd.DataFrame, cost_claims: pd.DataFrame, config: dict) -> str:
+    """results/summary.md: each claim, the paper's numbers, ours and whether ours supports it."""
+    lines = ["# Summary: the paper's claims against this run", "",
+             f"Datasets: {', '.join(config['run_datasets'])}; seeds: {config['seeds']}; "
+             f"epochs: {config['training']['epochs']} (paper {config['training']['paper_epochs']}). "
+             "Lower MAE is better. 'supported' compares our two means; 'beyond spread' says whether the gap "
+             "exceeds the summed standard deviations over seeds.", ""]
+    for text, group in claim_table.groupby("claim", sort=False):
+        votes = (group["supported"] == "yes").sum()
+        lines += [f"## {text} (Table {group['table'].iloc[0]})", "",
+                  f"Supported at {votes} of {len(group)} dataset-horizon points.", "",
+                  "| dataset | horizon | paper: claimed better | paper: other | ours: claimed better | ours: other "
+                  "| supported | beyond spread |", "|---|---|---|---|---|---|---|---|"]
+        for _, r in group.iterrows():
+            lines.append(f"| {r['dataset']} | {r['horizon_min']} min | {r['paper_better']:.3f} | "
+                         f"{r['paper_worse']:.3f} | {r['ours_better']:.3f} | {r['ours_worse']:.3f} | "
+                         f"{r['supported']} | {r['beyond_spread']} |")
+        lines.append("")
+    if len(cost_claims):
+        lines += ["## The student costs a fraction of the teacher (Table 1)", "",
+                  "| dataset | quantity | paper: student / teacher | ours: student / teacher | device |",
+                  "|---|---|---|---|---|"]
+        for _, r in cost_claims.iterrows():
+            lines.append(f"| {r['dataset']} | {r['metric']} | {r['paper_ratio_to_teacher']:.3f} | "
+                         f"{r['ours_ratio_to_teacher']:.3f} | {r['device']} |")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,12 +1,9 @@
-import os
 import re
 import sys
 from pathlib import Path
 
-SRC = str(Path(workflow.basedir).parent / "src")
-# the entry points in scripts/ import the package from the checkout, also under --sdm conda and on a cluster
-sys.path.insert(0, SRC)
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
+# the workflow's own Python imports the package of this checkout (scripts/use_checkout.py does it for the jobs)
+sys.path.insert(0, str(Path(workflow.basedir).parent / "src"))
 
 from kdstgcn import config as cfg
 from kdstgcn import report as paper_report
@@ -63,6 +60,43 @@ def prune_inputs(wildcards):
     return inputs
 
 
+def metric_table_inputs(rows):
+    return [
+        f"{cfg.run_dir(d, s, r.model)}/metrics.csv"
+        for d in config["run_datasets"]
+        for s in seeds()
+        for r in rows
+    ]
+
+
+def student_info_inputs(models):
+    return [
+        f"{cfg.run_dir(d, s, m)}/info.json"
+        for d in config["run_datasets"]
+        for s in seeds()
+        for m in models
+    ]
+
+
+def figure3_models():
+    return ["teacher"] + [f"student_{loss}" for loss in config["distillation"]["losses"]]
+
+
+def figure4_models():
+    pruned = cfg.pruned_name("kd_taylor", "teacher", config["pruning"]["teacher_ratio"])
+    return ["teacher", "student_task", "student_stcd", pruned]
+
+
+def figure5_models():
+    return [r.model for r in paper_report.pruning_rows(8, config)]
+
+
+def cost_models():
+    """Table 1 models: teacher, pruning base, the fixed student and every pruned model of Tables 7-8."""
+    pruned = [r.model for n in (7, 8) for r in paper_report.pruning_rows(n, config) if r.model.startswith("pruned_")]
+    return ["teacher", "pruning_base", "student_task"] + pruned
+
+
 def tsne_pairs():
     """(student, reference) pairs of the t-SNE plots: KD students vs teacher, pruned models vs their base."""
     pr = config["pruning"]
@@ -73,9 +107,9 @@ def tsne_pairs():
 
 
 def all_outputs():
-    tables = [f"results/table{n}.{ext}" for n in (2, 3, 4, 5, 6, 7, 8, 9) for ext in ("csv", "parquet")]
+    tables = [f"results/table{n}.{ext}" for n in range(1, 10) for ext in ("csv", "parquet")]
     figures = expand("results/figures/figure{n}_{dataset}.png", n=(3, 4, 5), dataset=config["run_datasets"])
     tsne = [
         f"results/figures/tsne_{d}_{s}_vs_{r}.png" for d in config["run_datasets"] for s, r in tsne_pairs()
     ]
-    return tables + figures + tsne
+    return tables + figures + tsne + ["results/summary.md"]

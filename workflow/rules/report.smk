@@ -1,21 +1,3 @@
-def metric_table_inputs(rows):
-    return [
-        f"{cfg.run_dir(d, s, r.model)}/metrics.csv"
-        for d in config["run_datasets"]
-        for s in seeds()
-        for r in rows
-    ]
-
-
-def student_info_inputs(models):
-    return [
-        f"{cfg.run_dir(d, s, m)}/info.json"
-        for d in config["run_datasets"]
-        for s in seeds()
-        for m in models
-    ]
-
-
 rule metric_table:
     input:
         lambda w: metric_table_inputs(paper_report.table_rows(int(w.number), config)),
@@ -85,10 +67,6 @@ rule hyperparameter_table:
         "../../envs/kdstgcn.yaml"
     script:
         "../../scripts/hyperparameter_table.py"
-
-
-def figure3_models():
-    return ["teacher"] + [f"student_{loss}" for loss in config["distillation"]["losses"]]
 
 
 rule pruning_hyperparameter_table:
@@ -171,15 +149,6 @@ rule tsne:
         "../../scripts/tsne.py"
 
 
-def figure4_models():
-    pruned = cfg.pruned_name("kd_taylor", "teacher", config["pruning"]["teacher_ratio"])
-    return ["teacher", "student_task", "student_stcd", pruned]
-
-
-def figure5_models():
-    return [r.model for r in paper_report.pruning_rows(8, config)]
-
-
 use rule figure3 as figure4 with:
     input:
         lambda w: [f"{cfg.run_dir(w.dataset, seeds()[0], m)}/predictions.npz" for m in figure4_models()],
@@ -212,3 +181,74 @@ use rule figure3 as figure5 with:
         figures=config["figures"],
         step_minutes=config["model"]["step_minutes"],
         quantity=lambda w: cfg.quantity(config, w.dataset),
+
+
+rule measure_cost:
+    input:
+        unpack(prepared_inputs),
+        models=lambda w: [f"{cfg.run_dir(w.dataset, seeds()[0], m)}/model.pt" for m in cost_models()],
+    output:
+        "results/{dataset}/costs.parquet",
+    log:
+        "logs/measure_cost/{dataset}.log",
+    benchmark:
+        "benchmarks/measure_cost/{dataset}.tsv"
+    params:
+        models=cost_models(),
+        data=lambda w: cfg.data_spec(config, w.dataset),
+        timing=config["timing"],
+        device=config["device"],
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=120,
+    conda:
+        "../../envs/kdstgcn.yaml"
+    script:
+        "../../scripts/measure_cost.py"
+
+
+rule cost_table:
+    input:
+        expand("results/{dataset}/costs.parquet", dataset=config["run_datasets"]),
+    output:
+        csv=report("results/table1.csv", caption="../report/table1.rst", category="Tables"),
+        parquet="results/table1.parquet",
+    log:
+        "logs/cost_table/table1.log",
+    benchmark:
+        "benchmarks/cost_table/table1.tsv"
+    params:
+        config=config,
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../../envs/kdstgcn.yaml"
+    script:
+        "../../scripts/cost_table.py"
+
+
+rule summary:
+    input:
+        tables=[f"results/table{n}.parquet" for n in (1, 2, 4, 5, 7, 8)],
+    output:
+        report("results/summary.md", caption="../report/summary.rst", category="Summary"),
+    log:
+        "logs/summary/summary.log",
+    benchmark:
+        "benchmarks/summary/summary.tsv"
+    params:
+        config=config,
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../../envs/kdstgcn.yaml"
+    script:
+        "../../scripts/summary.py"

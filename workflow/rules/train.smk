@@ -50,7 +50,7 @@ use rule train_teacher as train_student with:
         "benchmarks/train_student/{dataset}/seed{seed}/{loss}.tsv"
     params:
         run=lambda w: cfg.student_run(config, w.dataset, w.loss, w.seed),
-        checkpoint=lambda w: f"{cfg.run_dir(w.dataset, w.seed, 'student_' + w.loss)}/checkpoint.pt",
+        checkpoint=lambda w: f"{cfg.run_dir(w.dataset, w.seed, f'student_{w.loss}')}/checkpoint.pt",
 
 
 rule evaluate:

@@ -1,0 +1,8 @@
+"""Imported first by every entry point: puts the checkout's src/ on sys.path, so the rules run the package of
+this checkout also without `pip install -e .` (under --sdm conda, on cluster nodes)."""
+import sys
+from pathlib import Path
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+if SRC not in sys.path:
+    sys.path.insert(0, SRC)
