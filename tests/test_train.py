@@ -160,13 +160,17 @@ def call_train_run(run, files, out):
     return jobs.train_run(run, **kwargs)
 
 
-def test_train_run_writes_model_history_and_drops_checkpoint(synthetic_files, tmp_path):
+def test_train_run_writes_model_history_and_a_larger_budget_continues(synthetic_files, tmp_path, caplog):
     call_train_run(run_spec(synthetic_files, 2, 1e-3), synthetic_files, tmp_path)
     history = pd.read_parquet(tmp_path / "history.parquet")
     assert history["epoch"].tolist() == [1, 2]
     model, extra = jobs.load_model(tmp_path / "model.pt")
     assert extra["epochs_run"] == 2 and extra["best_epoch"] in (1, 2)
-    assert not (tmp_path / "checkpoint.pt").exists()
+    assert (tmp_path / "checkpoint.pt").exists()
+    with caplog.at_level(logging.INFO):
+        call_train_run(run_spec(synthetic_files, 3, 1e-3), synthetic_files, tmp_path)
+    assert "after epoch 2" in caplog.text
+    assert pd.read_parquet(tmp_path / "history.parquet")["epoch"].tolist() == [1, 2, 3]
 
 
 def test_diverging_run_writes_no_model(synthetic_files, tmp_path):

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -51,7 +50,6 @@ def train_run(run: dict, values: str, fill_report: str, adjacency: str, model_ou
     write_table(history, history_out)
     write_json(extra, info_out)
     save_model(model, model_out, extra)
-    Path(checkpoint).unlink(missing_ok=True)
     log.info("best epoch %d (val MAE %.4f); model written to %s", extra["best_epoch"], extra["best_val_mae"], model_out)
     return model
 
@@ -148,7 +146,6 @@ def prune_run(run: dict, values: str, fill_report: str, base_path: str, teacher_
     write_json(extra, out["info"])
     save_model(model, out["masked"], extra)
     save_model(dense, out["model"], extra)
-    Path(checkpoint).unlink(missing_ok=True)
     log.info("compact model: %d of %d parameters kept (%.2f %%), widths %s", extra["parameters"],
              base_parameters, extra["kept_pct"], {k: len(v) for k, v in kept.items()})
     return dense

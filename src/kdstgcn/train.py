@@ -80,8 +80,9 @@ def train(model: torch.nn.Module, data: PreparedData, loss: Loss, settings: Trai
           ) -> tuple[torch.nn.Module, pd.DataFrame]:
     """Train with the one-step target; keep the epoch with the best validation MAE (mean over horizons).
 
-    After every epoch a checkpoint is written atomically; if one with the same fingerprint exists, training
-    resumes after its epoch and ends exactly where an uninterrupted run would. Returns the best model
+    After every epoch a checkpoint is written atomically and kept; if one with the same fingerprint exists,
+    training resumes after its epoch and ends exactly where an uninterrupted run would. A finished run's
+    checkpoint lets a larger `epochs` budget continue it instead of starting over. Returns the best model
     (on CPU) and the per-epoch history. `run_config` (loss, data, seed...) goes into the fingerprint.
     """
     device = device or pick_device()
