@@ -123,7 +123,9 @@ def test_sigkill_mid_epoch_then_rerun_incomplete_resumes_to_the_same_metrics(rep
     for name in ("model.pt", "history.parquet", "info.json", "metrics.csv"):
         assert not (repo_copy / TEACHER / name).exists(), name
 
-    # what the user does: release the stale lock, rerun the incomplete job
+    # what the user sees and does: Snakemake's lock is stale; release it, rerun the incomplete job
+    locked = run_snakemake(repo_copy, [*args, "--rerun-incomplete", "--", target], timeout=120)
+    assert locked.returncode != 0 and "--unlock" in locked.output, locked.output[-3000:]
     unlock = run_snakemake(repo_copy, [*args, "--unlock"], timeout=120)
     assert unlock.returncode == 0, unlock.output[-3000:]
     rerun = run_snakemake(repo_copy, [*args, "--rerun-incomplete", "--", target], timeout=240)
@@ -131,7 +133,7 @@ def test_sigkill_mid_epoch_then_rerun_incomplete_resumes_to_the_same_metrics(rep
     text = log.read_text()
     assert f"after epoch {done}" in text and "resuming" in text, text[-2000:]
     assert [f"epoch {e}/{epochs}" in text for e in range(1, epochs + 1)] == [e > done for e in range(1, epochs + 1)]
-    assert not checkpoint.exists()
+    assert torch.load(checkpoint, weights_only=False)["epoch"] == epochs  # the finished run's checkpoint is kept
 
     assert (repo_copy / target).read_bytes() == reference_metrics
     history = pd.read_parquet(repo_copy / TEACHER / "history.parquet").drop(columns=list(TIMING))

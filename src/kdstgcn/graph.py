@@ -92,9 +92,9 @@ def check_graph(w: np.ndarray, source: str) -> dict:
         log.warning("%s: %d isolated stations (no neighbour within the kernel threshold): %s",
                     source, stats["isolated_nodes"], stats["isolated_ids"])
     if stats["components"] > 1:
-        log.warning("%s: the graph is disconnected: %d components; %d stations outside the largest one "
-                    "(%d stations), kept: %s", source, stats["components"], len(stats["outside_largest_ids"]),
-                    stats["largest_component"], stats["small_components"])
+        log.warning("%s: the graph is disconnected: %d components; the largest has %d stations, the %d "
+                    "stations outside it are kept (components by station id): %s", source, stats["components"],
+                    stats["largest_component"], len(stats["outside_largest_ids"]), stats["small_components"])
     return stats
 
 

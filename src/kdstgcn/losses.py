@@ -117,34 +117,35 @@ def correlation_gap(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tenso
     return ((student - teacher) ** 2).sum() / 2 / pairs
 
 
-class TemporalCorrelationDistance(Loss):
-    """Eq. 8: mean squared gap between student and teacher TCD, averaged over the temporal layers."""
+class CorrelationDistance(Loss):
+    """Mean squared gap between student and teacher pairwise-distance matrices of matched layers, averaged."""
 
     uses_teacher = True
     uses_features = True
+    layers: str
+    correlation = None
 
     def forward(self, student, target, teacher):
         gaps = []
-        for fs, ft in zip(student.features["temporal"], teacher.features["temporal"], strict=True):
+        for fs, ft in zip(student.features[self.layers], teacher.features[self.layers], strict=True):
             with torch.no_grad():
-                tcd_t = temporal_correlation(ft)
-            gaps.append(correlation_gap(temporal_correlation(fs), tcd_t))
+                reference = type(self).correlation(ft)
+            gaps.append(correlation_gap(type(self).correlation(fs), reference))
         return torch.stack(gaps).mean()
 
 
-class SpatialCorrelationDistance(Loss):
-    """Eq. 10: mean squared gap between student and teacher SCD, averaged over the graph-conv layers."""
+class TemporalCorrelationDistance(CorrelationDistance):
+    """Eq. 8: the gap of TCD (Eq. 7) over the temporal-conv layers."""
 
-    uses_teacher = True
-    uses_features = True
+    layers = "temporal"
+    correlation = temporal_correlation
 
-    def forward(self, student, target, teacher):
-        gaps = []
-        for fs, ft in zip(student.features["spatial"], teacher.features["spatial"], strict=True):
-            with torch.no_grad():
-                scd_t = spatial_correlation(ft)
-            gaps.append(correlation_gap(spatial_correlation(fs), scd_t))
-        return torch.stack(gaps).mean()
+
+class SpatialCorrelationDistance(CorrelationDistance):
+    """Eq. 10: the gap of SCD (Eq. 9) over the graph-conv layers."""
+
+    layers = "spatial"
+    correlation = spatial_correlation
 
 
 class SpatioTemporalCorrelation(Loss):

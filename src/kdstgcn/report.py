@@ -176,44 +176,44 @@ def teacher_share_table(config: dict) -> pd.DataFrame:
     return finish(df)
 
 
-def hyperparameter_table(config: dict) -> pd.DataFrame:
-    """Table 6: the KD hyper-parameters this run used beside the paper's."""
-    published = paper.table(6)
+HYPERPARAMETERS = ("batch_size", "learning_rate", "alpha1", "alpha2", "alpha3", "alpha", "beta")
+
+
+def hyperparameter_rows(number: int, config: dict, section: str, row_key) -> pd.DataFrame:
+    """Hyper-parameters used (config `section`.hyperparameters) beside the paper's Table `number`.
+
+    `row_key(paper_row)` gives (config key, our model name, paper model name, param_pct) of a published row.
+    """
+    published = paper.table(number)
     rows = []
     for dataset in config["run_datasets"]:
         paper_name = config["datasets"][dataset]["paper_name"]
-        ours_all = config["distillation"]["hyperparameters"][paper_name]
+        ours_all = config[section]["hyperparameters"][paper_name]
         for _, prow in published[published["dataset"] == paper_name].iterrows():
-            ours = ours_all.get(prow["model"], {})
-            for key in ("batch_size", "learning_rate", "alpha1", "alpha2", "alpha3", "alpha", "beta"):
-                if pd.isna(prow[key]) and key not in ours:
+            key, model, paper_model, param_pct = row_key(prow)
+            ours = ours_all.get(key, {})
+            for name in HYPERPARAMETERS:
+                if name not in prow or (pd.isna(prow[name]) and name not in ours):
                     continue
-                rows.append({"table": 6, "dataset": dataset, "paper_dataset": paper_name,
-                             "model": f"student_{prow['model']}", "paper_model": prow["model"], "metric": key,
-                             "ours": ours.get(key, np.nan), "paper": prow[key], "n_seeds": len(config["seeds"]),
+                rows.append({"table": number, "dataset": dataset, "paper_dataset": paper_name, "model": model,
+                             "paper_model": paper_model, "param_pct": param_pct, "metric": name,
+                             "ours": ours.get(name, np.nan), "paper": prow[name], "n_seeds": len(config["seeds"]),
                              "note": config["datasets"][dataset]["description"]})
     df = pd.DataFrame(rows)
     df["diff"] = df["ours"] - df["paper"]
     return finish(df)
 
 
+def hyperparameter_table(config: dict) -> pd.DataFrame:
+    """Table 6: the KD hyper-parameters this run used beside the paper's."""
+    return hyperparameter_rows(6, config, "distillation",
+                               lambda r: (r["model"], f"student_{r['model']}", r["model"], None))
+
+
 def pruning_hyperparameter_table(config: dict) -> pd.DataFrame:
     """Table 9: the pruning hyper-parameters this run used beside the paper's."""
-    published = paper.table(9)
-    rows = []
-    for dataset in config["run_datasets"]:
-        paper_name = config["datasets"][dataset]["paper_name"]
-        ours_all = config["pruning"]["hyperparameters"][paper_name]
-        for _, prow in published[published["dataset"] == paper_name].iterrows():
-            ours = ours_all.get(str(int(prow["pruned_pct"])), {})
-            for key in ("batch_size", "learning_rate", "alpha1", "alpha2", "alpha3"):
-                rows.append({"table": 9, "dataset": dataset, "paper_dataset": paper_name,
-                             "model": "pruned", "paper_model": "pruned", "param_pct": int(prow["pruned_pct"]),
-                             "metric": key, "ours": ours.get(key, np.nan), "paper": prow[key],
-                             "n_seeds": len(config["seeds"]), "note": config["datasets"][dataset]["description"]})
-    df = pd.DataFrame(rows)
-    df["diff"] = df["ours"] - df["paper"]
-    return finish(df)
+    return hyperparameter_rows(9, config, "pruning",
+                               lambda r: (str(int(r["pruned_pct"])), "pruned", "pruned", int(r["pruned_pct"])))
 
 
 def mean_prediction_figure(dataset: str, seed: int, models: list[str], figures: dict, quantity: str,

@@ -116,6 +116,8 @@ def train(model: torch.nn.Module, data: PreparedData, loss: Loss, settings: Trai
 
     x_train, y_train = data.inputs("train"), data.one_step_targets("train")
     n = x_train.shape[0]
+    n_batches = math.ceil(n / settings.batch_size)
+    report_every = max(1, n_batches // 4)
     for epoch in range(start_epoch, settings.epochs + 1):
         model.train()
         tic = time.perf_counter()
@@ -133,6 +135,9 @@ def train(model: torch.nn.Module, data: PreparedData, loss: Loss, settings: Trai
             optimizer.step()
             total += value.item()
             batches += 1
+            if batch % report_every == 0 and batch < n_batches:
+                log.info("epoch %d batch %d/%d loss %.5f (%.1fs)", epoch, batch, n_batches, total / batches,
+                         time.perf_counter() - tic)
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         train_seconds = time.perf_counter() - tic
