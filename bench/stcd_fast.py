@@ -22,8 +22,9 @@ half of that from doing only the pairs i < j):
     gap  = <R, R> / (Cs^2 * G * P(P-1)/2)
 
 plain autograd (pdist has its own backward), half the pairs of every elementwise pass. The price is a
-Python loop of G = B*T pdist calls per layer, each a small parallel region: fine on an idle machine,
-slow when other processes compete for the cores.
+Python loop of G = B*T pdist calls per layer. Each call is a small parallel region whose fork/join
+stalls badly when other processes hold the cores, so the loops (forward and backward) run on one
+thread (`PDIST_THREADS`; torch's thread count is restored after each loop).
 
 Both give losses.py's value and gradients to float rounding (checked by `check()`).
 """
@@ -70,9 +71,52 @@ class _L1CorrelationGap(torch.autograd.Function):
         return 2.0 * grad_x, None
 
 
+class _Threads:
+    """Run a block with torch limited to `n` intra-op threads (restored after). Each pdist call is too
+    small to gain from a parallel region, and its fork/join stalls when other processes hold the cores."""
+
+    def __init__(self, n: int | None):
+        self.n = n
+
+    def __enter__(self):
+        self.saved = torch.get_num_threads()
+        if self.n and self.n < self.saved:
+            torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        if torch.get_num_threads() != self.saved:
+            torch.set_num_threads(self.saved)
+
+
+PDIST_THREADS = 1  # None: leave torch's thread count alone
+
+
+class _PdistRows(torch.autograd.Function):
+    """F.pdist(p=1) of every group, forward and backward with the same aten kernels autograd would use,
+    both run under `PDIST_THREADS` threads."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        with _Threads(PDIST_THREADS):
+            out = torch.stack([torch.ops.aten._pdist_forward(row, 1.0) for row in x.unbind(0)])
+        ctx.save_for_backward(x, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, out = ctx.saved_tensors
+        grad = grad.contiguous()
+        with _Threads(PDIST_THREADS):
+            return torch.stack([torch.ops.aten._pdist_backward(g, row, 1.0, d)
+                                for g, row, d in zip(grad.unbind(0), x.unbind(0), out.unbind(0))])
+
+
 def _pdist_rows(x: torch.Tensor) -> torch.Tensor:
     """[G, P, C] -> [G, P(P-1)/2]: sum_c |x_i - x_j| for i < j, row-major (pdist's condensed order)."""
-    return torch.stack([F.pdist(row, p=1) for row in x.unbind(0)])
+    if not x.requires_grad:
+        with _Threads(PDIST_THREADS):
+            return torch.stack([F.pdist(row, p=1) for row in x.unbind(0)])
+    return _PdistRows.apply(x)
 
 
 def _pdist_gap(xs: torch.Tensor, xt: torch.Tensor) -> torch.Tensor:

@@ -104,8 +104,6 @@ def test_bad_config_value_is_rejected_naming_the_key_and_the_bound(demo_config, 
 RANGE_CASES = {"negative_kd_alpha": ("0", "1"), "teacher_ratio_100": ("1", "99")}
 
 
-@pytest.mark.xfail(strict=True, reason="jsonschema names only the violated bound ('less than the minimum of 0'); "
-                                       "naming the whole range needs kdstgcn.config.validate to add it")
 @pytest.mark.parametrize("case", list(RANGE_CASES))
 def test_out_of_range_message_names_both_bounds(demo_config, case):
     key, value, named, _ = BAD_VALUES[case]

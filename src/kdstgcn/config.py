@@ -21,13 +21,24 @@ def key_path(parts) -> str:
     return ".".join(str(p) for p in parts) or "<top level>"
 
 
+def allowed_range(schema: dict) -> str:
+    """'; allowed: lo to hi' from a numeric schema's bounds (empty when it has none)."""
+    low = schema.get("minimum", schema.get("exclusiveMinimum"))
+    high = schema.get("maximum", schema.get("exclusiveMaximum"))
+    if low is None and high is None:
+        return ""
+    left = "-inf" if low is None else f"{'>' if 'exclusiveMinimum' in schema else '>='} {low}"
+    right = "inf" if high is None else f"{'<' if 'exclusiveMaximum' in schema else '<='} {high}"
+    return f"; allowed: {left} and {right}"
+
+
 def validate(config: dict, schema_path: str | Path = SCHEMA) -> None:
     """Check `config` against the JSON schema, then the rules that span several keys."""
     schema = yaml.safe_load(Path(schema_path).read_text())
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
-        lines = [f"  {key_path(e.absolute_path)}: {e.message}" for e in errors[:10]]
+        lines = [f"  {key_path(e.absolute_path)}: {e.message}{allowed_range(e.schema)}" for e in errors[:10]]
         raise ConfigError("invalid configuration:\n" + "\n".join(lines))
     check(config)
 
