@@ -9,8 +9,8 @@ with the frozen teacher [1,32,64][64,32,128] run forward inside the step:
   stcd  - loss "stcd" (alpha1 0.17, alpha2 0.047, alpha3 0.313) of kdstgcn.losses: teacher and student
           forward with features, TCD over 4 temporal layers, SCD over 2 graph-conv layers. The target is
           stcd <= 1.5 x task.
-  fused - the same loss by the prototype bench/stcd_fast.py, method "cdist" (one autograd.Function per
-          layer: fused residual, BLAS dot, no extra passes; same value and gradients, checked).
+  fused - the prototype bench/stcd_fast.py, method "cdist" (one autograd.Function per layer: fused residual,
+          BLAS dot). kdstgcn.losses has since adopted this form, so it now times the same as stcd.
   pdist - the same, method "pdist" for the graph-conv layers (condensed i < j pairs by F.pdist per group).
 Variants are interleaved step by step (so machine load hits them alike); medians are reported. Peak memory
 of each step is measured in a fresh spawned process (kdstgcn.cost.memory_profile). When the stcd ratio

@@ -65,6 +65,9 @@ def _flop_counter(model: torch.nn.Module, inputs: torch.Tensor, meta: bool) -> F
             return _flop_counter(copy.deepcopy(model).to("meta"), inputs.to("meta"), meta=False)
         except (NotImplementedError, RuntimeError):
             pass  # an op without a meta kernel: count on the real device instead
+    tensor = next(model.parameters(), None)
+    if tensor is not None:
+        inputs = inputs.to(tensor.device)
     was_training = model.training
     model.eval()
     try:

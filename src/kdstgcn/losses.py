@@ -98,23 +98,55 @@ def pairwise_l1_mean(x: torch.Tensor) -> torch.Tensor:
     return torch.cdist(x, x, p=1) / x.shape[-1]
 
 
+def temporal_groups(f: torch.Tensor) -> torch.Tensor:
+    """A layer output [B, C, T, N] as B*N groups of T time steps with C channels each."""
+    b, c, t, n = f.shape
+    return f.permute(0, 3, 2, 1).reshape(b * n, t, c)
+
+
+def spatial_groups(f: torch.Tensor) -> torch.Tensor:
+    """A layer output [B, C, T, N] as B*T groups of N nodes with C channels each."""
+    b, c, t, n = f.shape
+    return f.permute(0, 2, 3, 1).reshape(b * t, n, c)
+
+
 def temporal_correlation(f: torch.Tensor) -> torch.Tensor:
     """Eq. 7: TCD[b, n, i, j] = mean_c |F[b, i, n, c] - F[b, j, n, c]| for a layer output f [B, C, T, N]."""
-    b, c, t, n = f.shape
-    return pairwise_l1_mean(f.permute(0, 3, 2, 1).reshape(b * n, t, c))
+    return pairwise_l1_mean(temporal_groups(f))
 
 
 def spatial_correlation(f: torch.Tensor) -> torch.Tensor:
     """Eq. 9: SCD[b, t, i, j] = mean_c |F[b, t, i, c] - F[b, t, j, c]| for a layer output f [B, C, T, N]."""
-    b, c, t, n = f.shape
-    return pairwise_l1_mean(f.permute(0, 2, 3, 1).reshape(b * t, n, c))
+    return pairwise_l1_mean(spatial_groups(f))
 
 
-def correlation_gap(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """Mean over the pairs i < j of (student - teacher)^2 for symmetric [G, P, P] matrices with zero diagonal."""
-    p = student.shape[-1]
-    pairs = student.shape[0] * p * (p - 1) / 2
-    return ((student - teacher) ** 2).sum() / 2 / pairs
+class L1CorrelationGap(torch.autograd.Function):
+    """Mean over pairs i < j of (D_s - D_t)^2, D = pairwise_l1_mean of groups [G, P, C]; gradient to xs only.
+
+    The student and teacher distance matrices are merged into one residual R in units of the student's channel
+    count (the teacher's matrix is freed at once), the loss is <R, R> scaled, and the backward pass reuses R:
+    no B x T x N x N x C intermediate, and no extra matrices kept for autograd.
+    """
+
+    @staticmethod
+    def forward(ctx, xs: torch.Tensor, xt: torch.Tensor) -> torch.Tensor:
+        g, p, cs = xs.shape
+        scale = 1.0 / (cs * cs * g * p * (p - 1))  # 1 / (2 * pairs * Cs^2): the residual is in units of Cs
+        xs = xs.contiguous()
+        r = torch.cdist(xs, xs, p=1)
+        r.sub_(torch.cdist(xt.contiguous(), xt.contiguous(), p=1), alpha=cs / xt.shape[-1])
+        ctx.save_for_backward(xs, r)
+        ctx.scale = scale
+        flat = r.view(-1)
+        return torch.dot(flat, flat) * scale
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        xs, r = ctx.saved_tensors
+        grad_r = r * (2.0 * ctx.scale * grad_out)
+        # xs enters cdist twice and R is symmetric, so both halves of cdist's gradient are equal
+        grad_x = torch.ops.aten._cdist_backward(grad_r, xs, xs, 1.0, r)
+        return 2.0 * grad_x, None
 
 
 class CorrelationDistance(Loss):
@@ -123,14 +155,12 @@ class CorrelationDistance(Loss):
     uses_teacher = True
     uses_features = True
     layers: str
-    correlation = None
+    groups = None
 
     def forward(self, student, target, teacher):
-        gaps = []
-        for fs, ft in zip(student.features[self.layers], teacher.features[self.layers], strict=True):
-            with torch.no_grad():
-                reference = type(self).correlation(ft)
-            gaps.append(correlation_gap(type(self).correlation(fs), reference))
+        group = type(self).groups
+        gaps = [L1CorrelationGap.apply(group(fs), group(ft.detach()))
+                for fs, ft in zip(student.features[self.layers], teacher.features[self.layers], strict=True)]
         return torch.stack(gaps).mean()
 
 
@@ -138,14 +168,14 @@ class TemporalCorrelationDistance(CorrelationDistance):
     """Eq. 8: the gap of TCD (Eq. 7) over the temporal-conv layers."""
 
     layers = "temporal"
-    correlation = temporal_correlation
+    groups = temporal_groups
 
 
 class SpatialCorrelationDistance(CorrelationDistance):
     """Eq. 10: the gap of SCD (Eq. 9) over the graph-conv layers."""
 
     layers = "spatial"
-    correlation = spatial_correlation
+    groups = spatial_groups
 
 
 class SpatioTemporalCorrelation(Loss):
