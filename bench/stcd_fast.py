@@ -33,42 +33,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kdstgcn.losses import Loss, OverseenResponse
-
-
-def _groups_spatial(f: torch.Tensor) -> torch.Tensor:
-    b, c, t, n = f.shape
-    return f.permute(0, 2, 3, 1).reshape(b * t, n, c).contiguous()
-
-
-def _groups_temporal(f: torch.Tensor) -> torch.Tensor:
-    b, c, t, n = f.shape
-    return f.permute(0, 3, 2, 1).reshape(b * n, t, c).contiguous()
-
-
-class _L1CorrelationGap(torch.autograd.Function):
-    """sum_{i<j} (mean_c |xs_i - xs_j| - mean_c |xt_i - xt_j|)^2 / (G * P (P-1) / 2), gradient to xs only."""
-
-    @staticmethod
-    def forward(ctx, xs: torch.Tensor, xt: torch.Tensor) -> torch.Tensor:
-        g, p, cs = xs.shape
-        ct = xt.shape[-1]
-        scale = 1.0 / (cs * cs * g * p * (p - 1))  # 1 / (2 * pairs * Cs^2)
-        r = torch.cdist(xs, xs, p=1)
-        r.sub_(torch.cdist(xt, xt, p=1), alpha=cs / ct)  # teacher matrix is a temporary, freed here
-        flat = r.view(-1)
-        ctx.save_for_backward(xs, r)
-        ctx.scale = scale
-        return torch.dot(flat, flat) * scale
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        xs, r = ctx.saved_tensors
-        grad_r = r * (2.0 * ctx.scale * grad_out)
-        # cdist(xs, xs) has xs as both arguments; R symmetric -> both halves of CdistBackward are equal.
-        # For p = 1 the kernel does not read the distance values; r is passed for the signature.
-        grad_x = torch.ops.aten._cdist_backward(grad_r, xs, xs, 1.0, r)
-        return 2.0 * grad_x, None
+from kdstgcn.losses import L1CorrelationGap, Loss, OverseenResponse, spatial_groups, temporal_groups
 
 
 class _Threads:
@@ -129,13 +94,13 @@ def _pdist_gap(xs: torch.Tensor, xt: torch.Tensor) -> torch.Tensor:
 
 def fast_gap(fs: torch.Tensor, ft: torch.Tensor, kind: str, method: str = "cdist") -> torch.Tensor:
     """Eq. 8 / Eq. 10 gap of one layer pair (features [B, C, T, N]); method "cdist" or "pdist"."""
-    groups = _groups_spatial if kind == "spatial" else _groups_temporal
+    groups = spatial_groups if kind == "spatial" else temporal_groups
     with torch.no_grad():
-        xt = groups(ft)
-    xs = groups(fs)
+        xt = groups(ft).contiguous()
+    xs = groups(fs).contiguous()
     if method == "pdist" and kind == "spatial":
         return _pdist_gap(xs, xt)
-    return _L1CorrelationGap.apply(xs, xt)
+    return L1CorrelationGap.apply(xs, xt)
 
 
 class FastSTCD(Loss):
