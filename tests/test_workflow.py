@@ -78,7 +78,8 @@ def test_demo_trains_and_evaluates_a_teacher(repo_copy):
     log = (repo_copy / "logs/train_teacher/demo/seed0.log").read_text()
     assert len(re.findall(rf"epoch \d+/{epochs} ", log)) == epochs
     stats = json.loads((repo_copy / "results/demo/graph/stats.json").read_text())
-    assert stats["nodes"] == 20 and stats["undirected_edges"] > 0
+    demo_nodes = yaml.safe_load((repo_copy / "config/demo.yaml").read_text())["datasets"]["demo"]["n_nodes"]
+    assert stats["nodes"] == demo_nodes and stats["undirected_edges"] > 0
 
 
 def test_offline_without_mirror_fails_fast_and_says_how_to_supply_the_file(repo_copy):
