@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from kdstgcn.cost import (benchmark_cheb, count_flops, flop_breakdown, memory_profile, peak_memory, time_rollout)
+from kdstgcn.cost import (benchmark_cheb, count_flops, flop_breakdown, memory_profile, time_rollout)
 from kdstgcn.cost import test_batch as make_batch  # aliased: pytest would collect a test_* name
 from kdstgcn.model import STGCN, Architecture, ChebGraphConv
 
@@ -106,4 +106,3 @@ def test_peak_memory_in_a_fresh_process():
     report = memory_profile(functools.partial(torch.ones, 64 * 2 ** 20))  # 256 MiB, written
     assert "spawned" in report["method"]
     assert report["increase_bytes"] >= 200 * 2 ** 20
-    assert peak_memory(torch.ones, 1, isolate=False) > 0

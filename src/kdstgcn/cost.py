@@ -256,13 +256,6 @@ def memory_profile(fn: Callable, *args, device: torch.device | str | None = None
     return payload
 
 
-def peak_memory(fn: Callable, *args, device: torch.device | str | None = None, isolate: bool = True,
-                **kwargs) -> int:
-    """Peak memory in bytes of fn(*args, **kwargs); see `memory_profile` for the method (CPU: peak RSS of
-    a fresh process, interpreter included; GPU: torch.cuda.max_memory_allocated)."""
-    return int(memory_profile(fn, *args, device=device, isolate=isolate, **kwargs)["peak_bytes"])
-
-
 def format_bytes(n: float) -> str:
     if not math.isfinite(n):
         return str(n)
@@ -273,18 +266,5 @@ def format_bytes(n: float) -> str:
     return f"{n:.2f} GiB"
 
 
-# --------------------------------------------------------------------------------------------- Table 1
-
-def model_cost(model: torch.nn.Module, n_nodes: int, batch: int = 1140, steps: int = 9, runs: int = 100,
-               warmup: int = 5, device: torch.device | str | None = None, seed: int = 0) -> dict:
-    """Table 1's cost columns for one model: parameters, FLOPs of one forward pass of the test batch,
-    and the rollout time of that batch (see `time_rollout`)."""
-    inputs = test_batch(n_nodes, batch=batch, n_his=getattr(getattr(model, "arch", None), "n_his", 12),
-                        seed=seed)
-    timing = time_rollout(model, inputs, steps=steps, runs=runs, warmup=warmup, device=device)
-    return {"parameters": sum(p.numel() for p in model.parameters()),
-            "flops": count_flops(model, inputs), **timing}
-
-
 __all__ = ["test_batch", "benchmark_cheb", "count_flops", "flop_breakdown", "device_name", "time_rollout",
-           "memory_profile", "peak_memory", "format_bytes", "model_cost"]
+           "memory_profile", "format_bytes"]
