@@ -28,6 +28,14 @@ def load_cheb(adjacency: str, ks: int) -> torch.Tensor:
     return chebyshev_polynomials(pd.read_parquet(adjacency).to_numpy(), ks)
 
 
+def run_summary(run: dict, history: pd.DataFrame, loss, model: STGCN) -> dict:
+    """What every trained model records beside its weights: spec, best epoch, budget, teacher share, size."""
+    best = history.loc[history["val_mae"].idxmin()]
+    return {"run": run, "best_epoch": int(best["epoch"]), "best_val_mae": float(best["val_mae"]),
+            "epochs_run": int(history["epoch"].max()), "teacher_share_pct": loss.share_pct(),
+            "parameters": count_parameters(model), "seconds_per_epoch": float(history["epoch_seconds"].mean())}
+
+
 def train_run(run: dict, values: str, fill_report: str, adjacency: str, model_out: str, history_out: str,
               info_out: str, checkpoint: str, teacher_path: str | None = None) -> STGCN:
     """Train one model from its run spec; write the whole model, its per-epoch history and a summary."""
@@ -43,10 +51,7 @@ def train_run(run: dict, values: str, fill_report: str, adjacency: str, model_ou
              pick_device(run["device"]))
     model, history = train(model, data, loss, settings, checkpoint, teacher, pick_device(run["device"]),
                            run_config={k: run[k] for k in ("dataset", "role", "data", "loss")})
-    best = history.loc[history["val_mae"].idxmin()]
-    extra = {"run": run, "best_epoch": int(best["epoch"]), "best_val_mae": float(best["val_mae"]),
-             "epochs_run": int(history["epoch"].max()), "teacher_share_pct": loss.share_pct(),
-             "parameters": count_parameters(model), "seconds_per_epoch": float(history["epoch_seconds"].mean())}
+    extra = run_summary(run, history, loss, model)
     write_table(history, history_out)
     write_json(extra, info_out)
     save_model(model, model_out, extra)
@@ -134,13 +139,9 @@ def prune_run(run: dict, values: str, fill_report: str, base_path: str, teacher_
     model.set_masks(masks)
     dense = compact(model.eval())
     kept = dense.arch.kept
-    best = history.loc[history["val_mae"].idxmin()]
-    extra = {"run": run, "best_epoch": int(best["epoch"]), "best_val_mae": float(best["val_mae"]),
-             "epochs_run": int(history["epoch"].max()), "teacher_share_pct": loss.share_pct(),
-             "parameters": count_parameters(dense), "base_parameters": base_parameters,
+    extra = {**run_summary(run, history, loss, dense), "base_parameters": base_parameters,
              "kept_pct": 100.0 * count_parameters(dense) / base_parameters, "pruning_steps": len(steps),
-             "kept_channels": {k: list(v) for k, v in kept.items()},
-             "seconds_per_epoch": float(history["epoch_seconds"].mean())}
+             "kept_channels": {k: list(v) for k, v in kept.items()}}
     write_table(pd.DataFrame(steps), out["steps"])
     write_table(history, out["history"])
     write_json(extra, out["info"])
