@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 MIRROR_ENV = "KDSTGCN_MIRROR"
@@ -178,3 +179,19 @@ def repo_copy(tmp_path) -> Path:
 @pytest.fixture
 def snakemake_runner():
     return run_snakemake
+
+
+def merged_config(*names: str) -> dict:
+    """config/config.yaml with the given config files laid over it, the way Snakemake merges --configfile."""
+    def update(base: dict, extra: dict) -> dict:
+        for key, value in extra.items():
+            if isinstance(value, dict) and isinstance(base.get(key), dict):
+                update(base[key], value)
+            else:
+                base[key] = value
+        return base
+
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    for name in names:
+        update(config, yaml.safe_load((REPO / name).read_text()))
+    return config

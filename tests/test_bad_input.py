@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, run_snakemake
+from conftest import REPO, merged_config, run_snakemake
 from kdstgcn import config as cfg
 from kdstgcn import jobs
 from kdstgcn.data import DataError, clean, prepare, timestamps
@@ -29,25 +29,10 @@ from kdstgcn.synthetic import generate
 # configuration values
 # ---------------------------------------------------------------------------------------------------------
 
-def merged(*names: str) -> dict:
-    """config/config.yaml with the given config files laid over it, the way Snakemake merges --configfile."""
-    def update(base: dict, extra: dict) -> dict:
-        for key, value in extra.items():
-            if isinstance(value, dict) and isinstance(base.get(key), dict):
-                update(base[key], value)
-            else:
-                base[key] = value
-        return base
-
-    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
-    for name in names:
-        update(config, yaml.safe_load((REPO / name).read_text()))
-    return config
-
 
 @pytest.fixture(scope="module")
 def demo_config() -> dict:
-    config = merged("config/demo.yaml")
+    config = merged_config("config/demo.yaml")
     cfg.validate(config)
     return config
 

@@ -11,9 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 
-from conftest import REPO
+from conftest import REPO, merged_config
 from kdstgcn import config as cfg
 from kdstgcn.data import clean, timestamps
 from kdstgcn.graph import gaussian_adjacency
@@ -41,17 +40,9 @@ with logged(out + "/job.log", spec["threads"]):
 
 
 def demo_config() -> dict:
-    def update(base, extra):
-        for key, value in extra.items():
-            if isinstance(value, dict) and isinstance(base.get(key), dict):
-                update(base[key], value)
-            else:
-                base[key] = value
-        return base
-
-    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
-    update(config, yaml.safe_load((REPO / "config/demo.yaml").read_text()))
-    update(config, {"device": "cpu", "training": {"epochs": 1}})
+    config = merged_config("config/demo.yaml")
+    config["device"] = "cpu"
+    config["training"]["epochs"] = 1
     cfg.validate(config)
     return config
 
