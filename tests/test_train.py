@@ -1,6 +1,5 @@
 """Training loop: the loss falls, resuming from a checkpoint ends exactly where an uninterrupted run ends,
 a checkpoint of other settings is ignored, and a diverging loss stops the run without writing a model."""
-import inspect
 import logging
 import math
 import re
@@ -150,14 +149,11 @@ def run_spec(synthetic_files, epochs, learning_rate):
             "loss": {"name": "task", "params": {}}, "device": "cpu"}
 
 
-def call_train_run(run, files, out):
-    """jobs.train_run by keyword (the optional summary file only where this version writes one)."""
-    kwargs = dict(values=str(files.values), fill_report=str(files.fill_report), adjacency=str(files.adjacency),
-                  model_out=str(out / "model.pt"), history_out=str(out / "history.parquet"),
-                  checkpoint=str(out / "checkpoint.pt"))
-    if "info_out" in inspect.signature(jobs.train_run).parameters:
-        kwargs["info_out"] = str(out / "info.json")
-    return jobs.train_run(run, **kwargs)
+def call_train_run(run, files, out, teacher_path=None):
+    return jobs.train_run(run, values=str(files.values), fill_report=str(files.fill_report),
+                          adjacency=str(files.adjacency), model_out=str(out / "model.pt"),
+                          history_out=str(out / "history.parquet"), info_out=str(out / "info.json"),
+                          checkpoint=str(out / "checkpoint.pt"), teacher_path=teacher_path)
 
 
 def test_train_run_writes_model_history_and_a_larger_budget_continues(synthetic_files, tmp_path, caplog):
@@ -179,3 +175,22 @@ def test_diverging_run_writes_no_model(synthetic_files, tmp_path):
     assert not (tmp_path / "model.pt").exists()
     assert not (tmp_path / "history.parquet").exists()
     assert not list(tmp_path.glob("*.part"))
+
+
+def test_a_student_checkpoint_is_ignored_once_its_teacher_changed(synthetic_files, tmp_path, caplog):
+    teacher_dir, student_dir = tmp_path / "teacher", tmp_path / "student"
+    teacher_dir.mkdir(), student_dir.mkdir()
+    call_train_run(run_spec(synthetic_files, 1, 1e-3), synthetic_files, teacher_dir)
+    student = {**run_spec(synthetic_files, 1, 1e-3), "role": "student_ord",
+               "loss": {"name": "ord", "params": {"alpha1": 0.5}}}
+    teacher = str(teacher_dir / "model.pt")
+    call_train_run(student, synthetic_files, student_dir, teacher)
+    with caplog.at_level(logging.INFO):
+        call_train_run(student | {"train": student["train"] | {"epochs": 2}}, synthetic_files, student_dir, teacher)
+    assert "after epoch 1" in caplog.text
+    call_train_run(run_spec(synthetic_files, 2, 1e-3), synthetic_files, teacher_dir)  # the teacher trains on
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        call_train_run(student | {"train": student["train"] | {"epochs": 3}}, synthetic_files, student_dir, teacher)
+    assert "ignoring checkpoint" in caplog.text and "resuming" not in caplog.text
+    assert pd.read_parquet(student_dir / "history.parquet")["epoch"].tolist() == [1, 2, 3]

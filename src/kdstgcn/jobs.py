@@ -13,7 +13,7 @@ from .evaluate import evaluate
 from .graph import chebyshev_polynomials
 from .io import atomic_path, write_json, write_table, write_tables
 from .losses import build_loss
-from .model import STGCN, Architecture, count_parameters, load_model, save_model
+from .model import STGCN, Architecture, count_parameters, load_model, save_model, weights_digest
 from .paper import beside_paper
 from .train import TrainSettings, loss_step, pick_device, train
 
@@ -49,8 +49,11 @@ def train_run(run: dict, values: str, fill_report: str, adjacency: str, model_ou
     log.info("%s on %s: %s, %d parameters, loss %s, %d training windows, device %s", run["role"], run["dataset"],
              run["arch"]["blocks"], count_parameters(model), run["loss"], data.inputs("train").shape[0],
              pick_device(run["device"]))
+    run_config = {k: run[k] for k in ("dataset", "role", "data", "loss")}
+    if teacher is not None:
+        run_config["teacher"] = weights_digest(teacher)
     model, history = train(model, data, loss, settings, checkpoint, teacher, pick_device(run["device"]),
-                           run_config={k: run[k] for k in ("dataset", "role", "data", "loss")})
+                           run_config=run_config)
     extra = run_summary(run, history, loss, model)
     write_table(history, history_out)
     write_json(extra, info_out)
@@ -119,7 +122,8 @@ def prune_run(run: dict, values: str, fill_report: str, base_path: str, teacher_
     device = pick_device(run["device"])
     settings = TrainSettings(**{**run["train"], "horizons": tuple(run["train"]["horizons"])})
     torch.manual_seed(settings.seed)
-    model, base_extra = load_model(base_path)
+    model, _ = load_model(base_path)
+    base_digest = weights_digest(model)
     base_parameters = count_parameters(model)
     teacher = load_model(teacher_path)[0].to(device).eval() if teacher_path else None
     loss = build_loss(run["loss"]["name"], run["loss"]["params"])
@@ -134,8 +138,9 @@ def prune_run(run: dict, values: str, fill_report: str, base_path: str, teacher_
              run["base"], base_parameters, run["ratio"], run["loss"]["name"], run["pruning_minibatch"])
     masks = prune(model, training_batches(data, settings.batch_size, settings.seed), loss_fn, optimizer,
                   run["ratio"] / 100.0, run["pruning_minibatch"], run["step_fraction"], log=log.info, history=steps)
-    model, history = train(model, data, loss, settings, checkpoint, teacher, device,
-                           run_config={k: run[k] for k in ("dataset", "role", "data", "loss", "ratio")})
+    run_config = {k: run[k] for k in ("dataset", "role", "data", "loss", "ratio")}
+    run_config.update(base=base_digest, teacher=weights_digest(teacher) if teacher is not None else None)
+    model, history = train(model, data, loss, settings, checkpoint, teacher, device, run_config=run_config)
     model.set_masks(masks)
     dense = compact(model.eval())
     kept = dense.arch.kept

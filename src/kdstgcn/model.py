@@ -6,6 +6,7 @@ masked model and its compact (channel-dropped) twin compute the same outputs.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass, field, replace
 
 import torch
@@ -262,6 +263,15 @@ class STGCN(nn.Module):
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def weights_digest(model: nn.Module) -> str:
+    """Short content hash of a model's weights and buffers: which teacher or base a run depends on."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def parse_blocks(text_or_list) -> tuple[tuple[int, int, int], ...]:
