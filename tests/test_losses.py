@@ -226,7 +226,11 @@ def two_layer_features(seed, channels):
     return temporal, spatial
 
 
-def test_tcd_and_scd_losses_match_literal_loops():
+KERNELS = ["cdist", "compiled"]
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_tcd_and_scd_losses_match_literal_loops(kernel):
     temporal_s, spatial_s = two_layer_features(20, C)
     temporal_t, spatial_t = two_layer_features(30, 2 * C + 1)  # the teacher is wider: no projection needed
     student = feature_outputs(randn(B, N, seed=40), temporal_s, spatial_s)
@@ -235,12 +239,13 @@ def test_tcd_and_scd_losses_match_literal_loops():
     # averaged over layers, each layer's gap normalised by its own B * N * C(T, 2) / B * T * C(N, 2)
     want_tcd = np.mean([literal_gap(literal_tcd(fs), literal_tcd(ft)) for fs, ft in zip(temporal_s, temporal_t)])
     want_scd = np.mean([literal_gap(literal_scd(fs), literal_scd(ft)) for fs, ft in zip(spatial_s, spatial_t)])
-    assert TemporalCorrelationDistance()(student, target, teacher).item() == pytest.approx(want_tcd, rel=1e-10)
-    assert SpatialCorrelationDistance()(student, target, teacher).item() == pytest.approx(want_scd, rel=1e-10)
+    assert TemporalCorrelationDistance(kernel)(student, target, teacher).item() == pytest.approx(want_tcd, rel=1e-10)
+    assert SpatialCorrelationDistance(kernel)(student, target, teacher).item() == pytest.approx(want_scd, rel=1e-10)
     assert want_tcd > 0 and want_scd > 0
 
 
-def test_tcd_and_scd_vanish_when_teacher_repeats_student_channels():
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_tcd_and_scd_vanish_when_teacher_repeats_student_channels(kernel):
     temporal_s, spatial_s = two_layer_features(50, C)
     # repeating every channel keeps the mean over C, hence every TCD / SCD entry
     temporal_t = [torch.cat([f, f], dim=1) for f in temporal_s]
@@ -248,32 +253,57 @@ def test_tcd_and_scd_vanish_when_teacher_repeats_student_channels():
     student = feature_outputs(randn(B, N, seed=51), temporal_s, spatial_s)
     teacher = feature_outputs(randn(B, N, seed=52), temporal_t, spatial_t)
     target = randn(B, N, seed=53)
-    assert TemporalCorrelationDistance()(student, target, teacher).item() == pytest.approx(0.0, abs=1e-12)
-    assert SpatialCorrelationDistance()(student, target, teacher).item() == pytest.approx(0.0, abs=1e-12)
+    assert TemporalCorrelationDistance(kernel)(student, target, teacher).item() == pytest.approx(0.0, abs=1e-12)
+    assert SpatialCorrelationDistance(kernel)(student, target, teacher).item() == pytest.approx(0.0, abs=1e-12)
     # a perturbation of one channel of one layer makes each loss positive
     temporal_t[1] = temporal_t[1].clone()
     temporal_t[1][:, 0] += randn(B, T - 1, N, seed=54)
     spatial_t[0] = spatial_t[0].clone()
     spatial_t[0][:, 2] += randn(B, T, N, seed=55)
     teacher = feature_outputs(teacher.prediction, temporal_t, spatial_t)
-    assert TemporalCorrelationDistance()(student, target, teacher).item() > 1e-3
-    assert SpatialCorrelationDistance()(student, target, teacher).item() > 1e-3
+    assert TemporalCorrelationDistance(kernel)(student, target, teacher).item() > 1e-3
+    assert SpatialCorrelationDistance(kernel)(student, target, teacher).item() > 1e-3
 
 
-def test_correlation_losses_have_correct_gradients():
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_correlation_losses_have_correct_gradients(kernel):
     temporal_s, spatial_s = two_layer_features(60, C)
     temporal_t, spatial_t = two_layer_features(70, 2)
     teacher = feature_outputs(randn(B, N, seed=71), temporal_t, spatial_t)
     target = randn(B, N, seed=72)
 
     def tcd(f0, f1):
-        return TemporalCorrelationDistance()(feature_outputs(target, [f0, f1], spatial_s), target, teacher)
+        return TemporalCorrelationDistance(kernel)(feature_outputs(target, [f0, f1], spatial_s), target, teacher)
 
     def scd(f0, f1):
-        return SpatialCorrelationDistance()(feature_outputs(target, temporal_s, [f0, f1]), target, teacher)
+        return SpatialCorrelationDistance(kernel)(feature_outputs(target, temporal_s, [f0, f1]), target, teacher)
 
     assert torch.autograd.gradcheck(tcd, [f.clone().requires_grad_(True) for f in temporal_s])
     assert torch.autograd.gradcheck(scd, [f.clone().requires_grad_(True) for f in spatial_s])
+
+
+def test_compiled_kernel_matches_cdist_on_a_float32_layer():
+    fs, ft = randn(3, 2, 5, 40, seed=120).float(), randn(3, 16, 5, 40, seed=121).float()
+    values, grads = [], []
+    for kernel in KERNELS:
+        f = fs.clone().requires_grad_(True)
+        value = SpatialCorrelationDistance(kernel)(feature_outputs(None, [], [f]), None, feature_outputs(None, [], [ft]))
+        value.backward()
+        values.append(value.item()), grads.append(f.grad)
+    assert values[0] == pytest.approx(values[1], rel=1e-5)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-7)
+
+
+def test_auto_kernel_falls_back_to_cdist_where_nothing_compiles(caplog):
+    student, teacher, target = stcd_case()
+    want = SpatialCorrelationDistance("cdist")(student, target, teacher).item()
+    torch._dynamo.reset()
+    with torch._inductor.config.patch({"cpp.cxx": ("no-such-compiler",), "fx_graph_cache": False}):
+        loss = SpatialCorrelationDistance("auto")
+        assert loss(student, target, teacher).item() == pytest.approx(want, rel=1e-12)
+    torch._dynamo.reset()
+    assert loss.kernel.chosen.name == "cdist"
+    assert "torch.compile is unavailable here" in caplog.text and "correlation_kernel: cdist" in caplog.text
 
 
 # ------------------------------------------------------------------------------------------- STCD, Eq. 11

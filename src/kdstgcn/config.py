@@ -166,6 +166,11 @@ def reference_run(config: dict, dataset: str, role: str, seed: int) -> dict:
             "loss": {"name": "task", "params": {}}, "device": config["device"]}
 
 
+def loss_spec(config: dict, name: str, params: dict) -> dict:
+    """A distillation loss with its hyper-parameters and the kernel its correlation terms are computed with."""
+    return {"name": name, "params": params, "correlation_kernel": config["distillation"]["correlation_kernel"]}
+
+
 def student_run(config: dict, dataset: str, loss: str, seed: int) -> dict:
     """Specification of the fixed student [1,2,4][4,2,8] trained with one loss (Table 6 hyper-parameters)."""
     paper = config["datasets"][dataset]["paper_name"]
@@ -175,7 +180,7 @@ def student_run(config: dict, dataset: str, loss: str, seed: int) -> dict:
     train = train_settings(config, seed, batch_size=hyper["batch_size"], learning_rate=hyper["learning_rate"])
     return {"dataset": dataset, "role": f"student_{loss}", "data": data_spec(config, dataset),
             "arch": architecture(config, dataset, "student"), "train": train,
-            "loss": {"name": loss, "params": hyper}, "device": config["device"]}
+            "loss": loss_spec(config, loss, hyper), "device": config["device"]}
 
 
 PRUNING_METHODS = {"kd_taylor": "Algorithm 1: Taylor importance of L_STCD against the teacher",
@@ -191,8 +196,8 @@ def prune_run(config: dict, dataset: str, method: str, base: str, ratio: int, se
     pr = config["pruning"]
     paper = config["datasets"][dataset]["paper_name"]
     hyper = dict(pr["hyperparameters"][paper][str(ratio)])
-    loss = ({"name": "stcd", "params": {k: hyper[k] for k in ("alpha1", "alpha2", "alpha3")}}
-            if method == "kd_taylor" else {"name": "task", "params": {}})
+    loss = (loss_spec(config, "stcd", {k: hyper[k] for k in ("alpha1", "alpha2", "alpha3")})
+            if method == "kd_taylor" else loss_spec(config, "task", {}))
     interval = pr["pruning_minibatch"] * (pr["baseline_interval_factor"] if method == "taylor" else 1)
     train = train_settings(config, seed, batch_size=hyper["batch_size"], learning_rate=hyper["learning_rate"],
                            epochs=pr["finetune_epochs"])

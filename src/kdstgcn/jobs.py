@@ -44,7 +44,7 @@ def train_run(run: dict, values: str, fill_report: str, adjacency: str, model_ou
     torch.manual_seed(run["train"]["seed"])
     model = STGCN(arch, load_cheb(adjacency, arch.ks))
     settings = TrainSettings(**{**run["train"], "horizons": tuple(run["train"]["horizons"])})
-    loss = build_loss(run["loss"]["name"], run["loss"]["params"])
+    loss = build_loss(run["loss"]["name"], run["loss"]["params"], run["loss"].get("correlation_kernel", "auto"))
     teacher = load_model(teacher_path)[0] if teacher_path else None
     log.info("%s on %s: %s, %d parameters, loss %s, %d training windows, device %s", run["role"], run["dataset"],
              run["arch"]["blocks"], count_parameters(model), run["loss"], data.inputs("train").shape[0],
@@ -126,7 +126,7 @@ def prune_run(run: dict, values: str, fill_report: str, base_path: str, teacher_
     base_digest = weights_digest(model)
     base_parameters = count_parameters(model)
     teacher = load_model(teacher_path)[0].to(device).eval() if teacher_path else None
-    loss = build_loss(run["loss"]["name"], run["loss"]["params"])
+    loss = build_loss(run["loss"]["name"], run["loss"]["params"], run["loss"].get("correlation_kernel", "auto"))
     model.to(device)
     optimizer = torch.optim.RMSprop(model.parameters(), lr=settings.learning_rate)
 
