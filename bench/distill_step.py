@@ -5,16 +5,15 @@
 
 Variants, each a full optimisation step of the student [1,2,4][4,2,8] (forward, loss, backward, RMSprop step)
 with the frozen teacher [1,32,64][64,32,128] run forward inside the step:
-  task  - loss "rd_l2" (beta 0.045): teacher forward without features + response/task loss. The baseline.
-  stcd  - loss "stcd" (alpha1 0.17, alpha2 0.047, alpha3 0.313) of kdstgcn.losses: teacher and student
-          forward with features, TCD over 4 temporal layers, SCD over 2 graph-conv layers. The target is
-          stcd <= 1.5 x task.
-  fused - the prototype bench/stcd_fast.py, method "cdist" (one autograd.Function per layer: fused residual,
-          BLAS dot). kdstgcn.losses has since adopted this form, so it now times the same as stcd.
-  pdist - the same, method "pdist" for the graph-conv layers (condensed i < j pairs by F.pdist per group).
-Variants are interleaved step by step (so machine load hits them alike); medians are reported. Peak memory
-of each step is measured in a fresh spawned process (kdstgcn.cost.memory_profile). When the stcd ratio
-misses the target, one stcd step is profiled with torch.profiler.
+  task        - loss "rd_l2" (beta 0.045): teacher forward without features + response/task loss. The baseline.
+  stcd        - loss "stcd" (alpha1 0.17, alpha2 0.047, alpha3 0.313) with correlation_kernel "compiled":
+                teacher and student forward with features, TCD over 4 temporal layers, SCD over 2 graph-conv
+                layers, distance matrices by torch.compile'd loops. The target is stcd <= 1.5 x task.
+  stcd_cdist  - the same loss with correlation_kernel "cdist" (torch.cdist and its backward).
+The two stcd variants are first checked against each other (loss value and student gradients). Variants
+are interleaved step by step (so machine load hits them alike); medians are reported. Peak memory of each
+step is measured in a fresh spawned process (kdstgcn.cost.memory_profile). When the stcd ratio misses the
+target, one stcd step is profiled with torch.profiler.
 """
 from __future__ import annotations
 
@@ -27,10 +26,9 @@ import torch
 
 from common import STUDENT, TEACHER, graph, load_now, machine
 from kdstgcn.cost import format_bytes, memory_profile
-from kdstgcn.losses import build_loss, pairwise_l1_mean, spatial_correlation, temporal_correlation
+from kdstgcn.losses import build_loss, spatial_groups, temporal_groups
 from kdstgcn.model import STGCN, Architecture
 from kdstgcn.train import forward, loss_step
-from stcd_fast import FastSTCD, check
 
 STCD = {"alpha1": 0.17, "alpha2": 0.047, "alpha3": 0.313}
 RD = {"beta": 0.045}
@@ -42,12 +40,24 @@ def make_loss(variant: str):
     if variant == "task":
         return build_loss("rd_l2", RD)
     if variant == "stcd":
-        return build_loss("stcd", STCD)
-    if variant == "fused":
-        return FastSTCD(**STCD, method="cdist")
-    if variant == "pdist":
-        return FastSTCD(**STCD, method="pdist")
+        return build_loss("stcd", STCD, correlation_kernel="compiled")
+    if variant == "stcd_cdist":
+        return build_loss("stcd", STCD, correlation_kernel="cdist")
     raise ValueError(variant)
+
+
+def check_kernels(student, teacher, x, y) -> str:
+    """Loss value and student gradients of one stcd step with the compiled kernel against cdist."""
+    values, grads = [], []
+    for variant in ("stcd", "stcd_cdist"):
+        student.zero_grad(set_to_none=True)
+        value = loss_step(student, teacher, make_loss(variant), x, y)
+        value.backward()
+        values.append(float(value.detach()))
+        grads.append(torch.cat([p.grad.flatten() for p in student.parameters()]))
+    grad_gap = float((grads[0] - grads[1]).abs().max() / grads[1].abs().max())
+    return (f"compiled vs cdist: loss {values[0]:.8f} vs {values[1]:.8f} (rel. diff "
+            f"{abs(values[0] - values[1]) / abs(values[1]):.1e}), student gradients max rel. diff {grad_gap:.1e}")
 
 
 def build(nodes: int, batch: int, source: str):
@@ -112,18 +122,23 @@ def profile_step(student, teacher, loss, optimizer, x, y, rows: int = 12) -> Non
           f"total self CPU {total / 1e3:.0f} ms)")
 
 
+def l1_matrices(groups: torch.Tensor) -> torch.Tensor:
+    """[G, C, P] -> [G, P, P] L1 distances, the teacher's half of the compiled kernel's residual."""
+    return (groups.unsqueeze(3) - groups.unsqueeze(2)).abs().sum(1)
+
+
 def teacher_matrices_seconds(teacher, x, repeats: int = 3) -> float:
-    """Time of the teacher's TCD and SCD matrices alone (forward, no grad): a floor for any exact method
-    that builds them with cdist."""
+    """Time of the teacher's TCD and SCD matrices alone, compiled like the kernel (forward, no grad): a floor
+    for the stcd step's extra cost over the task step."""
+    compiled = torch.compile(l1_matrices, dynamic=False)
     with torch.no_grad():
         feats = forward(teacher, x, True).features
+        groups = [temporal_groups(f) for f in feats["temporal"]] + [spatial_groups(f) for f in feats["spatial"]]
         best = float("inf")
-        for _ in range(repeats):
+        for _ in range(repeats + 1):
             tic = time.perf_counter()
-            for f in feats["temporal"]:
-                temporal_correlation(f)
-            for f in feats["spatial"]:
-                spatial_correlation(f)
+            for g in groups:
+                compiled(g.contiguous())
             best = min(best, time.perf_counter() - tic)
     return best
 
@@ -134,7 +149,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=50)
     ap.add_argument("--steps", type=int, default=20, help="timed steps per variant")
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--variants", default="task,stcd,fused,pdist")
+    ap.add_argument("--variants", default="task,stcd,stcd_cdist")
     ap.add_argument("--graph", choices=("auto", "pemsd7", "random"), default="auto")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--memory-steps", type=int, default=2, help="steps in the memory measurement (0: skip)")
@@ -149,13 +164,8 @@ def main() -> None:
     teacher, student0, x, y, desc = build(args.nodes, args.batch, args.graph)
     print(f"graph: N={args.nodes}, {desc}; batch {args.batch}; teacher {TEACHER}, student {STUDENT}")
 
-    for v, method in (("fused", "cdist"), ("pdist", "pdist")):
-        if v not in variants:
-            continue
-        c = check(copy.deepcopy(student0), teacher, x, y, STCD, method=method)
-        print(f"prototype {v} vs losses.py: loss {c['values'][0]:.8f} vs {c['values'][1]:.8f} "
-              f"(rel. diff {c['loss_rel_diff']:.1e}), student gradients max rel. diff {c['grad_max_rel_diff']:.1e}, "
-              f"allclose {c['grads_allclose']}")
+    if {"stcd", "stcd_cdist"} <= set(variants):
+        print(check_kernels(copy.deepcopy(student0), teacher, x, y))
 
     students = {v: copy.deepcopy(student0) for v in variants}
     optims = {v: torch.optim.RMSprop(s.parameters(), lr=1e-3) for v, s in students.items()}
@@ -174,12 +184,12 @@ def main() -> None:
         ratio = f"   {med[v] / med['task']:.2f} x task" if "task" in med else ""
         print(f"  {v:5} {1e3 * med[v]:8.1f} ms  [{1e3 * min(times[v]):.1f} / {1e3 * max(times[v]):.1f}]{ratio}")
     if "task" in med:
-        for v in ("stcd", "fused", "pdist"):
+        for v in ("stcd", "stcd_cdist"):
             if v in med:
                 r = med[v] / med["task"]
                 print(f"  ratio {v}/task = {r:.2f} (target <= {TARGET_RATIO}): {'met' if r <= TARGET_RATIO else 'MISSED'}")
     t_mat = teacher_matrices_seconds(teacher, x)
-    print(f"  teacher TCD+SCD matrices alone (cdist, forward, no grad): {1e3 * t_mat:.1f} ms"
+    print(f"  teacher TCD+SCD matrices alone (compiled kernel, forward, no grad): {1e3 * t_mat:.1f} ms"
           + (f" = {t_mat / med['task']:.2f} x the task step" if "task" in med else ""))
 
     if args.memory_steps > 0:
@@ -203,13 +213,8 @@ def main() -> None:
           f"{format_bytes(sum(r[2] for r in rows))})")
 
     if not args.no_profile and "stcd" in med and "task" in med and med["stcd"] / med["task"] > TARGET_RATIO:
-        print("\nprofile of one stcd step (losses.py), top ops by self CPU time:")
+        print("\nprofile of one stcd step (compiled kernel), top ops by self CPU time:")
         profile_step(students["stcd"], teacher, losses["stcd"], optims["stcd"], x, y)
-        fast = [v for v in ("fused", "pdist") if v in med]
-        if fast:
-            best = min(fast, key=med.get)
-            print(f"\nprofile of one {best} step (bench/stcd_fast.py, the faster prototype here):")
-            profile_step(students[best], teacher, losses[best], optims[best], x, y, rows=10)
     print(f"\nload average at the end: {load_now()}")
 
 
