@@ -1,11 +1,14 @@
 """Shared fixtures: the repository root, the shared data mirror, a small synthetic dataset written through the
-package's own cleaning and graph code, and a helper that runs Snakemake in a throw-away copy of the repository."""
+package's own cleaning and graph code, a helper that runs Snakemake in a throw-away copy of the repository, and a
+local HTTP server that breaks downloads off half-way."""
 from __future__ import annotations
 
+import http.server
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,3 +198,44 @@ def merged_config(*names: str) -> dict:
     for name in names:
         update(config, yaml.safe_load((REPO / name).read_text()))
     return config
+
+
+class HalfPayloadServer:
+    """A local HTTP server that announces `payload` whole but sends half of it, then closes the connection
+    (`stall=False`) or hangs until the server is left (`stall=True`); setting `full` serves it all."""
+
+    def __init__(self, payload: bytes, stall: bool = False):
+        self.full = False
+        self.release = threading.Event()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                if outer.full:
+                    self.wfile.write(payload)
+                    return
+                self.wfile.write(payload[: len(payload) // 2])
+                self.wfile.flush()
+                if stall:
+                    outer.release.wait(60)
+                self.close_connection = True
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/data.bin"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()

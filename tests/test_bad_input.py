@@ -73,14 +73,20 @@ BAD_VALUES = {
 }
 
 
-@pytest.mark.parametrize("case", list(BAD_VALUES))
-def test_bad_config_value_is_rejected_naming_the_key_and_the_bound(demo_config, case):
-    key, value, named, words = BAD_VALUES[case]
+def rejection(demo_config, case) -> str:
+    """The validation error for the demo config with one BAD_VALUES case applied."""
+    key, value, _, _ = BAD_VALUES[case]
     config = copy.deepcopy(demo_config)
     set_key(config, key, value)
     with pytest.raises(cfg.ConfigError) as info:
         cfg.validate(config)
-    message = str(info.value)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("case", list(BAD_VALUES))
+def test_bad_config_value_is_rejected_naming_the_key_and_the_bound(demo_config, case):
+    _, _, named, words = BAD_VALUES[case]
+    message = rejection(demo_config, case)
     assert f"{named}:" in message, message
     for word in words:
         assert word in message, message
@@ -91,12 +97,7 @@ RANGE_CASES = {"negative_kd_alpha": ("0", "1"), "teacher_ratio_100": ("1", "99")
 
 @pytest.mark.parametrize("case", list(RANGE_CASES))
 def test_out_of_range_message_names_both_bounds(demo_config, case):
-    key, value, named, _ = BAD_VALUES[case]
-    config = copy.deepcopy(demo_config)
-    set_key(config, key, value)
-    with pytest.raises(cfg.ConfigError) as info:
-        cfg.validate(config)
-    message = str(info.value)
+    message = rejection(demo_config, case)
     assert "allowed" in message, message
     allowed = message.split("allowed", 1)[1]
     assert all(bound in allowed for bound in RANGE_CASES[case]), message

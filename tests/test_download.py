@@ -1,12 +1,11 @@
 """Fetching raw files: mirror folder by name, checksum, clear errors, and no partial file after a failure."""
 import hashlib
-import http.server
 import os
-import threading
 import time
 
 import pytest
 
+from conftest import HalfPayloadServer
 from kdstgcn.download import MIRROR_ENV, DownloadError, fetch, mirror_folder
 
 PAYLOAD = bytes(range(256)) * 800  # 204,800 bytes
@@ -82,44 +81,15 @@ def test_directory_as_source_leaves_no_file(tmp_path):
     assert leftovers(folder) == []
 
 
-class HalfServer:
-    """A local HTTP server that announces the whole payload but closes the connection half-way."""
-
-    def __init__(self):
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(PAYLOAD)))
-                self.end_headers()
-                self.wfile.write(PAYLOAD[: len(PAYLOAD) // 2])
-                self.wfile.flush()
-                self.close_connection = True
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/data.bin"
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_interrupted_download_with_checksum_leaves_no_file(tmp_path):
     target = tmp_path / "raw" / "data.bin"
-    with HalfServer() as server, pytest.raises(DownloadError):
+    with HalfPayloadServer(PAYLOAD) as server, pytest.raises(DownloadError):
         fetch("data.bin", [server.url], SHA, target, None, timeout=10)
     assert leftovers(target.parent) == []
 
 
 def test_interrupted_download_without_checksum_leaves_no_file(tmp_path):
     target = tmp_path / "raw" / "data.bin"
-    with HalfServer() as server, pytest.raises(DownloadError):
+    with HalfPayloadServer(PAYLOAD) as server, pytest.raises(DownloadError):
         fetch("data.bin", [server.url], None, target, None, timeout=10)
     assert leftovers(target.parent) == []

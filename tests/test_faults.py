@@ -4,14 +4,12 @@ epoch and batch without writing a model. Each case is a row of the Reliability t
 from __future__ import annotations
 
 import hashlib
-import http.server
 import math
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -21,7 +19,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, run_snakemake, snakemake_env
+from conftest import REPO, HalfPayloadServer, run_snakemake, snakemake_env
 from kdstgcn import jobs
 from kdstgcn.download import fetch
 from kdstgcn.losses import TaskLoss
@@ -149,45 +147,6 @@ CHUNK = 1 << 20
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
 
 
-class StallingServer:
-    """Announces the whole payload, sends half of it and then hangs (until released); `full` serves it all."""
-
-    def __init__(self):
-        self.full = False
-        self.release = threading.Event()
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(PAYLOAD)))
-                self.end_headers()
-                if outer.full:
-                    self.wfile.write(PAYLOAD)
-                    return
-                self.wfile.write(PAYLOAD[: len(PAYLOAD) // 2])
-                self.wfile.flush()
-                outer.release.wait(60)
-                self.close_connection = True
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/data.bin"
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def partial_files(folder: Path) -> list[Path]:
     return sorted(folder.glob(".data.bin.*.part"))
 
@@ -208,7 +167,7 @@ def test_download_interrupted_mid_file_leaves_no_file_at_the_target(tmp_path, si
     code = ("import sys; from kdstgcn.download import fetch; "
             "fetch('data.bin', [sys.argv[1]], sys.argv[2], sys.argv[3], None, timeout=60)")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")])))
-    with StallingServer() as server:
+    with HalfPayloadServer(PAYLOAD, stall=True) as server:
         proc = subprocess.Popen([sys.executable, "-c", code, server.url, SHA, str(target)], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 60

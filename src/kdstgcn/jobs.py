@@ -28,6 +28,12 @@ def load_cheb(adjacency: str, ks: int) -> torch.Tensor:
     return chebyshev_polynomials(pd.read_parquet(adjacency).to_numpy(), ks)
 
 
+def run_loss(run: dict):
+    """The loss a run spec names, with its hyper-parameters and correlation kernel."""
+    spec = run["loss"]
+    return build_loss(spec["name"], spec["params"], spec.get("correlation_kernel", "auto"))
+
+
 def run_summary(run: dict, history: pd.DataFrame, loss, model: STGCN) -> dict:
     """What every trained model records beside its weights: spec, best epoch, budget, teacher share, size."""
     best = history.loc[history["val_mae"].idxmin()]
@@ -44,7 +50,7 @@ def train_run(run: dict, values: str, fill_report: str, adjacency: str, model_ou
     torch.manual_seed(run["train"]["seed"])
     model = STGCN(arch, load_cheb(adjacency, arch.ks))
     settings = TrainSettings(**{**run["train"], "horizons": tuple(run["train"]["horizons"])})
-    loss = build_loss(run["loss"]["name"], run["loss"]["params"], run["loss"].get("correlation_kernel", "auto"))
+    loss = run_loss(run)
     teacher = load_model(teacher_path)[0] if teacher_path else None
     log.info("%s on %s: %s, %d parameters, loss %s, %d training windows, device %s", run["role"], run["dataset"],
              run["arch"]["blocks"], count_parameters(model), run["loss"], data.inputs("train").shape[0],
@@ -126,7 +132,7 @@ def prune_run(run: dict, values: str, fill_report: str, base_path: str, teacher_
     base_digest = weights_digest(model)
     base_parameters = count_parameters(model)
     teacher = load_model(teacher_path)[0].to(device).eval() if teacher_path else None
-    loss = build_loss(run["loss"]["name"], run["loss"]["params"], run["loss"].get("correlation_kernel", "auto"))
+    loss = run_loss(run)
     model.to(device)
     optimizer = torch.optim.RMSprop(model.parameters(), lr=settings.learning_rate)
 
