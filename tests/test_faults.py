@@ -308,7 +308,7 @@ def test_nan_loss_mid_run_names_epoch_and_batch_and_writes_no_model(synthetic_fi
                                                                       single_thread):
     n_windows = synthetic_files.split[0] * (synthetic_files.steps_per_day - 21 + 1)
     per_epoch = math.ceil(n_windows / 50)
-    monkeypatch.setattr(jobs, "build_loss", lambda *args: NanAt(per_epoch + 3))  # epoch 2, batch 3
+    monkeypatch.setattr(jobs, "build_loss", lambda **spec: NanAt(per_epoch + 3))  # epoch 2, batch 3
     message = run_job(run_spec(synthetic_files, {"name": "task", "params": {}}), synthetic_files, tmp_path)
     assert "at epoch 2, batch 3;" in message and "loss is nan" in message
     assert_no_model(tmp_path)

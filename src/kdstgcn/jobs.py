@@ -29,9 +29,17 @@ def load_cheb(adjacency: str, ks: int) -> torch.Tensor:
 
 
 def run_loss(run: dict):
-    """The loss a run spec names, with its hyper-parameters and correlation kernel."""
-    spec = run["loss"]
-    return build_loss(spec["name"], spec["params"], spec.get("correlation_kernel", "auto"))
+    """The loss a run spec names: build_loss's arguments (name, params and, for distillation, the kernel)."""
+    return build_loss(**run["loss"])
+
+
+def resume_identity(run: dict, keys: tuple[str, ...], teacher: STGCN | None, **depends_on: str) -> dict:
+    """What a run's checkpoint must match to be resumed: its spec's `keys`, plus a digest of the teacher it
+    distils from and of any other model it starts from (`depends_on`)."""
+    identity = {k: run[k] for k in keys} | depends_on
+    if teacher is not None:
+        identity["teacher"] = weights_digest(teacher)
+    return identity
 
 
 def run_summary(run: dict, history: pd.DataFrame, loss, model: STGCN) -> dict:
@@ -55,11 +63,8 @@ def train_run(run: dict, values: str, fill_report: str, adjacency: str, model_ou
     log.info("%s on %s: %s, %d parameters, loss %s, %d training windows, device %s", run["role"], run["dataset"],
              run["arch"]["blocks"], count_parameters(model), run["loss"], data.inputs("train").shape[0],
              pick_device(run["device"]))
-    run_config = {k: run[k] for k in ("dataset", "role", "data", "loss")}
-    if teacher is not None:
-        run_config["teacher"] = weights_digest(teacher)
     model, history = train(model, data, loss, settings, checkpoint, teacher, pick_device(run["device"]),
-                           run_config=run_config)
+                           run_config=resume_identity(run, ("dataset", "role", "data", "loss"), teacher))
     extra = run_summary(run, history, loss, model)
     write_table(history, history_out)
     write_json(extra, info_out)
@@ -144,9 +149,8 @@ def prune_run(run: dict, values: str, fill_report: str, base_path: str, teacher_
              run["base"], base_parameters, run["ratio"], run["loss"]["name"], run["pruning_minibatch"])
     masks = prune(model, training_batches(data, settings.batch_size, settings.seed), loss_fn, optimizer,
                   run["ratio"] / 100.0, run["pruning_minibatch"], run["step_fraction"], log=log.info, history=steps)
-    run_config = {k: run[k] for k in ("dataset", "role", "data", "loss", "ratio")}
-    run_config.update(base=base_digest, teacher=weights_digest(teacher) if teacher is not None else None)
-    model, history = train(model, data, loss, settings, checkpoint, teacher, device, run_config=run_config)
+    identity = resume_identity(run, ("dataset", "role", "data", "loss", "ratio"), teacher, base=base_digest)
+    model, history = train(model, data, loss, settings, checkpoint, teacher, device, run_config=identity)
     model.set_masks(masks)
     dense = compact(model.eval())
     kept = dense.arch.kept

@@ -199,7 +199,7 @@ class AutoKernel:
                 self.chosen = compiled
                 return result
             except Exception as error:  # noqa: BLE001 - any compiler failure means: fall back
-                first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                first_line = (str(error).strip() or type(error).__name__).splitlines()[0]
                 log.warning("correlation kernel: torch.compile is unavailable here (%s); using cdist, which is "
                             "slower but exact. Set distillation.correlation_kernel: cdist to skip this try.",
                             first_line[:200])
