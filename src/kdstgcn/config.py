@@ -149,12 +149,15 @@ def architecture(config: dict, dataset: str, role: str) -> dict:
             "kt": model["kt"], "ks": model["ks"], "n_his": model["n_his"], "dropout": model["dropout"]}
 
 
+COMPILE_SETTINGS = {True: "on", False: "off"}  # YAML 1.1 reads an unquoted on / off as a boolean
+
+
 def train_settings(config: dict, seed: int, **overrides) -> dict:
     t = config["training"]
     settings = {"epochs": t["epochs"], "batch_size": t["batch_size"], "learning_rate": t["learning_rate"],
                 "lr_decay": t["lr_decay"], "lr_step_epochs": t["lr_step_epochs"], "optimizer": t["optimizer"],
                 "seed": int(seed), "horizons": list(config["model"]["horizons"]),
-                "eval_batch_size": t["eval_batch_size"]}
+                "eval_batch_size": t["eval_batch_size"], "compile": COMPILE_SETTINGS.get(t["compile"], t["compile"])}
     settings.update(overrides)
     return settings
 

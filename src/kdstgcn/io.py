@@ -52,6 +52,18 @@ def write_json(obj, path: str | os.PathLike) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=float) + "\n")
 
 
+def to_cpu(obj):
+    """`obj` with every tensor in it (nested in dicts, lists and tuples) on the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_cpu(v) for v in obj)
+    return obj
+
+
 def save_torch(obj, path: str | os.PathLike) -> None:
+    """torch.save with every tensor moved to the CPU first: what a GPU job writes loads on any machine."""
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        torch.save(to_cpu(obj), tmp)

@@ -60,10 +60,10 @@ def train_run(run: dict, values: str, fill_report: str, adjacency: str, model_ou
     settings = TrainSettings(**{**run["train"], "horizons": tuple(run["train"]["horizons"])})
     loss = run_loss(run)
     teacher = load_model(teacher_path)[0] if teacher_path else None
+    device = pick_device(run["device"])
     log.info("%s on %s: %s, %d parameters, loss %s, %d training windows, device %s", run["role"], run["dataset"],
-             run["arch"]["blocks"], count_parameters(model), run["loss"], data.inputs("train").shape[0],
-             pick_device(run["device"]))
-    model, history = train(model, data, loss, settings, checkpoint, teacher, pick_device(run["device"]),
+             run["arch"]["blocks"], count_parameters(model), run["loss"], data.inputs("train").shape[0], device)
+    model, history = train(model, data, loss, settings, checkpoint, teacher, device,
                            run_config=resume_identity(run, ("dataset", "role", "data", "loss"), teacher))
     extra = run_summary(run, history, loss, model)
     write_table(history, history_out)
