@@ -31,6 +31,15 @@ def shared_data_dir() -> Path | None:
     return None
 
 
+def pytest_runtest_setup(item):
+    """Tests marked `cuda` run only where torch sees a GPU; elsewhere they are skipped, saying so."""
+    if item.get_closest_marker("cuda") is not None:
+        import torch
+
+        if not torch.cuda.is_available():
+            pytest.skip("needs a CUDA GPU: torch.cuda.is_available() is False on this machine")
+
+
 @pytest.fixture
 def single_thread():
     """Tiny models run far faster on one thread, above all when other jobs share the cores."""

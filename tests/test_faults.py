@@ -4,6 +4,7 @@ epoch and batch without writing a model. Each case is a row of the Reliability t
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 import os
 import shutil
@@ -83,18 +84,27 @@ def wait_for(condition, proc: subprocess.Popen, output: Path, timeout: float, wh
 # SIGKILL mid-epoch, then --rerun-incomplete
 # ---------------------------------------------------------------------------------------------------------
 
+# a narrower teacher than the paper's: about a second per epoch on one core, long enough to be killed in; on a GPU
+# one-window batches make the epoch as long (the first epoch also compiles the step), and the numbers are compared
+# to float tolerance (GPU kernels are not bit-reproducible)
+KILL_RUNS = {"cpu": {"epochs": 2, "batch_size": 50, "wait_s": 120, "exact": True},
+             "cuda": {"epochs": 3, "batch_size": 1, "wait_s": 300, "exact": False}}
+
+
 @pytest.mark.slow
-def test_sigkill_mid_epoch_then_rerun_incomplete_resumes_to_the_same_metrics(repo_copy, monkeypatch):
-    epochs = 2
-    # a narrower teacher than the paper's: about a second per epoch on one core, long enough to be killed in
-    (repo_copy / "faults.yaml").write_text(yaml.safe_dump({"training": {"epochs": epochs}, "model": {
-        "architectures": {"teacher": "[1,16,32][32,16,64]"}}}))
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_sigkill_mid_epoch_then_rerun_incomplete_resumes_to_the_same_metrics(repo_copy, monkeypatch, device):
+    case = KILL_RUNS[device]
+    epochs = case["epochs"]
+    (repo_copy / "faults.yaml").write_text(yaml.safe_dump({
+        "device": device, "training": {"epochs": epochs, "batch_size": case["batch_size"]},
+        "model": {"architectures": {"teacher": "[1,16,32][32,16,64]"}}}))
     args = ["--cores", "1", "--configfile", "config/demo.yaml", "faults.yaml"]
     target = f"{TEACHER}/metrics.csv"
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the same thread count in every run: bit-identical numbers
 
     # uninterrupted run: the reference numbers
-    first = run_snakemake(repo_copy, [*args, "--", target], timeout=240)
+    first = run_snakemake(repo_copy, [*args, "--", target], timeout=2 * case["wait_s"])
     assert first.returncode == 0, first.output[-4000:]
     reference_metrics = (repo_copy / target).read_bytes()
     reference_history = pd.read_parquet(repo_copy / TEACHER / "history.parquet").drop(columns=list(TIMING))
@@ -112,7 +122,7 @@ def test_sigkill_mid_epoch_then_rerun_incomplete_resumes_to_the_same_metrics(rep
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for(lambda: checkpoint.exists() and log.exists() and f"epoch 1/{epochs}" in log.read_text(),
-                 proc, output, 120, "first checkpoint")
+                 proc, output, case["wait_s"], "first checkpoint")
     finally:
         kill_tree(proc)
     done = int(torch.load(checkpoint, weights_only=False)["epoch"])
@@ -126,16 +136,21 @@ def test_sigkill_mid_epoch_then_rerun_incomplete_resumes_to_the_same_metrics(rep
     assert locked.returncode != 0 and "--unlock" in locked.output, locked.output[-3000:]
     unlock = run_snakemake(repo_copy, [*args, "--unlock"], timeout=120)
     assert unlock.returncode == 0, unlock.output[-3000:]
-    rerun = run_snakemake(repo_copy, [*args, "--rerun-incomplete", "--", target], timeout=240)
+    rerun = run_snakemake(repo_copy, [*args, "--rerun-incomplete", "--", target], timeout=2 * case["wait_s"])
     assert rerun.returncode == 0, rerun.output[-4000:]
     text = log.read_text()
     assert f"after epoch {done}" in text and "resuming" in text, text[-2000:]
     assert [f"epoch {e}/{epochs}" in text for e in range(1, epochs + 1)] == [e > done for e in range(1, epochs + 1)]
     assert torch.load(checkpoint, weights_only=False)["epoch"] == epochs  # the finished run's checkpoint is kept
 
-    assert (repo_copy / target).read_bytes() == reference_metrics
     history = pd.read_parquet(repo_copy / TEACHER / "history.parquet").drop(columns=list(TIMING))
-    pd.testing.assert_frame_equal(history, reference_history, check_exact=True)
+    if case["exact"]:
+        assert (repo_copy / target).read_bytes() == reference_metrics
+        pd.testing.assert_frame_equal(history, reference_history, check_exact=True)
+    else:
+        reference = pd.read_csv(io.BytesIO(reference_metrics))
+        pd.testing.assert_frame_equal(pd.read_csv(repo_copy / target), reference, check_exact=False, rtol=1e-3)
+        pd.testing.assert_frame_equal(history, reference_history, check_exact=False, rtol=1e-3)
 
 
 # ---------------------------------------------------------------------------------------------------------
