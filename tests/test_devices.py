@@ -187,8 +187,10 @@ def test_a_gpu_that_is_not_there_is_rejected_naming_the_key_and_the_choices(name
         pick_device(name)
 
 
-def test_auto_picks_the_gpu_with_the_most_free_memory():
+def test_auto_picks_a_gpu_with_the_most_free_memory_and_spreads_jobs_over_equal_ones():
     assert pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    assert freest([3, 9, 5]) == 1
-    assert freest([4, 4, 1]) == 0  # equals: the lowest index
-    assert freest([7]) == 0
+    gib = 1 << 30
+    assert [freest([3 * gib, 9 * gib, 5 * gib], salt) for salt in range(3)] == [1, 1, 1]
+    # idle GPUs differ by a few MiB: jobs started together go to different ones, by their process ids
+    idle = [40 * gib, 40 * gib + (5 << 20), 40 * gib - (3 << 20), 2 * gib]
+    assert [freest(idle, salt) for salt in range(4)] == [0, 1, 2, 0]

@@ -66,17 +66,26 @@ def gpu_free_bytes(index: int) -> int:
         return torch.cuda.mem_get_info(index)[0]
 
 
-def freest(free_bytes: list[int]) -> int:
-    """Index of the GPU with the most free memory (the lowest index among equals)."""
-    return max(range(len(free_bytes)), key=lambda i: (free_bytes[i], -i))
+SAME_FREE_MEMORY = 1 << 30  # GPUs within 1 GiB of the most free memory count as equally free
+
+
+def freest(free_bytes: list[int], salt: int = 0) -> int:
+    """Index of a GPU with the most free memory. Those within SAME_FREE_MEMORY of the most are equal, and `salt`
+    (the job's process id) picks among them, so that jobs started at the same moment spread over idle GPUs."""
+    most = max(free_bytes)
+    candidates = [i for i, free in enumerate(free_bytes) if free >= most - SAME_FREE_MEMORY]
+    return candidates[salt % len(candidates)]
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """The torch device of config key `device`: `auto` is the visible GPU with the most free memory at the
-    time of the call (CPU when there is none), `cpu`, `cuda` (the current GPU), `cuda:N` (the N-th visible)."""
+    """The torch device of config key `device`: `auto` is a visible GPU with the most free memory at the time
+    of the call (see `freest`; the CPU when there is none), `cpu`, `cuda` (the current GPU), `cuda:N` (the
+    N-th visible GPU)."""
     if name == "auto":
         n = visible_gpus()
-        return torch.device("cuda", freest([gpu_free_bytes(i) for i in range(n)])) if n else torch.device("cpu")
+        if n < 2:
+            return torch.device("cuda", 0) if n else torch.device("cpu")
+        return torch.device("cuda", freest([gpu_free_bytes(i) for i in range(n)], salt=os.getpid()))
     device = torch.device(name)
     if device.type == "cuda":
         n = visible_gpus()
