@@ -13,6 +13,8 @@ import pytest
 import torch
 from torch.utils._pytree import tree_map
 
+from conftest import merged_config
+from kdstgcn import config as cfg
 from kdstgcn.io import save_torch
 from kdstgcn.jobs import load_cheb, load_data
 from kdstgcn.losses import OverseenResponse, TaskLoss
@@ -194,3 +196,20 @@ def test_auto_picks_a_gpu_with_the_most_free_memory_and_spreads_jobs_over_equal_
     # idle GPUs differ by a few MiB: jobs started together go to different ones, by their process ids
     idle = [40 * gib, 40 * gib + (5 << 20), 40 * gib - (3 << 20), 2 * gib]
     assert [freest(idle, salt) for salt in range(4)] == [0, 1, 2, 0]
+
+
+# --------------------------------------------------------------------------------- training.compile
+
+@pytest.mark.parametrize("value, setting", [("auto", "auto"), ("on", "on"), (True, "on"), (False, "off")])
+def test_training_compile_reads_yaml_on_and_off(value, setting):
+    config = merged_config("config/demo.yaml")
+    config["training"]["compile"] = value
+    cfg.validate(config)
+    assert cfg.train_settings(config, 0)["compile"] == setting
+
+
+def test_an_unknown_training_compile_value_is_rejected_naming_the_key():
+    config = merged_config("config/demo.yaml")
+    config["training"]["compile"] = "sometimes"
+    with pytest.raises(cfg.ConfigError, match=r"training\.compile: 'sometimes' is not one of \['auto', 'on', 'off'"):
+        cfg.validate(config)
