@@ -89,10 +89,10 @@ def pick_device(name: str = "auto") -> torch.device:
     device = torch.device(name)
     if device.type == "cuda":
         n = visible_gpus()
-        if device.index is not None and device.index >= n or n == 0:
+        if n == 0 or (device.index is not None and device.index >= n):
+            choices = f"auto, cpu or cuda:0 to cuda:{n - 1}" if n else "auto or cpu"
             raise DeviceError(f"device: {name!r}, but this machine has {n} visible GPU(s) (CUDA_VISIBLE_DEVICES="
-                              f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}). Use device: auto, cpu or "
-                              f"cuda:0 to cuda:{max(n - 1, 0)}.")
+                              f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}). Use device: {choices}.")
     return device
 
 
