@@ -72,7 +72,7 @@ def test_compiled_kernel_on_the_gpu_matches_cdist_and_the_cpu_on_a_float32_layer
     fs, ft = randn(3, 2, 5, 40, seed=120).float(), randn(3, 16, 5, 40, seed=121).float()
     values, grads = [], []
     for kernel, device in [("cdist", CPU), ("cdist", GPU), ("compiled", GPU)]:
-        f = fs.to(device).requires_grad_(True)
+        f = fs.to(device, copy=True).requires_grad_(True)
         value = SpatialCorrelationDistance(kernel)(feature_outputs(None, [], [f]), None,
                                                    feature_outputs(None, [], [ft.to(device)]))
         value.backward()
