@@ -65,25 +65,40 @@ def forward(model: torch.nn.Module, x: torch.Tensor, features: bool) -> Outputs:
     return Outputs(model(x))
 
 
-def loss_step(model, teacher, loss: Loss, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """One forward of the student (and, without gradients, of the frozen teacher) and the loss."""
+def teacher_forward(teacher: torch.nn.Module, x: torch.Tensor, features: bool) -> Outputs:
+    """The frozen teacher's outputs in inference mode. The prediction is cloned into a normal tensor, since
+    response losses keep it for their backward; features stay inference tensors, which the feature losses
+    only read (copied into groups, or under no_grad), never keep for autograd."""
+    with torch.inference_mode():
+        out = forward(teacher, x, features)
+    return Outputs(out.prediction.clone(), out.features)
+
+
+def loss_step(model, teacher, loss: Loss, x: torch.Tensor, y: torch.Tensor,
+              teacher_prediction: torch.Tensor | None = None) -> torch.Tensor:
+    """One forward of the student (and, without gradients, of the frozen teacher) and the loss.
+    `teacher_prediction`: the teacher's cached prediction for this batch (response-only losses), which
+    replaces the teacher forward."""
     teacher_out = None
-    if loss.uses_teacher:
-        with torch.no_grad():
-            teacher_out = forward(teacher, x, loss.uses_features)
+    if teacher_prediction is not None:
+        teacher_out = Outputs(teacher_prediction)
+    elif loss.uses_teacher:
+        teacher_out = teacher_forward(teacher, x, loss.uses_features)
     return loss(forward(model, x, loss.uses_features), y, teacher_out)
 
 
 def train(model: torch.nn.Module, data: PreparedData, loss: Loss, settings: TrainSettings,
           checkpoint_path: str | Path, teacher: torch.nn.Module | None = None,
-          device: torch.device | None = None, run_config: dict | None = None
-          ) -> tuple[torch.nn.Module, pd.DataFrame]:
+          device: torch.device | None = None, run_config: dict | None = None,
+          teacher_predictions: torch.Tensor | None = None) -> tuple[torch.nn.Module, pd.DataFrame]:
     """Train with the one-step target; keep the epoch with the best validation MAE (mean over horizons).
 
     After every epoch a checkpoint is written atomically and kept; if one with the same fingerprint exists,
     training resumes after its epoch and ends exactly where an uninterrupted run would. A finished run's
     checkpoint lets a larger `epochs` budget continue it instead of starting over. Returns the best model
     (on CPU) and the per-epoch history. `run_config` (loss, data, seed...) goes into the fingerprint.
+    `teacher_predictions` [W, N]: the teacher's predictions for the training windows
+    (`teacher_cache.cached_teacher_predictions`), used instead of a teacher forward per batch.
     """
     device = device or pick_device()
     if loss.uses_teacher and teacher is None:
@@ -116,6 +131,9 @@ def train(model: torch.nn.Module, data: PreparedData, loss: Loss, settings: Trai
 
     x_train, y_train = data.inputs("train"), data.one_step_targets("train")
     n = x_train.shape[0]
+    if teacher_predictions is not None and (loss.uses_features or teacher_predictions.shape != y_train.shape):
+        raise ValueError(f"cached teacher predictions {tuple(teacher_predictions.shape)} serve a response-only "
+                         f"loss on training targets {tuple(y_train.shape)}; this loss or data needs the teacher")
     n_batches = math.ceil(n / settings.batch_size)
     report_every = max(1, n_batches // 4)
     for epoch in range(start_epoch, settings.epochs + 1):
@@ -126,7 +144,8 @@ def train(model: torch.nn.Module, data: PreparedData, loss: Loss, settings: Trai
         for batch, start in enumerate(range(0, n, settings.batch_size), start=1):
             idx = order[start:start + settings.batch_size]
             x, y = x_train[idx].to(device), y_train[idx].to(device)
-            value = loss_step(model, teacher, loss, x, y)
+            cached = None if teacher_predictions is None else teacher_predictions[idx].to(device)
+            value = loss_step(model, teacher, loss, x, y, cached)
             if not torch.isfinite(value):
                 raise NonFiniteLoss(f"loss is {value.item()} at epoch {epoch}, batch {batch}; no model written. "
                                     "Lower the learning rate or check the input data.")
