@@ -4,7 +4,7 @@
     python bench/distill_step.py --quick        # 5 timed steps, no profile (~1 min)
 
 Variants, each a full optimisation step of the student [1,2,4][4,2,8] (forward, loss, backward, RMSprop step)
-with the frozen teacher [1,32,64][64,32,128] run forward inside the step:
+with the frozen teacher [1,32,64][64,32,128] run forward inside the step (in inference mode, as in training):
   task        - loss "rd_l2" (beta 0.045): teacher forward without features + response/task loss. The baseline.
   stcd        - loss "stcd" (alpha1 0.17, alpha2 0.047, alpha3 0.313) with correlation_kernel "compiled":
                 teacher and student forward with features, TCD over 4 temporal layers, SCD over 2 graph-conv
@@ -171,18 +171,24 @@ def main() -> None:
     optims = {v: torch.optim.RMSprop(s.parameters(), lr=1e-3) for v, s in students.items()}
     losses = {v: make_loss(v) for v in variants}
     times = {v: [] for v in variants}
+    cpu_times = {v: [] for v in variants}
     for i in range(args.warmup + args.steps):
         for v in variants:
-            tic = time.perf_counter()
+            tic, cpu_tic = time.perf_counter(), time.process_time()
             step(students[v], teacher, losses[v], optims[v], x, y)
             if i >= args.warmup:
                 times[v].append(time.perf_counter() - tic)
+                cpu_times[v].append(time.process_time() - cpu_tic)
     med = {v: statistics.median(t) for v, t in times.items()}
+    cpu_med = {v: statistics.median(t) for v, t in cpu_times.items()}
     print(f"\nstep time, median of {args.steps} interleaved steps after {args.warmup} warm-up "
-          f"(min / max in brackets):")
+          f"(min / max in brackets; CPU: the process's CPU time, all threads, which other processes on the "
+          f"machine inflate far less than wall time):")
     for v in variants:
         ratio = f"   {med[v] / med['task']:.2f} x task" if "task" in med else ""
-        print(f"  {v:5} {1e3 * med[v]:8.1f} ms  [{1e3 * min(times[v]):.1f} / {1e3 * max(times[v]):.1f}]{ratio}")
+        cpu_ratio = f" ({cpu_med[v] / cpu_med['task']:.2f} x)" if "task" in med else ""
+        print(f"  {v:5} {1e3 * med[v]:8.1f} ms  [{1e3 * min(times[v]):.1f} / {1e3 * max(times[v]):.1f}]{ratio}"
+              f"   CPU {1e3 * cpu_med[v]:8.1f} ms{cpu_ratio}")
     if "task" in med:
         for v in ("stcd", "stcd_cdist"):
             if v in med:

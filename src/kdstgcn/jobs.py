@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,7 @@ from .io import atomic_path, write_json, write_table, write_tables
 from .losses import build_loss
 from .model import STGCN, Architecture, count_parameters, load_model, save_model, weights_digest
 from .paper import beside_paper
+from .teacher_cache import cached_teacher_predictions
 from .train import TrainSettings, loss_step, pick_device, train
 
 log = logging.getLogger(__name__)
@@ -63,8 +65,13 @@ def train_run(run: dict, values: str, fill_report: str, adjacency: str, model_ou
     device = pick_device(run["device"])
     log.info("%s on %s: %s, %d parameters, loss %s, %d training windows, device %s", run["role"], run["dataset"],
              run["arch"]["blocks"], count_parameters(model), run["loss"], data.inputs("train").shape[0], device)
+    teacher_predictions = None
+    if loss.uses_teacher and not loss.uses_features:  # response-only: the teacher's outputs once per run
+        teacher_predictions = cached_teacher_predictions(teacher, data.inputs("train"), Path(checkpoint).parent,
+                                                         settings.batch_size, device)
     model, history = train(model, data, loss, settings, checkpoint, teacher, device,
-                           run_config=resume_identity(run, ("dataset", "role", "data", "loss"), teacher))
+                           run_config=resume_identity(run, ("dataset", "role", "data", "loss"), teacher),
+                           teacher_predictions=teacher_predictions)
     extra = run_summary(run, history, loss, model)
     write_table(history, history_out)
     write_json(extra, info_out)

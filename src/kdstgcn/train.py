@@ -115,12 +115,25 @@ def forward(model: torch.nn.Module, x: torch.Tensor, features: bool) -> Outputs:
     return Outputs(model(x))
 
 
-def loss_step(model, teacher, loss: Loss, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """One forward of the student (and, without gradients, of the frozen teacher) and the loss."""
+def teacher_forward(teacher: torch.nn.Module, x: torch.Tensor, features: bool) -> Outputs:
+    """The frozen teacher's outputs in inference mode. The prediction is cloned into a normal tensor, since
+    response losses keep it for their backward; features stay inference tensors, which the feature losses
+    only read (copied into groups, or under no_grad), never keep for autograd."""
+    with torch.inference_mode():
+        out = forward(teacher, x, features)
+    return Outputs(out.prediction.clone(), out.features)
+
+
+def loss_step(model, teacher, loss: Loss, x: torch.Tensor, y: torch.Tensor,
+              teacher_prediction: torch.Tensor | None = None) -> torch.Tensor:
+    """One forward of the student (and, without gradients, of the frozen teacher) and the loss.
+    `teacher_prediction`: the teacher's cached prediction for this batch (response-only losses), which
+    replaces the teacher forward."""
     teacher_out = None
-    if loss.uses_teacher:
-        with torch.no_grad():
-            teacher_out = forward(teacher, x, loss.uses_features)
+    if teacher_prediction is not None:
+        teacher_out = Outputs(teacher_prediction)
+    elif loss.uses_teacher:
+        teacher_out = teacher_forward(teacher, x, loss.uses_features)
     return loss(forward(model, x, loss.uses_features), y, teacher_out)
 
 
@@ -177,21 +190,21 @@ class FirstNonFinite:
 
 
 def training_step(model, teacher, loss: Loss, optimizer, compiled: bool, device: torch.device):
-    """step(x, y) -> loss of the batch (a device tensor, not synced): loss_step, backward, optimiser step.
+    """step(x, y, teacher_prediction) -> loss of the batch (a device tensor, not synced): loss_step, backward, optimiser step.
 
     `compiled` captures loss_step's forward and backward with torch.compile: CUDA graphs on a GPU
     (mode reduce-overhead: one launch per graph instead of one per kernel), fused C++ loops on the CPU."""
-    def forward_loss(x, y):
-        return loss_step(model, teacher, loss, x, y)
+    def forward_loss(x, y, teacher_prediction):
+        return loss_step(model, teacher, loss, x, y, teacher_prediction)
 
     graphs = compiled and device.type == "cuda"
     if compiled:
         forward_loss = torch.compile(forward_loss, mode="reduce-overhead" if graphs else None, dynamic=False)
 
-    def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def step(x: torch.Tensor, y: torch.Tensor, teacher_prediction: torch.Tensor | None = None) -> torch.Tensor:
         if graphs:
             torch.compiler.cudagraph_mark_step_begin()
-        value = forward_loss(x, y)
+        value = forward_loss(x, y, teacher_prediction)
         optimizer.zero_grad(set_to_none=True)
         value.backward()
         optimizer.step()
@@ -206,8 +219,8 @@ def duration(seconds: float) -> str:
 
 def train(model: torch.nn.Module, data: PreparedData, loss: Loss, settings: TrainSettings,
           checkpoint_path: str | Path, teacher: torch.nn.Module | None = None,
-          device: torch.device | None = None, run_config: dict | None = None
-          ) -> tuple[torch.nn.Module, pd.DataFrame]:
+          device: torch.device | None = None, run_config: dict | None = None,
+          teacher_predictions: torch.Tensor | None = None) -> tuple[torch.nn.Module, pd.DataFrame]:
     """Train with the one-step target; keep the epoch with the best validation MAE (mean over horizons).
 
     After every epoch a checkpoint is written atomically and kept; if one with the same fingerprint exists,
@@ -215,7 +228,8 @@ def train(model: torch.nn.Module, data: PreparedData, loss: Loss, settings: Trai
     checkpoint lets a larger `epochs` budget continue it instead of starting over. Returns the best model
     (on CPU) and the per-epoch history. `run_config` (loss, data, seed...) goes into the fingerprint.
     The training split lives on `device` for the whole run; a checkpoint written on one device resumes on
-    another.
+    another. `teacher_predictions` [W, N]: the teacher's predictions for the training windows
+    (`teacher_cache.cached_teacher_predictions`), used instead of a teacher forward per batch.
     """
     device = device or pick_device()
     if loss.uses_teacher and teacher is None:
@@ -245,6 +259,11 @@ def train(model: torch.nn.Module, data: PreparedData, loss: Loss, settings: Trai
 
     x_train, y_train = data.inputs("train").to(device), data.one_step_targets("train").to(device)
     n = x_train.shape[0]
+    if teacher_predictions is not None and (loss.uses_features or teacher_predictions.shape != y_train.shape):
+        raise ValueError(f"cached teacher predictions {tuple(teacher_predictions.shape)} serve a response-only "
+                         f"loss on training targets {tuple(y_train.shape)}; this loss or data needs the teacher")
+    if teacher_predictions is not None:
+        teacher_predictions = teacher_predictions.to(device)
     n_batches = math.ceil(n / settings.batch_size)
     report_every = max(1, n_batches // 4)
     step = training_step(model, teacher, loss, optimizer, use_compile(settings.compile, device), device)
@@ -258,7 +277,8 @@ def train(model: torch.nn.Module, data: PreparedData, loss: Loss, settings: Trai
         non_finite = FirstNonFinite(device)
         for batch, start in enumerate(range(0, n, settings.batch_size), start=1):
             idx = order[start:start + settings.batch_size]
-            value = step(x_train[idx], y_train[idx])
+            cached = None if teacher_predictions is None else teacher_predictions[idx]
+            value = step(x_train[idx], y_train[idx], cached)
             total += value.detach()
             non_finite.record(value, batch)
             if batch % report_every == 0 and batch < n_batches:

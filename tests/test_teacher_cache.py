@@ -1,0 +1,123 @@
+"""The teacher's outputs once per run: cached predictions give the same student as a teacher forward in every
+batch, the cache is keyed by the teacher and the data, and the inference-mode teacher forward of the feature
+losses gives the gradients of a no_grad forward."""
+import logging
+
+import pytest
+import torch
+
+from kdstgcn.jobs import load_cheb, load_data
+from kdstgcn.losses import LOSSES, build_loss
+from kdstgcn.model import STGCN, Architecture
+from kdstgcn.teacher_cache import CACHE_NAME, cached_teacher_predictions
+from kdstgcn.train import Outputs, TrainSettings, forward, loss_step, train
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+TEACHER, STUDENT = ((1, 4, 8), (8, 4, 16)), ((1, 2, 4), (4, 2, 8))
+PARAMS = {"beta": 0.4, "temperature": 2.0, "alpha1": 0.3, "alpha2": 0.5, "alpha3": 0.7, "alpha": 0.6}
+RESPONSE_LOSSES = sorted(n for n, c in LOSSES.items() if c.uses_teacher and not c.uses_features)
+FEATURE_LOSSES = sorted(n for n, c in LOSSES.items() if c.uses_features)
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def data(synthetic_files):
+    return load_data(str(synthetic_files.values), str(synthetic_files.fill_report), synthetic_files.data_spec())
+
+
+@pytest.fixture(scope="module")
+def cheb(synthetic_files):
+    return load_cheb(str(synthetic_files.adjacency), 3)
+
+
+def model(cheb, n_nodes, blocks, seed):
+    torch.manual_seed(seed)
+    return STGCN(Architecture(n_nodes, blocks), cheb)
+
+
+def test_response_losses_are_the_cached_ones():
+    assert RESPONSE_LOSSES == ["ord", "rd_kl", "rd_l2"]
+
+
+@pytest.mark.parametrize("name", RESPONSE_LOSSES)
+def test_cached_predictions_train_the_same_student_as_a_teacher_forward_per_batch(name, data, cheb,
+                                                                                   synthetic_files, tmp_path):
+    n = synthetic_files.n_nodes
+    teacher = model(cheb, n, TEACHER, seed=5).eval()
+    settings = TrainSettings(epochs=2, batch_size=50, learning_rate=3e-3, eval_batch_size=200)
+    runs = {}
+    for how in ("forward", "cached"):
+        cached = None
+        if how == "cached":
+            cached = cached_teacher_predictions(teacher, data.inputs("train"), tmp_path / how, 50, CPU)
+        loss = build_loss(name, PARAMS)
+        student, history = train(model(cheb, n, STUDENT, seed=0), data, loss, settings,
+                                 tmp_path / how / "checkpoint.pt", teacher, CPU, teacher_predictions=cached)
+        runs[how] = (student.state_dict(), history, loss.share_pct())
+    (w_forward, h_forward, share_forward), (w_cached, h_cached, share_cached) = runs["forward"], runs["cached"]
+    for key, value in w_forward.items():
+        torch.testing.assert_close(w_cached[key], value, rtol=1e-5, atol=1e-6)
+    assert h_cached["train_loss"].tolist() == pytest.approx(h_forward["train_loss"].tolist(), rel=1e-5)
+    assert share_cached == share_forward
+
+
+def test_cache_is_written_once_and_keyed_by_teacher_and_data(data, cheb, synthetic_files, tmp_path, caplog):
+    n = synthetic_files.n_nodes
+    teacher = model(cheb, n, TEACHER, seed=5).eval()
+    inputs = data.inputs("train")
+    with caplog.at_level(logging.INFO):
+        first = cached_teacher_predictions(teacher, inputs, tmp_path, 50, CPU)
+    assert "computed once" in caplog.text
+    with torch.no_grad():
+        torch.testing.assert_close(first, teacher(inputs), rtol=1e-5, atol=1e-6)
+    assert first.shape == data.one_step_targets("train").shape and not first.is_inference()
+    stamp = (tmp_path / CACHE_NAME).stat().st_mtime_ns
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        again = cached_teacher_predictions(teacher, inputs, tmp_path, 50, CPU)
+    assert "read from" in caplog.text and (tmp_path / CACHE_NAME).stat().st_mtime_ns == stamp
+    assert torch.equal(again, first)
+
+    other_teacher = model(cheb, n, TEACHER, seed=6).eval()
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        other = cached_teacher_predictions(other_teacher, inputs, tmp_path, 50, CPU)
+    assert "another teacher or other data" in caplog.text and not torch.equal(other, first)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        fewer = cached_teacher_predictions(other_teacher, inputs[:70], tmp_path, 50, CPU)
+    assert "another teacher or other data" in caplog.text and torch.equal(fewer, other[:70])
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_cached_predictions_are_refused_for_a_feature_loss(data, cheb, synthetic_files, tmp_path):
+    n = synthetic_files.n_nodes
+    teacher = model(cheb, n, TEACHER, seed=5).eval()
+    cached = cached_teacher_predictions(teacher, data.inputs("train"), tmp_path, 50, CPU)
+    with pytest.raises(ValueError, match="needs the teacher"):
+        train(model(cheb, n, STUDENT, seed=0), data, build_loss("tcd", PARAMS, correlation_kernel="cdist"),
+              TrainSettings(epochs=1), tmp_path / "checkpoint.pt", teacher, CPU, teacher_predictions=cached)
+
+
+@pytest.mark.parametrize("name", FEATURE_LOSSES)
+def test_inference_mode_teacher_gives_the_no_grad_loss_and_gradients(name, data, cheb, synthetic_files):
+    n = synthetic_files.n_nodes
+    teacher = model(cheb, n, TEACHER, seed=5).eval()
+    x, y = data.inputs("train")[:20], data.one_step_targets("train")[:20]
+    results = []
+    for inference in (True, False):
+        student = model(cheb, n, STUDENT, seed=0)
+        loss = build_loss(name, PARAMS, correlation_kernel="cdist")
+        if inference:
+            value = loss_step(student, teacher, loss, x, y)
+        else:
+            with torch.no_grad():
+                teacher_out = forward(teacher, x, True)
+            value = loss(forward(student, x, True), y, Outputs(teacher_out.prediction, teacher_out.features))
+        value.backward()
+        results.append((value.detach(), [p.grad for p in student.parameters()]))
+    (v_inf, g_inf), (v_ref, g_ref) = results
+    assert torch.equal(v_inf, v_ref)
+    for a, b in zip(g_inf, g_ref, strict=True):
+        assert torch.equal(a, b)
