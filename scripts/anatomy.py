@@ -14,4 +14,7 @@ with logged(snakemake.log[0]) as log:
     table = anatomy_table(dataset, histories)
     log.info("loss anatomy of %s\n%s", dataset, table.to_string())
     write_table(table, snakemake.output.csv)
-    anatomy_figure(table, f"Loss anatomy of the students, {dataset}", snakemake.output.png)
+    title = f"Loss anatomy of the students, {dataset}"
+    if not table.empty:
+        title += f", epoch {table['last_epoch'].min()}, mean of {table['n_seeds'].max()} seed(s)"
+    anatomy_figure(table, title, snakemake.output.png)

@@ -479,8 +479,6 @@ def anatomy_figure(table: pd.DataFrame, title: str, path: str | Path) -> None:
             ax.axhline(0, color="black", lw=0.6)
         axes[0].set_yscale("log")
         axes[1].legend(fontsize=8, ncol=2)
-    if not table.empty:
-        title += f", epoch {int(table['last_epoch'].min())}, mean of {int(table['n_seeds'].max())} seed(s)"
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     with atomic_path(path) as tmp:
