@@ -478,6 +478,9 @@ def anatomy_figure(table: pd.DataFrame, title: str, path: str | Path) -> None:
             ax.set_ylabel(label)
             ax.axhline(0, color="black", lw=0.6)
         axes[0].set_yscale("log")
+        positive = table["weighted"][table["weighted"] > 0]
+        if len(positive):
+            axes[0].set_ylim(bottom=positive.min() / 3)
         axes[1].legend(fontsize=8, ncol=2)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
