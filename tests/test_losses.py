@@ -1,17 +1,20 @@
 """Tests of the training losses: task loss, response distillation (Eq. 1-3), ORD (Eq. 4-6), TCD / SCD / STCD
-(Eq. 7-11) and SKD, against hand computations and literal loops; plus build_loss and gradient flow."""
+(Eq. 7-11) and SKD, against hand computations and literal loops under every reading of the paper's open
+choices (Readings); plus build_loss, the run spec's readings and gradient flow."""
 import itertools
 import math
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
+from conftest import merged_config
+from kdstgcn import config as cfg
 from kdstgcn.graph import chebyshev_polynomials
-from kdstgcn.losses import (LOSS_PARAMETERS, LOSSES, OverseenResponse, Outputs, ResponseKL, ResponseL2,
-                            SpatialCorrelationDistance, SpatioTemporalCorrelation, StructureKD, TaskLoss,
-                            TemporalCorrelationDistance, build_loss, spatial_correlation, temporal_correlation)
+from kdstgcn.losses import (CORRELATION_LOSSES, LOSS_PARAMETERS, LOSSES, READING_CHOICES, READING_LOSSES,
+                            OverseenResponse, Outputs, Readings, ResponseKL, ResponseL2, SpatialCorrelationDistance,
+                            SpatioTemporalCorrelation, StructureKD, TaskLoss, TemporalCorrelationDistance, build_loss,
+                            spatial_correlation, temporal_correlation)
 from kdstgcn.model import STGCN, Architecture
 from kdstgcn.train import loss_step
 
@@ -159,6 +162,64 @@ def test_ord_share_accumulates_in_buffers_and_survives_state_dict():
     assert stcd.share_pct() == pytest.approx(100 * 5 / 15)
 
 
+# ------------------------------------------------------------------- scalar readings of Eq. 2, 3, 6 (ORD)
+
+def literal_ord(y_s, y_t, target, alpha1, norm, reduction):
+    """Eq. 4-6 entry by entry: D = min-max normalised |y_t - T| per sample; ||y_s - y_t|| where D > alpha1,
+    else ||y_s - T||; averaged over batch and nodes (mean) or summed as Eq. 6 writes (sum)."""
+    total, count = 0.0, 0
+    for b in range(y_s.shape[0]):
+        gaps = [abs(t - g) for t, g in zip(y_t[b].tolist(), target[b].tolist())]
+        low, high = min(gaps), max(gaps)
+        for i, gap in enumerate(gaps):
+            d = (gap - low) / (high - low)
+            goal = y_t[b, i].item() if d > alpha1 else target[b, i].item()
+            total += literal_norm(y_s[b, i].item() - goal, norm)
+            count += 1
+    return total / count if reduction == "mean" else total
+
+
+@pytest.mark.parametrize("reduction", READING_CHOICES["ord_reduction"])
+@pytest.mark.parametrize("norm", READING_CHOICES["scalar_norm"])
+def test_ord_matches_literal_loop_under_every_reading(norm, reduction):
+    y_s, y_t, target = ord_case()
+    loss = OverseenResponse(0.5, Readings(scalar_norm=norm, ord_reduction=reduction))
+    assert loss(Outputs(y_s), target, Outputs(y_t)).item() == pytest.approx(
+        literal_ord(y_s, y_t, target, 0.5, norm, reduction), rel=1e-6)
+    assert loss.share_pct() == pytest.approx(40.0)
+
+
+@pytest.mark.parametrize("norm", READING_CHOICES["scalar_norm"])
+def test_response_losses_match_literal_loops_under_every_norm(norm):
+    y_s, y_t, target = randn(3, 6, seed=150), randn(3, 6, seed=151), randn(3, 6, seed=152)
+    entries = list(itertools.product(range(3), range(6)))
+
+    def literal_mean(a, b):
+        return sum(literal_norm(a[e].item() - b[e].item(), norm) for e in entries) / len(entries)
+
+    readings = Readings(scalar_norm=norm)
+    rd_l2 = ResponseL2(0.3, readings)(Outputs(y_s), target, Outputs(y_t)).item()
+    assert rd_l2 == pytest.approx(0.3 * literal_mean(y_s, y_t) + 0.7 * literal_mean(y_s, target), rel=1e-10)
+    rd_kl = ResponseKL(0.3, 2.0, readings)(Outputs(y_s), target, Outputs(y_t)).item()
+    assert rd_kl == pytest.approx(0.3 * literal_kl(y_s, y_t, 2.0) + 0.7 * literal_mean(y_s, target), rel=1e-10)
+
+
+def test_absolute_and_squared_readings_differ_and_sum_scales_by_entries():
+    y_s, y_t, target = ord_case()
+    value = {(norm, reduction): OverseenResponse(0.5, Readings(scalar_norm=norm, ord_reduction=reduction))(
+        Outputs(y_s), target, Outputs(y_t)).item() for norm in ("squared", "absolute") for reduction in ("mean", "sum")}
+    assert value["squared", "mean"] != pytest.approx(value["absolute", "mean"])
+    for norm in ("squared", "absolute"):
+        assert value[norm, "sum"] == pytest.approx(y_s.numel() * value[norm, "mean"])
+
+
+def test_readings_reject_unknown_values_naming_the_key():
+    with pytest.raises(ValueError, match="scalar_norm='l1'.*'squared', 'absolute'"):
+        Readings(scalar_norm="l1")
+    with pytest.raises(ValueError, match="distance_scale"):
+        build_loss("stcd", {"alpha1": 0.5, "alpha2": 0.5, "alpha3": 0.5}, readings={"distance_scale": "max"})
+
+
 # ----------------------------------------------------------------------------------- TCD / SCD, Eq. 7-10
 # Layer outputs in the model's layout f [B, C, T, N]; the paper's F [B, T, N, C] is f.permute(0, 2, 3, 1).
 
@@ -186,11 +247,24 @@ def literal_scd(f):
     return out
 
 
-def literal_gap(m_s, m_t):
-    """Eq. 8 / 10: mean over the leading two axes and the pairs i < j of the squared gap."""
+def literal_norm(gap, norm):
+    """||gap||_2 of a scalar: its square (our default reading) or its absolute value (the literal norm)."""
+    return gap * gap if norm == "squared" else abs(gap)
+
+
+def literal_gap(m_s, m_t, norm="squared", scale="raw"):
+    """Eq. 8 / 10: mean over the leading two axes and the pairs i < j of ||m_s - m_t||_2; with scale
+    mean_normalised each [P, P] matrix is first divided by its own mean over the pairs i < j."""
     a, b, p, _ = m_s.shape
-    total = sum((m_s[x, y, i, j].item() - m_t[x, y, i, j].item()) ** 2
-                for x, y in itertools.product(range(a), range(b)) for i, j in itertools.combinations(range(p), 2))
+    pairs = list(itertools.combinations(range(p), 2))
+    total = 0.0
+    for x, y in itertools.product(range(a), range(b)):
+        mean_s = mean_t = 1.0
+        if scale == "mean_normalised":
+            mean_s = sum(m_s[x, y, i, j].item() for i, j in pairs) / len(pairs)
+            mean_t = sum(m_t[x, y, i, j].item() for i, j in pairs) / len(pairs)
+        total += sum(literal_norm(m_s[x, y, i, j].item() / mean_s - m_t[x, y, i, j].item() / mean_t, norm)
+                     for i, j in pairs)
     return total / (a * b * math.comb(p, 2))
 
 
@@ -227,21 +301,53 @@ def two_layer_features(seed, channels):
 
 
 KERNELS = ["cdist", "compiled"]
+# cdist under every (scalar_norm, distance_scale) of the correlation terms. The readings act in Python shared by
+# both kernels, around the kernel's distance matrices, residual and gradient; so the compiled kernel (whose
+# first use per shape costs seconds of compiling) is checked on the default and on the reading that uses all
+# three of its loops, the absolute gap of mean-normalised distances.
+KERNEL_READINGS = [("cdist", Readings(scalar_norm=norm, distance_scale=scale))
+                   for norm in READING_CHOICES["scalar_norm"] for scale in READING_CHOICES["distance_scale"]] + [
+    ("compiled", Readings()), ("compiled", Readings(scalar_norm="absolute", distance_scale="mean_normalised"))]
 
 
-@pytest.mark.parametrize("kernel", KERNELS)
-def test_tcd_and_scd_losses_match_literal_loops(kernel):
+def kernel_reading_id(case):
+    return case if isinstance(case, str) else f"{case.scalar_norm}-{case.ord_reduction}-{case.distance_scale}"
+
+
+@pytest.mark.parametrize("kernel, readings", KERNEL_READINGS, ids=kernel_reading_id)
+def test_tcd_and_scd_losses_match_literal_loops(kernel, readings):
     temporal_s, spatial_s = two_layer_features(20, C)
     temporal_t, spatial_t = two_layer_features(30, 2 * C + 1)  # the teacher is wider: no projection needed
     student = feature_outputs(randn(B, N, seed=40), temporal_s, spatial_s)
     teacher = feature_outputs(randn(B, N, seed=41), temporal_t, spatial_t)
     target = randn(B, N, seed=42)
+    norm, scale = readings.scalar_norm, readings.distance_scale
     # averaged over layers, each layer's gap normalised by its own B * N * C(T, 2) / B * T * C(N, 2)
-    want_tcd = np.mean([literal_gap(literal_tcd(fs), literal_tcd(ft)) for fs, ft in zip(temporal_s, temporal_t)])
-    want_scd = np.mean([literal_gap(literal_scd(fs), literal_scd(ft)) for fs, ft in zip(spatial_s, spatial_t)])
-    assert TemporalCorrelationDistance(kernel)(student, target, teacher).item() == pytest.approx(want_tcd, rel=1e-10)
-    assert SpatialCorrelationDistance(kernel)(student, target, teacher).item() == pytest.approx(want_scd, rel=1e-10)
+    want_tcd = np.mean([literal_gap(literal_tcd(fs), literal_tcd(ft), norm, scale)
+                        for fs, ft in zip(temporal_s, temporal_t)])
+    want_scd = np.mean([literal_gap(literal_scd(fs), literal_scd(ft), norm, scale)
+                        for fs, ft in zip(spatial_s, spatial_t)])
+    tcd = TemporalCorrelationDistance(kernel, readings)(student, target, teacher).item()
+    scd = SpatialCorrelationDistance(kernel, readings)(student, target, teacher).item()
+    assert tcd == pytest.approx(want_tcd, rel=1e-10)
+    assert scd == pytest.approx(want_scd, rel=1e-10)
     assert want_tcd > 0 and want_scd > 0
+
+
+def test_mean_normalised_distances_ignore_the_feature_scale():
+    """Relational KD's point: scaling a layer's output scales its distances and leaves their shape."""
+    kernel = "cdist"
+    temporal_s, spatial_s = two_layer_features(130, C)
+    temporal_t, spatial_t = two_layer_features(140, 2 * C)
+    teacher = feature_outputs(None, temporal_t, spatial_t)
+    scaled = [[7.0 * f for f in temporal_s], [0.1 * f for f in spatial_s]]
+    for scale, same in [("mean_normalised", True), ("raw", False)]:
+        readings = Readings(distance_scale=scale)
+        for loss_cls in (TemporalCorrelationDistance, SpatialCorrelationDistance):
+            loss = loss_cls(kernel, readings)
+            plain = loss(feature_outputs(None, temporal_s, spatial_s), None, teacher).item()
+            rescaled = loss(feature_outputs(None, *scaled), None, teacher).item()
+            assert (rescaled == pytest.approx(plain, rel=1e-10)) is same, (scale, loss_cls.__name__)
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
@@ -265,18 +371,21 @@ def test_tcd_and_scd_vanish_when_teacher_repeats_student_channels(kernel):
     assert SpatialCorrelationDistance(kernel)(student, target, teacher).item() > 1e-3
 
 
-@pytest.mark.parametrize("kernel", KERNELS)
-def test_correlation_losses_have_correct_gradients(kernel):
+@pytest.mark.parametrize("kernel, readings", KERNEL_READINGS, ids=kernel_reading_id)
+def test_correlation_losses_have_correct_gradients(kernel, readings):
+    """float64 gradcheck; with mean_normalised the gradient also flows through the student's group means."""
     temporal_s, spatial_s = two_layer_features(60, C)
     temporal_t, spatial_t = two_layer_features(70, 2)
     teacher = feature_outputs(randn(B, N, seed=71), temporal_t, spatial_t)
     target = randn(B, N, seed=72)
 
     def tcd(f0, f1):
-        return TemporalCorrelationDistance(kernel)(feature_outputs(target, [f0, f1], spatial_s), target, teacher)
+        loss = TemporalCorrelationDistance(kernel, readings)
+        return loss(feature_outputs(target, [f0, f1], spatial_s), target, teacher)
 
     def scd(f0, f1):
-        return SpatialCorrelationDistance(kernel)(feature_outputs(target, temporal_s, [f0, f1]), target, teacher)
+        loss = SpatialCorrelationDistance(kernel, readings)
+        return loss(feature_outputs(target, temporal_s, [f0, f1]), target, teacher)
 
     assert torch.autograd.gradcheck(tcd, [f.clone().requires_grad_(True) for f in temporal_s])
     assert torch.autograd.gradcheck(scd, [f.clone().requires_grad_(True) for f in spatial_s])
@@ -336,6 +445,24 @@ def test_stcd_combines_its_parts():
             SpatioTemporalCorrelation(alpha1, fixed, alpha3)(student, target, teacher).item(), rel=1e-12)
 
 
+def test_stcd_terms_carry_the_weights_of_eq_11_and_sum_to_the_loss():
+    student, teacher, target = stcd_case()
+    readings = Readings("absolute", "sum", "mean_normalised")
+    stcd = SpatioTemporalCorrelation(0.5, 0.3, 0.7, "cdist", readings)
+    terms = stcd.terms(student, target, teacher)
+    assert {name: weight for name, (weight, _) in terms.items()} == pytest.approx(
+        {"ord": 1.0, "scd": 0.7 * 0.3, "tcd": 0.7 * 0.7})
+    parts = {"ord": OverseenResponse(0.5, readings), "scd": SpatialCorrelationDistance("cdist", readings),
+             "tcd": TemporalCorrelationDistance("cdist", readings)}
+    for name, part in parts.items():
+        assert terms[name][1].item() == pytest.approx(part(student, target, teacher).item(), rel=1e-12)
+    total = sum(weight * value.item() for weight, value in terms.values())
+    assert stcd(student, target, teacher).item() == pytest.approx(total, rel=1e-12)
+    # the ablations leave out the term of weight 0
+    assert set(build_loss("tcd", {"alpha1": 0.5, "alpha3": 0.7}).terms(student, target, teacher)) == {"ord", "tcd"}
+    assert set(build_loss("scd", {"alpha1": 0.5, "alpha3": 0.7}).terms(student, target, teacher)) == {"ord", "scd"}
+
+
 # ------------------------------------------------------------------------------------------------------ SKD
 
 def test_structure_kd_by_hand():
@@ -392,6 +519,34 @@ def test_build_loss_passes_the_hyper_parameters():
         loss = build_loss(name, ALL_PARAMS)
         assert (loss.ord.alpha1, loss.alpha2, loss.alpha3) == (0.3, alpha2, 0.5)
     assert type(build_loss("task")) is TaskLoss
+
+
+def test_build_loss_passes_the_readings_to_every_part():
+    readings = {"scalar_norm": "absolute", "ord_reduction": "sum", "distance_scale": "mean_normalised"}
+    for name in READING_LOSSES:
+        loss = build_loss(name, ALL_PARAMS, "cdist", readings)
+        parts = [loss.ord, loss.scd, loss.tcd] if name in CORRELATION_LOSSES else [loss]
+        assert all(part.readings == Readings(**readings) for part in parts), name
+    assert build_loss("ord", ALL_PARAMS).readings == Readings()
+    # the task loss and our SKD reading have no paper norm to read; they take the spec's readings and ignore them
+    assert type(build_loss("task", {}, readings=readings)) is TaskLoss
+    assert type(build_loss("skd", ALL_PARAMS, readings=readings)) is StructureKD
+
+
+def test_run_spec_carries_the_configured_readings():
+    demo_config = merged_config("config/demo.yaml")
+    config = {**demo_config, "distillation": {**demo_config["distillation"], "scalar_norm": "absolute",
+                                              "ord_reduction": "sum", "distance_scale": "mean_normalised"}}
+    cfg.validate(config)
+    spec = cfg.student_run(config, "demo", "stcd", 0)["loss"]
+    assert spec["readings"] == {"scalar_norm": "absolute", "ord_reduction": "sum", "distance_scale": "mean_normalised"}
+    assert build_loss(**spec).ord.readings == Readings("absolute", "sum", "mean_normalised")
+    pruning = cfg.prune_run(config, "demo", "kd_taylor", "pruning_base", config["pruning"]["base_ratios"][0], 0)
+    assert pruning["loss"]["readings"] == spec["readings"]
+    # defaults: today's readings; the task loss's spec has none (its identity does not change with them)
+    assert cfg.student_run(demo_config, "demo", "stcd", 0)["loss"]["readings"] == {
+        "scalar_norm": "squared", "ord_reduction": "mean", "distance_scale": "raw"}
+    assert "readings" not in cfg.student_run(demo_config, "demo", "task", 0)["loss"]
 
 
 def test_build_loss_unknown_name():

@@ -7,7 +7,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from .losses import LOSS_PARAMETERS
+from .losses import LOSS_PARAMETERS, READING_CHOICES, READING_LOSSES
 from .model import parse_blocks
 
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
@@ -170,8 +170,13 @@ def reference_run(config: dict, dataset: str, role: str, seed: int) -> dict:
 
 
 def loss_spec(config: dict, name: str, params: dict) -> dict:
-    """A distillation loss with its hyper-parameters and the kernel its correlation terms are computed with."""
-    return {"name": name, "params": params, "correlation_kernel": config["distillation"]["correlation_kernel"]}
+    """A distillation loss with its hyper-parameters, the kernel its correlation terms are computed with and,
+    for the losses of Eq. 2-11, the paper's open readings it is built with (build_loss's arguments)."""
+    kd = config["distillation"]
+    spec = {"name": name, "params": params, "correlation_kernel": kd["correlation_kernel"]}
+    if name in READING_LOSSES:
+        spec["readings"] = {key: kd[key] for key in READING_CHOICES}
+    return spec
 
 
 def student_run(config: dict, dataset: str, loss: str, seed: int) -> dict:

@@ -15,6 +15,7 @@ from .graph import chebyshev_polynomials
 from .io import atomic_path, write_json, write_table, write_tables
 from .losses import build_loss
 from .model import STGCN, Architecture, count_parameters, load_model, save_model, weights_digest
+from .optim import make_optimizer
 from .paper import beside_paper
 from .teacher_cache import cached_teacher_predictions
 from .train import TrainSettings, loss_step, pick_device, train
@@ -146,7 +147,7 @@ def prune_run(run: dict, values: str, fill_report: str, base_path: str, teacher_
     teacher = load_model(teacher_path)[0].to(device).eval() if teacher_path else None
     loss = run_loss(run)
     model.to(device)
-    optimizer = torch.optim.RMSprop(model.parameters(), lr=settings.learning_rate)
+    optimizer = make_optimizer(model.parameters(), settings)
 
     def loss_fn(m, x, y):
         return loss_step(m, teacher, loss, x.to(device), y.to(device))

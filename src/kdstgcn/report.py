@@ -426,3 +426,64 @@ def summary_markdown(claim_table: pd.DataFrame, cost_claims: pd.DataFrame, confi
                          f"{r['ours_ratio_to_teacher']:.3f} | {r['device']} |")
         lines.append("")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------- loss anatomy (issue 12, figure)
+
+ANATOMY_STATISTICS = {"value": "term_{}", "weighted": "term_{}_weighted", "grad_norm": "grad_norm_{}",
+                      "grad_share": "grad_share_{}"}
+
+
+def anatomy_table(dataset: str, histories: dict[str, list[pd.DataFrame]]) -> pd.DataFrame:
+    """Per distillation loss and term (columns of kdstgcn.anatomy in each seed's history): each statistic at
+    the last epoch and its mean over epochs, both averaged over seeds. Losses without such columns (one term)
+    are left out."""
+    rows = []
+    for loss, frames in histories.items():
+        terms = sorted({c[len("grad_share_"):] for f in frames for c in f.columns if c.startswith("grad_share_")})
+        for term in terms:
+            row = {"dataset": dataset, "loss": loss, "term": term, "n_seeds": len(frames),
+                   "last_epoch": int(min(f["epoch"].max() for f in frames))}
+            for statistic, pattern in ANATOMY_STATISTICS.items():
+                column = pattern.format(term)
+                row[statistic] = float(np.mean([f[column].iloc[-1] for f in frames]))
+                row[f"{statistic}_mean_over_epochs"] = float(np.mean([f[column].mean() for f in frames]))
+            rows.append(row)
+    columns = ["dataset", "loss", "term", "n_seeds", "last_epoch"] + [
+        f"{s}{suffix}" for s in ANATOMY_STATISTICS for suffix in ("", "_mean_over_epochs")]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def anatomy_figure(table: pd.DataFrame, title: str, path: str | Path) -> None:
+    """Weighted value (log scale) and gradient share of each term, one group of bars per distillation loss."""
+    from .io import atomic_path
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    if table.empty:
+        for ax in axes:
+            ax.text(0.5, 0.5, "no distillation loss of more than one term was run", ha="center", va="center")
+            ax.set_axis_off()
+    else:
+        losses = list(dict.fromkeys(table["loss"]))
+        terms = sorted(set(table["term"]))
+        width = 0.8 / len(terms)
+        for ax, statistic, label in [(axes[0], "weighted", "weighted term value"),
+                                     (axes[1], "grad_share", "share of the student's gradient")]:
+            for k, term in enumerate(terms):
+                sub = table[table["term"] == term].set_index("loss")
+                x = [i + (k - (len(terms) - 1) / 2) * width for i, loss in enumerate(losses) if loss in sub.index]
+                ax.bar(x, [sub.loc[loss, statistic] for loss in losses if loss in sub.index], width,
+                       color=f"C{k}", label=term)
+            ax.set_xticks(range(len(losses)), losses)
+            ax.set_ylabel(label)
+            ax.axhline(0, color="black", lw=0.6)
+        axes[0].set_yscale("log")
+        positive = table["weighted"][table["weighted"] > 0]
+        if len(positive):
+            axes[0].set_ylim(bottom=positive.min() / 3)
+        axes[1].legend(fontsize=8, ncol=2)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

@@ -14,10 +14,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from .anatomy import epoch_anatomy
 from .data import PreparedData
 from .evaluate import evaluate
 from .io import save_torch
 from .losses import Loss, Outputs
+from .optim import make_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -99,14 +101,6 @@ def pick_device(name: str = "auto") -> torch.device:
 def use_compile(setting: str, device: torch.device) -> bool:
     """Config key training.compile: `on`, `off`, or `auto` (compiled on a GPU, eager on the CPU)."""
     return setting == "on" or (setting == "auto" and device.type == "cuda")
-
-
-def make_optimizer(params, settings: TrainSettings) -> torch.optim.Optimizer:
-    if settings.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=settings.learning_rate)
-    if settings.optimizer == "adam":
-        return torch.optim.Adam(params, lr=settings.learning_rate)
-    raise ValueError(f"unknown optimizer {settings.optimizer!r} (rmsprop, adam)")
 
 
 def forward(model: torch.nn.Module, x: torch.Tensor, features: bool) -> Outputs:
@@ -298,6 +292,7 @@ def train(model: torch.nn.Module, data: PreparedData, loss: Loss, settings: Trai
                "train_seconds": train_seconds, "epoch_seconds": time.perf_counter() - tic,
                "teacher_share_pct": loss.share_pct()}
         row.update({f"val_mae_{int(h)}min": float(v) for h, v in zip(val["horizon_min"], val["MAE"])})
+        row.update(epoch_anatomy(model, teacher, loss, x_train, y_train, settings.batch_size, settings.seed, device))
         history.append(row)
         if val_mae < best["val_mae"]:
             best = {"val_mae": val_mae, "epoch": epoch, "state": cpu_copy(model.state_dict())}

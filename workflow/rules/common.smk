@@ -106,10 +106,16 @@ def tsne_pairs():
     return pairs
 
 
+def anatomy_runs():
+    """(loss, seed) of every distilled student, whose histories the loss anatomy figure reads."""
+    return [(loss, s) for loss in config["distillation"]["losses"] if loss != "task" for s in seeds()]
+
+
 def all_outputs():
     tables = [f"results/table{n}.{ext}" for n in range(1, 10) for ext in ("csv", "parquet")]
     figures = expand("results/figures/figure{n}_{dataset}.png", n=(3, 4, 5), dataset=config["run_datasets"])
     tsne = [
         f"results/figures/tsne_{d}_{s}_vs_{r}.png" for d in config["run_datasets"] for s, r in tsne_pairs()
     ]
-    return tables + figures + tsne + ["results/summary.md"]
+    anatomy = expand("results/figures/anatomy_{dataset}.png", dataset=config["run_datasets"])
+    return tables + figures + tsne + anatomy + ["results/summary.md"]

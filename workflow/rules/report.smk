@@ -183,6 +183,29 @@ use rule figure3 as figure5 with:
         quantity=lambda w: cfg.quantity(config, w.dataset),
 
 
+rule loss_anatomy:
+    input:
+        lambda w: [f"{cfg.run_dir(w.dataset, s, 'student_' + loss)}/history.parquet" for loss, s in anatomy_runs()],
+    output:
+        png=report("results/figures/anatomy_{dataset}.png", caption="../report/anatomy.rst", category="Figures"),
+        csv="results/anatomy_{dataset}.csv",
+    log:
+        "logs/loss_anatomy/{dataset}.log",
+    benchmark:
+        "benchmarks/loss_anatomy/{dataset}.tsv"
+    params:
+        losses=[loss for loss, _ in anatomy_runs()],
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../../envs/kdstgcn.yaml"
+    script:
+        "../../scripts/anatomy.py"
+
+
 rule measure_cost:
     input:
         unpack(prepared_inputs),
