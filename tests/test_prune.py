@@ -12,6 +12,8 @@ from torch import nn
 
 from torch.utils._pytree import tree_flatten
 
+from conftest import merged_config
+from kdstgcn import config as cfg
 from kdstgcn import jobs
 from kdstgcn.graph import chebyshev_polynomials
 from kdstgcn.losses import TaskLoss
@@ -477,9 +479,13 @@ def all_tensors(blob) -> list[torch.Tensor]:
     return [t for t in tree_flatten(blob)[0] if isinstance(t, torch.Tensor)]
 
 
-@pytest.mark.parametrize("ranking", ["per_layer", "global"])
+ON_CUDA = pytest.param("cuda", "global", marks=[pytest.mark.cuda, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU")])
+
+
+@pytest.mark.parametrize("device, ranking", [("cpu", "per_layer"), ("cpu", "global"), ON_CUDA])
 def test_prune_run_writes_cpu_models_and_resumes_the_compact_fine_tuning(synthetic_files, tmp_path, caplog,
-                                                                         single_thread, ranking):
+                                                                         single_thread, device, ranking):
     cheb = jobs.load_cheb(str(synthetic_files.adjacency), 3)
     torch.manual_seed(0)
     save_model(STGCN(Architecture(synthetic_files.n_nodes, SMALL), cheb), tmp_path / "base.pt")
@@ -488,12 +494,13 @@ def test_prune_run_writes_cpu_models_and_resumes_the_compact_fine_tuning(synthet
                                                        ("info", "info.json")]}
 
     def run(epochs):
-        return jobs.prune_run(prune_spec(synthetic_files, epochs, ranking), str(synthetic_files.values),
+        return jobs.prune_run(prune_spec(synthetic_files, epochs, ranking) | {"device": device},
+                              str(synthetic_files.values),
                               str(synthetic_files.fill_report), str(tmp_path / "base.pt"), None, out,
                               str(tmp_path / "checkpoint.pt"))
 
     run(1)
-    for name in ("model.pt", "masked_model.pt", "checkpoint.pt"):  # stored on the CPU, whatever the device
+    for name in ("model.pt", "masked_model.pt"):  # stored on the CPU, whatever the device
         assert all(t.device.type == "cpu" for t in all_tensors(torch.load(tmp_path / name, weights_only=False)))
     dense, extra = load_model(out["model"], map_location="cpu")
     masked, _ = load_model(out["masked"], map_location="cpu")
@@ -502,9 +509,30 @@ def test_prune_run_writes_cpu_models_and_resumes_the_compact_fine_tuning(synthet
     x = torch.randn(4, 12, synthetic_files.n_nodes)
     with torch.no_grad():
         torch.testing.assert_close(masked.eval()(x), dense.eval()(x), atol=1e-5, rtol=1e-5)
-    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", map_location="cpu", weights_only=False)
     assert {k: v.shape for k, v in checkpoint["model"].items()} == {k: v.shape for k, v in dense.state_dict().items()}
     with caplog.at_level(logging.INFO):
         run(2)
     assert "after epoch 1" in caplog.text
     assert pd.read_parquet(out["history"])["epoch"].tolist() == [1, 2]
+
+
+def test_pruning_switches_reach_the_run_spec():
+    config = merged_config("config/demo.yaml")
+    cfg.validate(config)
+    assert (config["pruning"]["ranking"], config["pruning"]["finetune_loss"]) == ("per_layer", "stcd")  # today's
+    algorithm1 = cfg.prune_run(config, "demo", "kd_taylor", "teacher", 97, 0)
+    baseline = cfg.prune_run(config, "demo", "taylor", "pruning_base", 50, 0)
+    assert algorithm1["ranking"] == baseline["ranking"] == "per_layer"
+    assert algorithm1["finetune_loss"] == algorithm1["loss"] and algorithm1["loss"]["name"] == "stcd"
+    assert baseline["finetune_loss"]["name"] == baseline["loss"]["name"] == "task"
+    config["pruning"] |= {"ranking": "global", "finetune_loss": "task"}
+    cfg.validate(config)
+    algorithm1 = cfg.prune_run(config, "demo", "kd_taylor", "teacher", 97, 0)
+    assert algorithm1["ranking"] == "global" and algorithm1["loss"]["name"] == "stcd"
+    assert algorithm1["finetune_loss"]["name"] == "task"
+    for key, value in [("ranking", "random"), ("finetune_loss", "ord")]:
+        bad = copy.deepcopy(config)
+        bad["pruning"][key] = value
+        with pytest.raises(cfg.ConfigError, match=f"pruning.{key}: '{value}' is not one of"):
+            cfg.validate(bad)
