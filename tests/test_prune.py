@@ -493,7 +493,7 @@ def test_prune_run_writes_cpu_models_and_resumes_the_compact_fine_tuning(synthet
                                                        ("steps", "steps.parquet"), ("history", "history.parquet"),
                                                        ("info", "info.json")]}
 
-    def run(epochs):
+    def run(epochs, ranking=ranking):
         return jobs.prune_run(prune_spec(synthetic_files, epochs, ranking) | {"device": device},
                               str(synthetic_files.values),
                               str(synthetic_files.fill_report), str(tmp_path / "base.pt"), None, out,
@@ -515,6 +515,10 @@ def test_prune_run_writes_cpu_models_and_resumes_the_compact_fine_tuning(synthet
         run(2)
     assert "after epoch 1" in caplog.text
     assert pd.read_parquet(out["history"])["epoch"].tolist() == [1, 2]
+    caplog.clear()
+    with caplog.at_level(logging.INFO):  # another ranking is another run: its checkpoint does not resume
+        run(2, ranking="per_layer" if ranking == "global" else "global")
+    assert "ignoring checkpoint" in caplog.text and "resuming" not in caplog.text
 
 
 def test_pruning_switches_reach_the_run_spec():
