@@ -334,8 +334,10 @@ def test_global_ranking_widths_follow_importance():
     weak = "block1.temporal1"
     importance[weak] = torch.rand(importance[weak].shape, generator=torch.Generator().manual_seed(4)) * 1e-4
     importance[weak][7] = 1.0
-    masks = {ranking: prune_in_steps(model, importance, 0.5, 0.1, ranking)[-1][1] for ranking in ("global", "per_layer")}
-    kept_share = {ranking: {name: mask.float().mean().item() for name, mask in m.items()} for ranking, m in masks.items()}
+    masks = {ranking: prune_in_steps(model, importance, 0.5, 0.1, ranking)[-1][1]
+             for ranking in ("global", "per_layer")}
+    kept_share = {ranking: {name: mask.float().mean().item() for name, mask in m.items()}
+                  for ranking, m in masks.items()}
     assert masks["global"][weak].nonzero().flatten().tolist() == [7]
     assert all(share > kept_share["global"][weak] for name, share in kept_share["global"].items() if name != weak)
     assert kept_share["per_layer"][weak] > kept_share["global"][weak]
