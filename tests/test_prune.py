@@ -1,15 +1,27 @@
-"""Tests of filter importance (Eq. 13-14), mask selection, compaction and the pruning loop (Algorithm 1)."""
+"""Tests of filter importance (Eq. 13-14), mask selection (per-layer and global ranking), compaction and its
+inverse, masks on another device than the model, compact fine-tuning and the pruning loop (Algorithm 1)."""
+import copy
 import itertools
+import logging
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
 
+from torch.utils._pytree import tree_flatten
+
+from conftest import merged_config
+from kdstgcn import config as cfg
+from kdstgcn import jobs
 from kdstgcn.graph import chebyshev_polynomials
-from kdstgcn.model import LAYER_KINDS, STGCN, Architecture, count_parameters
-from kdstgcn.prune import (ImportanceAccumulator, apply_masks, compact, current_masks, filter_importance,
-                           masked_parameter_count, max_removable_share, prune, removed_share, select_masks)
+from kdstgcn.losses import TaskLoss
+from kdstgcn.model import LAYER_KINDS, STGCN, Architecture, count_parameters, load_model, save_model
+from kdstgcn.prune import (ImportanceAccumulator, apply_masks, compact, current_masks, expand, filter_importance,
+                           kept_channels, masked_parameter_count, max_removable_share, normalised_importance, prune,
+                           removed_share, select_masks)
+from kdstgcn.train import TrainSettings, train
 
 SMALL = ((1, 4, 8), (8, 4, 16))
 TEACHER = ((1, 32, 64), (64, 32, 128))
@@ -194,12 +206,12 @@ def test_pruned_channels_stay_zero_while_fine_tuning():
     assert_compact_matches(model, x)
 
 
-def prune_in_steps(model, importance, target, step_fraction):
+def prune_in_steps(model, importance, target, step_fraction, ranking="per_layer"):
     """Apply select_masks from full masks until the target is met; return the masks before and after each step."""
     masks = current_masks(model)
     history = []
     while removed_share(model, masks) < target:
-        new = select_masks(model, importance, masks, target, step_fraction)
+        new = select_masks(model, importance, masks, target, step_fraction, ranking)
         history.append((masks, new))
         if all(torch.equal(new[k], masks[k]) for k in masks):
             break
@@ -276,3 +288,257 @@ def test_prune_raises_when_batches_run_out():
     with pytest.raises(RuntimeError):
         prune(model, iter(data), mse_loss, torch.optim.SGD(model.parameters(), lr=1e-3), 0.9, 1, 0.01,
               log=lambda line: None)
+
+
+def assert_one_filter_overshoot_at_most(model, before, after, target):
+    """The final step met the target, and putting back any one filter it removed drops the share below it."""
+    assert removed_share(model, after) >= target
+    restored_shares = []
+    for name in after:
+        for channel in (before[name] & ~after[name]).nonzero().flatten().tolist():
+            masks = {k: v.clone() for k, v in after.items()}
+            masks[name][channel] = True
+            restored_shares.append(removed_share(model, masks))
+    assert min(restored_shares) < target
+
+
+@pytest.mark.parametrize("n_nodes, blocks, target", [(12, SMALL, 0.3), (12, SMALL, 0.6), (20, TEACHER, 0.5),
+                                                      (20, TEACHER, 0.97)])
+def test_global_ranking_meets_the_ratio_and_never_empties_a_layer(n_nodes, blocks, target):
+    model = make_model(n_nodes=n_nodes, blocks=blocks)
+    importance = random_importance(model, 2)
+    step_fraction = 0.2
+    history = prune_in_steps(model, importance, target, step_fraction, ranking="global")
+    for before, after in history:
+        assert all(mask.sum() >= 1 for mask in after.values())
+        assert all(not (after[name] & ~before[name]).any() for name in before)
+        surviving = sum(int(mask.sum()) for mask in before.values())
+        removed = sum(int((before[name] & ~after[name]).sum()) for name in before)
+        assert 1 <= removed <= max(1, round(step_fraction * surviving))
+        # one ranking: every filter removed scores no higher (normalised) than any candidate that survived
+        normalised = normalised_importance(importance, before)
+        removed_scores = torch.cat([normalised[k][before[k] & ~after[k]] for k in before])
+        candidates = []
+        for name in before:
+            kept = normalised[name][after[name]]
+            candidates.append(kept.sort().values[:-1])  # a layer's best survivor is never a candidate
+        assert removed_scores.max() <= torch.cat(candidates).min()
+    assert_one_filter_overshoot_at_most(model, *history[-1], target)
+
+
+def test_global_ranking_widths_follow_importance():
+    """A layer whose filters but one matter little loses all but one under the global ranking, more than any
+    other layer; ranked per layer, it shrinks on the schedule like the others."""
+    model = make_model(n_nodes=20, blocks=TEACHER)
+    importance = random_importance(model, 3)
+    weak = "block1.temporal1"
+    importance[weak] = torch.rand(importance[weak].shape, generator=torch.Generator().manual_seed(4)) * 1e-4
+    importance[weak][7] = 1.0
+    masks = {ranking: prune_in_steps(model, importance, 0.5, 0.1, ranking)[-1][1]
+             for ranking in ("global", "per_layer")}
+    kept_share = {ranking: {name: mask.float().mean().item() for name, mask in m.items()}
+                  for ranking, m in masks.items()}
+    assert masks["global"][weak].nonzero().flatten().tolist() == [7]
+    assert all(share > kept_share["global"][weak] for name, share in kept_share["global"].items() if name != weak)
+    assert kept_share["per_layer"][weak] > kept_share["global"][weak]
+    assert len(set(kept_share["global"].values())) > 2  # the widths differ with importance
+
+
+def test_unknown_ranking_is_rejected():
+    model = make_model()
+    with pytest.raises(ValueError, match="unknown ranking 'random'"):
+        select_masks(model, random_importance(model, 0), current_masks(model), 0.5, 0.1, "random")
+
+
+class OnOtherDevice(torch.Tensor):
+    """A CPU tensor that behaves as if it lived on a second device (cuda:0), with CUDA's rules: it cannot meet a
+    CPU tensor of one or more dimensions in an op, nor index a CPU tensor; `.to(cpu)` / `.cpu()` bring it back as
+    a plain tensor. Lets a test without a GPU put masks on another device than the model."""
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func == torch.Tensor.device.__get__:
+            return torch.device("cuda", 0)
+        if func in (torch.Tensor.to, torch.Tensor.cpu):
+            targets = [a for a in tree_flatten((args[1:], kwargs))[0] if isinstance(a, (str, torch.device))]
+            if func is torch.Tensor.cpu or (targets and torch.device(targets[0]).type == "cpu"):
+                with torch._C.DisableTorchFunctionSubclass():
+                    plain = args[0].as_subclass(torch.Tensor)
+                    dtypes = [a for a in tree_flatten((args[1:], kwargs))[0] if isinstance(a, torch.dtype)]
+                    return plain.to(dtypes[0]) if dtypes else plain.clone()
+        tensors = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
+        if func in (torch.Tensor.__getitem__, torch.Tensor.__setitem__):
+            if not isinstance(args[0], cls) and any(isinstance(t, cls) for t in tensors[1:]):
+                raise RuntimeError("indices should be either on cpu or on the same device as the indexed tensor (cpu)")
+        elif any(isinstance(t, cls) for t in tensors) and any(not isinstance(t, cls) and t.dim() for t in tensors):
+            raise RuntimeError(f"Expected all tensors to be on the same device, but found at least two devices, "
+                               f"cuda:0 and cpu! ({func.__name__})")
+        return super().__torch_function__(func, types, args, kwargs)
+
+
+def on_other_device(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name: tensor.clone().as_subclass(OnOtherDevice) for name, tensor in tensors.items()}
+
+
+def test_the_fake_second_device_enforces_cuda_rules():
+    mask = on_other_device({"m": torch.tensor([True, False, True])})["m"]
+    weight = torch.randn(3, 2)
+    assert mask.device.type == "cuda"
+    with pytest.raises(RuntimeError, match="indices should be either on cpu"):
+        weight[mask.nonzero().flatten()]
+    with pytest.raises(RuntimeError, match="same device"):
+        weight * mask.float().view(3, 1)
+    plain = mask.to(weight.device)
+    assert type(plain) is torch.Tensor and torch.equal(weight[plain], weight[[0, 2]])
+
+
+def test_masks_on_another_device_than_the_model():
+    """Issue 10: `prune` made the masks on the GPU, `train` handed the model back on the CPU, and compaction
+    failed indexing CPU weights with GPU indices. Every function that takes masks accepts them on any device."""
+    model = make_model()
+    masks = random_masks(model, torch.Generator().manual_seed(1))
+    reference = copy.deepcopy(model)
+    apply_masks(reference, masks)
+    apply_masks(model, on_other_device(masks))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), reference.state_dict().values()))
+    assert all(type(m) is torch.Tensor and torch.equal(m, masks[k]) for k, m in current_masks(model).items())
+    assert kept_channels(model, on_other_device(masks)) == kept_channels(reference)
+    assert removed_share(model, on_other_device(masks)) == removed_share(reference)
+    model.set_masks(on_other_device(masks))
+    x = torch.randn(3, 12, 12)
+    small = assert_compact_matches(model, x)
+    assert count_parameters(small) == count_parameters(compact(reference))
+    restored = expand(small, model)
+    assert all(torch.equal(a, b) for a, b in zip(restored.state_dict().values(), model.state_dict().values()))
+    importance = on_other_device(random_importance(model, 5))
+    selected = select_masks(model, importance, on_other_device(masks), 0.9, 0.3, "global")
+    assert selected.keys() == masks.keys() and all(type(m) is torch.Tensor for m in selected.values())
+    assert removed_share(model, selected) > removed_share(model, masks)
+
+
+def test_expand_is_the_inverse_of_compact():
+    model = make_model(seed=2)
+    masks = random_masks(model, torch.Generator().manual_seed(2))
+    apply_masks(model, masks)
+    small = compact(model)
+    restored = expand(small, model)
+    assert all(torch.equal(a, b) for a, b in zip(restored.state_dict().values(), model.state_dict().values()))
+    with torch.no_grad():
+        for p in small.parameters():
+            p.normal_(0.0, 0.3)
+    restored = expand(small, model)
+    assert all(torch.equal(a, b) for a, b in zip(compact(restored).state_dict().values(), small.state_dict().values()))
+    x = torch.randn(3, 12, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(restored.eval()(x), small.eval()(x), atol=1e-5, rtol=1e-5)
+    other = compact(make_model(seed=2))
+    with pytest.raises(ValueError, match="compact twin"):
+        expand(other, model)
+
+
+@pytest.fixture(scope="module")
+def synthetic_data(synthetic_files):
+    return jobs.load_data(str(synthetic_files.values), str(synthetic_files.fill_report), synthetic_files.data_spec())
+
+
+def test_compact_fine_tuning_equals_fine_tuning_under_the_mask(synthetic_files, synthetic_data, tmp_path,
+                                                               single_thread):
+    """With dropout 0 and the same seed, training the compact model and expanding it gives the weights that
+    training the masked full-width model gives (RMSprop: removed weights get zero gradients and stay put)."""
+    cheb = jobs.load_cheb(str(synthetic_files.adjacency), 3)
+    torch.manual_seed(0)
+    model = STGCN(Architecture(synthetic_files.n_nodes, SMALL, dropout=0.0), cheb)
+    apply_masks(model, random_masks(model, torch.Generator().manual_seed(6)))
+    settings = TrainSettings(epochs=2, batch_size=50, learning_rate=3e-3, lr_step_epochs=1, seed=0,
+                             eval_batch_size=200)
+    masked, masked_history = train(copy.deepcopy(model), synthetic_data, TaskLoss(), settings, tmp_path / "m.pt",
+                                   device=torch.device("cpu"))
+    small, small_history = train(compact(model), synthetic_data, TaskLoss(), settings, tmp_path / "c.pt",
+                                 device=torch.device("cpu"))
+    assert count_parameters(small) < count_parameters(model) / 2
+    assert not torch.equal(small.output.fc_bias, model.output.fc_bias)  # it did train
+    removed = {name: ~mask for name, mask in current_masks(model).items()}
+    assert all(layer.conv.weight[removed[name].repeat(2) if layer.act == "glu" else removed[name]].abs().max() == 0
+               for name, layer in masked.prunable_layers().items() if not name.endswith("graph"))
+    for (name, a), b in zip(expand(small, model).state_dict().items(), masked.state_dict().values()):
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4, msg=name)
+    torch.testing.assert_close(small_history["val_mae"], masked_history["val_mae"], atol=1e-4, rtol=1e-4)
+
+
+def prune_spec(synthetic_files, epochs: int, ranking: str = "per_layer") -> dict:
+    task = {"name": "task", "params": {}, "correlation_kernel": "cdist"}
+    return {"dataset": "synthetic", "role": "pruned_taylor_base_50", "method": "taylor", "base": "base",
+            "ratio": 50, "data": synthetic_files.data_spec(),
+            "train": {"epochs": epochs, "batch_size": 50, "learning_rate": 1e-3, "lr_decay": 0.7,
+                      "lr_step_epochs": 5, "optimizer": "rmsprop", "seed": 0, "horizons": [3, 6, 9],
+                      "eval_batch_size": 200},
+            "loss": task, "finetune_loss": task, "pruning_minibatch": 1, "step_fraction": 0.25,
+            "ranking": ranking, "device": "cpu"}
+
+
+def all_tensors(blob) -> list[torch.Tensor]:
+    return [t for t in tree_flatten(blob)[0] if isinstance(t, torch.Tensor)]
+
+
+ON_CUDA = pytest.param("cuda", "global", marks=[pytest.mark.cuda, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU")])
+
+
+@pytest.mark.parametrize("device, ranking", [("cpu", "per_layer"), ("cpu", "global"), ON_CUDA])
+def test_prune_run_writes_cpu_models_and_resumes_the_compact_fine_tuning(synthetic_files, tmp_path, caplog,
+                                                                         single_thread, device, ranking):
+    cheb = jobs.load_cheb(str(synthetic_files.adjacency), 3)
+    torch.manual_seed(0)
+    save_model(STGCN(Architecture(synthetic_files.n_nodes, SMALL), cheb), tmp_path / "base.pt")
+    out = {key: str(tmp_path / name) for key, name in [("model", "model.pt"), ("masked", "masked_model.pt"),
+                                                       ("steps", "steps.parquet"), ("history", "history.parquet"),
+                                                       ("info", "info.json")]}
+
+    def run(epochs, ranking=ranking):
+        return jobs.prune_run(prune_spec(synthetic_files, epochs, ranking) | {"device": device},
+                              str(synthetic_files.values),
+                              str(synthetic_files.fill_report), str(tmp_path / "base.pt"), None, out,
+                              str(tmp_path / "checkpoint.pt"))
+
+    run(1)
+    for name in ("model.pt", "masked_model.pt"):  # stored on the CPU, whatever the device
+        assert all(t.device.type == "cpu" for t in all_tensors(torch.load(tmp_path / name, weights_only=False)))
+    dense, extra = load_model(out["model"], map_location="cpu")
+    masked, _ = load_model(out["masked"], map_location="cpu")
+    assert extra["kept_pct"] <= 50.0 + 1e-9 and count_parameters(dense) == masked_parameter_count(masked)
+    assert dense.arch.kept == {k: tuple(v) for k, v in extra["kept_channels"].items()}
+    x = torch.randn(4, 12, synthetic_files.n_nodes)
+    with torch.no_grad():
+        torch.testing.assert_close(masked.eval()(x), dense.eval()(x), atol=1e-5, rtol=1e-5)
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert {k: v.shape for k, v in checkpoint["model"].items()} == {k: v.shape for k, v in dense.state_dict().items()}
+    with caplog.at_level(logging.INFO):
+        run(2)
+    assert "after epoch 1" in caplog.text
+    assert pd.read_parquet(out["history"])["epoch"].tolist() == [1, 2]
+    caplog.clear()
+    with caplog.at_level(logging.INFO):  # another ranking is another run: its checkpoint does not resume
+        run(2, ranking="per_layer" if ranking == "global" else "global")
+    assert "ignoring checkpoint" in caplog.text and "resuming" not in caplog.text
+
+
+def test_pruning_switches_reach_the_run_spec():
+    config = merged_config("config/demo.yaml")
+    cfg.validate(config)
+    assert (config["pruning"]["ranking"], config["pruning"]["finetune_loss"]) == ("per_layer", "stcd")  # today's
+    algorithm1 = cfg.prune_run(config, "demo", "kd_taylor", "teacher", 97, 0)
+    baseline = cfg.prune_run(config, "demo", "taylor", "pruning_base", 50, 0)
+    assert algorithm1["ranking"] == baseline["ranking"] == "per_layer"
+    assert algorithm1["finetune_loss"] == algorithm1["loss"] and algorithm1["loss"]["name"] == "stcd"
+    assert baseline["finetune_loss"]["name"] == baseline["loss"]["name"] == "task"
+    config["pruning"] |= {"ranking": "global", "finetune_loss": "task"}
+    cfg.validate(config)
+    algorithm1 = cfg.prune_run(config, "demo", "kd_taylor", "teacher", 97, 0)
+    assert algorithm1["ranking"] == "global" and algorithm1["loss"]["name"] == "stcd"
+    assert algorithm1["finetune_loss"]["name"] == "task"
+    for key, value in [("ranking", "random"), ("finetune_loss", "ord")]:
+        bad = copy.deepcopy(config)
+        bad["pruning"][key] = value
+        with pytest.raises(cfg.ConfigError, match=f"pruning.{key}: '{value}' is not one of"):
+            cfg.validate(bad)

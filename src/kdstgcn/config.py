@@ -200,15 +200,21 @@ def pruned_name(method: str, base: str, ratio: int) -> str:
 
 
 def prune_run(config: dict, dataset: str, method: str, base: str, ratio: int, seed: int) -> dict:
-    """Specification of one pruning run: base model, importance loss, budget and fine-tuning (Table 9)."""
+    """Specification of one pruning run: base model, importance loss, ranking, budget and fine-tuning (Table 9).
+
+    `loss` gives the importance; `finetune_loss` the fine-tuning after pruning: L_STCD or the task loss for
+    Algorithm 1 (`pruning.finetune_loss`), always the task loss for the baseline."""
     pr = config["pruning"]
     paper = config["datasets"][dataset]["paper_name"]
     hyper = dict(pr["hyperparameters"][paper][str(ratio)])
+    task = loss_spec(config, "task", {})
     loss = (loss_spec(config, "stcd", {k: hyper[k] for k in ("alpha1", "alpha2", "alpha3")})
-            if method == "kd_taylor" else loss_spec(config, "task", {}))
+            if method == "kd_taylor" else task)
+    finetune_loss = loss if pr["finetune_loss"] == "stcd" else task
     interval = pr["pruning_minibatch"] * (pr["baseline_interval_factor"] if method == "taylor" else 1)
     train = train_settings(config, seed, batch_size=hyper["batch_size"], learning_rate=hyper["learning_rate"],
                            epochs=pr["finetune_epochs"])
     return {"dataset": dataset, "role": pruned_name(method, base, ratio), "method": method, "base": base,
             "ratio": int(ratio), "data": data_spec(config, dataset), "train": train, "loss": loss,
-            "pruning_minibatch": interval, "step_fraction": pr["step_fraction"], "device": config["device"]}
+            "finetune_loss": finetune_loss, "pruning_minibatch": interval, "step_fraction": pr["step_fraction"],
+            "ranking": pr["ranking"], "device": config["device"]}

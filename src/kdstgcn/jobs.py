@@ -128,14 +128,29 @@ def training_batches(data: PreparedData, batch_size: int, seed: int):
             yield x[idx], y[idx]
 
 
+PRUNE_RESUME_KEYS = ("dataset", "role", "data", "loss", "finetune_loss", "ratio", "ranking", "step_fraction",
+                     "pruning_minibatch")
+
+
 def prune_run(run: dict, values: str, fill_report: str, base_path: str, teacher_path: str | None, out: dict,
               checkpoint: str) -> STGCN:
-    """Prune a trained model (Algorithm 1 or the baseline), fine-tune under the mask and compact it.
+    """Prune a trained model (Algorithm 1 or the baseline), compact it and fine-tune the compact model.
 
-    Writes the compact model (`out["model"]`, what evaluation and timing use), the masked model, the kept
-    channels, the pruning steps, the fine-tuning history and a summary with the kept parameter share.
+    Fine-tuning the compact model is fine-tuning under the mask, at the compact model's cost: the same weights
+    to float rounding (tested with dropout 0 and the same seed). Under the mask every weight that feeds only
+    removed channels gets a zero gradient (the channel's output is multiplied by 0), so RMSprop and Adam leave it
+    where it is with a zero state: the removed filters' own weights stay zero, their coupled input weights and
+    LayerNorm entries keep their values and never matter. The masked LayerNorm takes its statistics over the kept
+    channels, as the compact one does, so the kept weights get the same gradients, and `train` starts the same
+    fresh optimiser for both. Only dropout differs: it draws over the full width under the mask, over the kept
+    channels here, so with dropout > 0 the two are different draws of the same procedure.
+
+    Writes the compact model (`out["model"]`, what evaluation and timing use), the masked model (the fine-tuned
+    compact model expanded back to full width), the pruning steps, the fine-tuning history and a summary with the
+    kept parameter share and channels. All on the CPU, whatever `run["device"]`. The checkpoint holds the compact
+    model; its architecture (kept channels) is part of what it must match to be resumed.
     """
-    from .prune import compact, prune
+    from .prune import compact, expand, prune
 
     data = load_data(values, fill_report, run["data"])
     device = pick_device(run["device"])
@@ -153,22 +168,28 @@ def prune_run(run: dict, values: str, fill_report: str, base_path: str, teacher_
         return loss_step(m, teacher, loss, x.to(device), y.to(device))
 
     steps: list[dict] = []
-    log.info("%s: pruning %s (%d parameters) by %d %% with %s, a step every %d minibatches", run["role"],
-             run["base"], base_parameters, run["ratio"], run["loss"]["name"], run["pruning_minibatch"])
-    masks = prune(model, training_batches(data, settings.batch_size, settings.seed), loss_fn, optimizer,
-                  run["ratio"] / 100.0, run["pruning_minibatch"], run["step_fraction"], log=log.info, history=steps)
-    identity = resume_identity(run, ("dataset", "role", "data", "loss", "ratio"), teacher, base=base_digest)
-    model, history = train(model, data, loss, settings, checkpoint, teacher, device, run_config=identity)
-    model.set_masks(masks)
-    dense = compact(model.eval())
+    log.info("%s: pruning %s (%d parameters) by %d %% with %s, %s ranking, a step every %d minibatches",
+             run["role"], run["base"], base_parameters, run["ratio"], run["loss"]["name"], run["ranking"],
+             run["pruning_minibatch"])
+    prune(model, training_batches(data, settings.batch_size, settings.seed), loss_fn, optimizer,
+          run["ratio"] / 100.0, run["pruning_minibatch"], run["step_fraction"], run["ranking"], log=log.info,
+          history=steps)
+    model.eval()
+    finetune_loss = loss if run["finetune_loss"] == run["loss"] else build_loss(**run["finetune_loss"])
+    log.info("fine-tuning the compact model with %s", run["finetune_loss"]["name"])
+    identity = resume_identity(run, PRUNE_RESUME_KEYS, teacher, base=base_digest)
+    dense, history = train(compact(model), data, finetune_loss, settings, checkpoint, teacher, device,
+                           run_config=identity)
+    dense = dense.cpu().eval()
+    masked = expand(dense, model).cpu()
     kept = dense.arch.kept
-    extra = {**run_summary(run, history, loss, dense), "base_parameters": base_parameters,
+    extra = {**run_summary(run, history, finetune_loss, dense), "base_parameters": base_parameters,
              "kept_pct": 100.0 * count_parameters(dense) / base_parameters, "pruning_steps": len(steps),
              "kept_channels": {k: list(v) for k, v in kept.items()}}
     write_table(pd.DataFrame(steps), out["steps"])
     write_table(history, out["history"])
     write_json(extra, out["info"])
-    save_model(model, out["masked"], extra)
+    save_model(masked, out["masked"], extra)
     save_model(dense, out["model"], extra)
     log.info("compact model: %d of %d parameters kept (%.2f %%), widths %s", extra["parameters"],
              base_parameters, extra["kept_pct"], {k: len(v) for k, v in kept.items()})

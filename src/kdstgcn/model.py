@@ -99,15 +99,19 @@ def make_residual(in_ids, out_ids, original_in: int, original_out: int) -> nn.Mo
 
 
 class MaskedLayer(nn.Module):
-    """A layer whose output channels can be switched off by a 0/1 mask (None = all kept, no cost)."""
+    """A layer whose output channels can be switched off by a 0/1 mask (None = all kept, no cost).
+
+    The mask is a buffer outside the state dict: it lives on the layer's device, whatever device it is given on,
+    and `.to()` moves it with the weights."""
 
     def __init__(self, width: int):
         super().__init__()
         self.width = width
-        self.mask: torch.Tensor | None = None
+        self.register_buffer("mask", None, persistent=False)
 
     def set_mask(self, mask: torch.Tensor | None) -> None:
-        self.mask = None if mask is None else mask.float().reshape(1, -1, 1, 1)
+        device = next(self.parameters()).device
+        self.mask = None if mask is None else mask.to(device).float().reshape(1, -1, 1, 1)
 
     def apply_mask(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.mask is None else x * self.mask.to(x.device)
@@ -290,7 +294,7 @@ def save_model(model: STGCN, path, extra: dict | None = None) -> None:
     """Save a model whole: architecture, graph and weights (masks included), loadable without other files."""
     from .io import save_torch
 
-    masks = {name: layer.mask.flatten().bool() for name, layer in model.prunable_layers().items()
+    masks = {name: layer.mask.flatten().bool().cpu() for name, layer in model.prunable_layers().items()
              if layer.mask is not None}
     save_torch({"arch": model.arch.to_dict(), "cheb": model.cheb, "state_dict": model.state_dict(),
                 "masks": masks, "extra": extra or {}}, path)
