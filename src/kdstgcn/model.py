@@ -7,11 +7,13 @@ masked model and its compact (channel-dropped) twin compute the same outputs.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.flop_counter import register_flop_formula
 
 LAYER_KINDS = ("temporal1", "graph", "temporal2")
 LN_EPS = 1e-6
@@ -135,6 +137,103 @@ class TemporalConv(MaskedLayer):
         return self.apply_mask(out)
 
 
+# Largest share of non-zero entries at which a Chebyshev term T_k is multiplied as a sparse (CSR) matrix,
+# per device type; denser terms use a dense matrix product. Measured with `bench/throughput.py` (its graph
+# product table times both products per term and over a density sweep): on CPU the sparse product was
+# faster up to about this density. CUDA: not yet measured on a GPU, so every term stays dense there.
+SPARSE_MAX_DENSITY = {"cpu": 0.15, "cuda": 0.0}
+
+
+@torch.library.custom_op("kdstgcn::csr_matmul", mutates_args=())
+def csr_matmul(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """S x for a sparse N x N matrix S given by its CSR arrays and a dense x [N, M]."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
+        s = torch.sparse_csr_tensor(crow, col, values, (crow.numel() - 1, x.shape[0]), check_invariants=False)
+    return torch.sparse.mm(s, x)
+
+
+@csr_matmul.register_fake
+def _csr_matmul_shape(crow, col, values, x):
+    return x.new_empty(crow.shape[0] - 1, x.shape[1])
+
+
+@register_flop_formula(torch.ops.kdstgcn.csr_matmul)
+def _csr_matmul_flops(crow_shape, col_shape, values_shape, x_shape, *args, **kwargs) -> int:
+    """2 FLOPs per stored non-zero and column of x: what the sparse product computes."""
+    return 2 * values_shape[0] * x_shape[1]
+
+
+def _csr_matmul_context(ctx, inputs, output):
+    ctx.n_cols = inputs[3].shape[0]
+    ctx.save_for_backward(*inputs[:3])
+
+
+def _csr_matmul_backward(ctx, grad):
+    crow, col, values = ctx.saved_tensors
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
+        matrix = torch.sparse_csr_tensor(crow, col, values, (crow.numel() - 1, ctx.n_cols), check_invariants=False)
+        transposed = matrix.t().to_sparse_csr()
+    return None, None, None, csr_matmul(transposed.crow_indices(), transposed.col_indices(),
+                                        transposed.values(), grad)
+
+
+csr_matmul.register_autograd(_csr_matmul_backward, setup_context=_csr_matmul_context)
+
+
+class ChebyshevTerms(nn.Module):
+    """The graph products T_k x of a Chebyshev stack [ks, N, N], each term multiplied the cheapest way:
+    no product for the identity (T_0), a sparse CSR product where the term's share of non-zeros is at most
+    `SPARSE_MAX_DENSITY` of the device type, a dense one otherwise (the choice is made per call, so a model
+    moved between devices follows that device's threshold).
+
+    Built once from the stack given to `STGCN` (its buffers are not saved: `STGCN.cheb` is).
+    """
+
+    def __init__(self, cheb: torch.Tensor):
+        super().__init__()
+        cheb = cheb.float()
+        n = cheb.shape[-1]
+        self.meta_follows = "cpu"  # on the meta device (shape-only FLOP counting): the products of this device type
+        self.register_buffer("dense", cheb.clone(), persistent=False)
+        if cheb.is_meta:  # no values to look at (a shape-only model, e.g. for counting parameters): all dense
+            self.identity, self.density = [False] * cheb.shape[0], [1.0] * cheb.shape[0]
+            return
+        self.identity, self.density = [], []
+        for k, term in enumerate(cheb):
+            with warnings.catch_warnings():  # "sparse CSR support is in beta": the products used here are tested
+                warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
+                sparse = term.to_sparse_csr()
+            self.identity.append(bool(torch.equal(term, torch.eye(n, device=term.device))))
+            self.density.append(sparse.values().numel() / float(n * n))
+            self.register_buffer(f"crow{k}", sparse.crow_indices(), persistent=False)
+            self.register_buffer(f"col{k}", sparse.col_indices(), persistent=False)
+            self.register_buffer(f"values{k}", sparse.values(), persistent=False)
+
+    def modes(self, device_type: str) -> list[str]:
+        """How each term is multiplied on this device type: identity, sparse or dense."""
+        limit = SPARSE_MAX_DENSITY.get(device_type, 0.0)
+        return ["identity" if eye else "sparse" if density <= limit else "dense"
+                for eye, density in zip(self.identity, self.density)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, C, T, N] -> T_k x for every k, node-major: [ks, N, B, C, T]."""
+        b, c, t, n = x.shape
+        nodes_first = x.permute(3, 0, 1, 2).reshape(n, b * c * t)
+        terms = []
+        device_type = self.meta_follows if x.device.type == "meta" else x.device.type
+        for k, mode in enumerate(self.modes(device_type)):
+            if mode == "identity":
+                terms.append(nodes_first)
+            elif mode == "sparse":
+                terms.append(csr_matmul(getattr(self, f"crow{k}"), getattr(self, f"col{k}"),
+                                        getattr(self, f"values{k}"), nodes_first))
+            else:
+                terms.append(self.dense[k] @ nodes_first)
+        return torch.stack(terms).view(len(terms), n, b, c, t)
+
+
 class ChebGraphConv(MaskedLayer):
     """Chebyshev graph conv with ks terms, identity residual and ReLU (Yu et al., Eq. 3)."""
 
@@ -145,9 +244,8 @@ class ChebGraphConv(MaskedLayer):
         nn.init.xavier_uniform_(self.theta.view(ks * len(in_ids), len(out_ids)))
         self.residual = make_residual(in_ids, out_ids, original_width, original_width)
 
-    def forward(self, x: torch.Tensor, cheb: torch.Tensor) -> torch.Tensor:
-        xk = torch.einsum("kmn,bctn->bkctm", cheb, x)
-        h = torch.einsum("bkctm,kco->botm", xk, self.theta) + self.bias.view(1, -1, 1, 1)
+    def forward(self, x: torch.Tensor, cheb_terms: ChebyshevTerms) -> torch.Tensor:
+        h = torch.einsum("knbct,kco->botn", cheb_terms(x), self.theta) + self.bias.view(1, -1, 1, 1)
         return self.apply_mask(torch.relu(h + self.residual(x)))
 
 
@@ -188,14 +286,33 @@ class STConvBlock(nn.Module):
         self.norm = NodeChannelNorm(arch.n_nodes, len(t2_ids))
         self.dropout = nn.Dropout(arch.dropout)
 
-    def forward(self, x, cheb, features: dict | None):
+    def forward(self, x, cheb_terms: ChebyshevTerms, features: dict | None = None, stream: dict | None = None):
+        """[B, C, T, N] -> [B, C', T - 2(kt-1), N]; with `stream`, also keep there what `step` continues from."""
         t1 = self.temporal1(x)
-        g = self.graph(t1, cheb)
+        g = self.graph(t1, cheb_terms)
         t2 = self.temporal2(g)
         if features is not None:
             features["temporal"] += [t1, t2]
             features["spatial"].append(g)
+        if stream is not None:
+            stream["input"] = _last_positions(x, self.temporal1.kt - 1)
+            stream["graph"] = _last_positions(g, self.temporal2.kt - 1)
         return self.dropout(self.norm(t2, self.temporal2.mask))
+
+    def step(self, x_new: torch.Tensor, cheb_terms: ChebyshevTerms, stream: dict) -> torch.Tensor:
+        """The block's output at the newest position [B, C', 1, N] once the input window moved on by x_new
+        [B, C, 1, N]: only the newest position of each layer is computed, the older ones are in `stream`."""
+        window = torch.cat([stream["input"], x_new], dim=2)
+        stream["input"] = window[:, :, 1:]
+        g = self.graph(self.temporal1(window), cheb_terms)
+        window = torch.cat([stream["graph"], g], dim=2)
+        stream["graph"] = window[:, :, 1:]
+        return self.dropout(self.norm(self.temporal2(window), self.temporal2.mask))
+
+
+def _last_positions(x: torch.Tensor, count: int) -> torch.Tensor:
+    """The last `count` time positions of x [B, C, T, N] (none for count 0)."""
+    return x[:, :, x.shape[2] - count:]
 
 
 class OutputLayer(nn.Module):
@@ -230,6 +347,7 @@ class STGCN(nn.Module):
                              f"({arch.ks}, {arch.n_nodes}, {arch.n_nodes})")
         self.arch = arch
         self.register_buffer("cheb", cheb.float())
+        self.cheb_terms = ChebyshevTerms(self.cheb)
         in_ids, original_in = (0,), 1
         blocks = []
         for b in range(len(arch.blocks)):
@@ -253,12 +371,35 @@ class STGCN(nn.Module):
         h = x.unsqueeze(1)
         features = {"temporal": [], "spatial": []} if return_features else None
         for block in self.blocks:
-            h = block(h, self.cheb, features)
+            h = block(h, self.cheb_terms, features)
         y = self.output(h)
         if features is None:
             return y
         features["hidden"] = h
         return y, features
+
+    def start_stream(self, x: torch.Tensor) -> tuple[torch.Tensor, list[dict]]:
+        """The forward pass of windows [B, n_his, N] (-> [B, N]), plus the per-layer state `stream_step`
+        continues from: the last kt-1 inputs of each temporal conv and the last n_his - 4(kt-1) - 1 block
+        outputs before the output layer. Inference only (dropout in eval mode)."""
+        h = x.unsqueeze(1)
+        state = []
+        for block in self.blocks:
+            state.append({})
+            h = block(h, self.cheb_terms, stream=state[-1])
+        state.append({"blocks": _last_positions(h, self.arch.time_after_blocks - 1)})
+        return self.output(h), state
+
+    def stream_step(self, newest: torch.Tensor, state: list[dict]) -> torch.Tensor:
+        """The prediction [B, N] for the window moved on by one step, whose newest input is `newest` [B, N]:
+        equal to forward() of the moved window, at the cost of one time position per layer (temporal convs
+        are valid and the layer norm is per time step, so the older positions are unchanged)."""
+        h = newest[:, None, None, :]
+        for block, stream in zip(self.blocks, state):
+            h = block.step(h, self.cheb_terms, stream)
+        window = torch.cat([state[-1]["blocks"], h], dim=2)
+        state[-1]["blocks"] = window[:, :, 1:]
+        return self.output(window)
 
 
 def count_parameters(model: nn.Module) -> int:
