@@ -1,5 +1,6 @@
 """Streaming rollout against the full recompute, and the sparse graph product against the dense one."""
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -130,3 +131,20 @@ def test_flop_count_follows_the_product_that_runs(monkeypatch):
     dense_products = 2 * 2 * N * N * columns  # T_1 and T_2; the identity T_0 costs nothing
     sparse_products = 2 * (nnz[1] + nnz[2]) * columns
     assert counts[False][0] - counts[True][0] == dense_products - sparse_products
+
+
+def test_table1_has_the_full_recompute_time_beside_the_streaming_one():
+    from kdstgcn.report import cost_table
+
+    costs = pd.DataFrame([
+        {"dataset": "d", "model": model_name, "parameters": p, "flops": f, "mean_s": s, "std_s": 0.1 * s,
+         "runs": 3, "batch": 1140, "device_name": "cpu: test", "full_recompute_mean_s": full,
+         "full_recompute_std_s": 0.1 * full}
+        for model_name, p, f, s, full in (("teacher", 1000, 1e9, 2.0, 8.0), ("student_task", 10, 1e7, 0.1, 0.5))])
+    config = {"datasets": {"d": {"paper_name": "PeMSD7", "description": "test data"}}}
+    table = cost_table(costs, config)
+    time_rows = table[table["metric"] == "test_time_s"].set_index("model")
+    assert time_rows.loc["student_task", "ours"] == 0.1
+    assert time_rows.loc["student_task", "full_recompute_s"] == 0.5
+    assert time_rows.loc["student_task", "full_recompute_ratio_to_teacher"] == pytest.approx(0.5 / 8.0)
+    assert table[table["metric"] != "test_time_s"]["full_recompute_s"].isna().all()
