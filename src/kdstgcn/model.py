@@ -126,22 +126,31 @@ class TemporalConv(MaskedLayer):
         self.residual = None if act == "sigmoid" else make_residual(in_ids, out_ids, original_in, original_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv(x)
+        h = self.conv(x) if x.shape[2] != self.kt else self._one_position(x)
         if self.act == "sigmoid":
             return self.apply_mask(torch.sigmoid(h))
-        res = self.residual(x)[:, :, self.kt - 1:, :]
+        res = self.residual(x[:, :, self.kt - 1:])
         if self.act == "glu":
             out = (h[:, : self.width] + res) * torch.sigmoid(h[:, self.width:])
         else:
             out = torch.relu(h + res)
         return self.apply_mask(out)
 
+    def _one_position(self, x: torch.Tensor) -> torch.Tensor:
+        """The conv of a window of exactly kt positions [B, C, kt, N] -> [B, C', 1, N], as one batched matrix
+        product over (channel, position): the same sums as the conv, several times faster than conv2d when
+        it yields a single position (the output layer, and every layer in a streaming step)."""
+        b, c, kt, n = x.shape
+        weight = self.conv.weight.reshape(self.conv.out_channels, c * kt)
+        h = torch.baddbmm(self.conv.bias.view(1, -1, 1), weight.expand(b, -1, -1), x.reshape(b, c * kt, n))
+        return h.unsqueeze(2)
+
 
 # Largest share of non-zero entries at which a Chebyshev term T_k is multiplied as a sparse (CSR) matrix,
 # per device type; denser terms use a dense matrix product. Measured with `bench/throughput.py` (its graph
 # product table times both products per term and over a density sweep): on CPU the sparse product was
 # faster up to about this density. CUDA: not yet measured on a GPU, so every term stays dense there.
-SPARSE_MAX_DENSITY = {"cpu": 0.15, "cuda": 0.0}
+SPARSE_MAX_DENSITY = {"cpu": 0.1, "cuda": 0.0}
 
 
 @torch.library.custom_op("kdstgcn::csr_matmul", mutates_args=())
