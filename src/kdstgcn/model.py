@@ -226,21 +226,27 @@ class ChebyshevTerms(nn.Module):
         return ["identity" if eye else "sparse" if density <= limit else "dense"
                 for eye, density in zip(self.identity, self.density)]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x [B, C, T, N] -> T_k x for every k, node-major: [ks, N, B, C, T]."""
-        b, c, t, n = x.shape
-        nodes_first = x.permute(3, 0, 1, 2).reshape(n, b * c * t)
-        terms = []
-        device_type = self.meta_follows if x.device.type == "meta" else x.device.type
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """sum_k T_k z_k over the node axis: z [B, ks, R, N] -> [B, R, N] (R: any rows, e.g. channels x time)."""
+        b, ks, r, n = z.shape
+        device_type = self.meta_follows if z.device.type == "meta" else z.device.type
+        out = None
         for k, mode in enumerate(self.modes(device_type)):
+            zk = z[:, k]
             if mode == "identity":
-                terms.append(nodes_first)
-            elif mode == "sparse":
-                terms.append(csr_matmul(getattr(self, f"crow{k}"), getattr(self, f"col{k}"),
-                                        getattr(self, f"values{k}"), nodes_first))
-            else:
-                terms.append(self.dense[k] @ nodes_first)
-        return torch.stack(terms).view(len(terms), n, b, c, t)
+                term = zk
+            elif mode == "sparse":  # node-major for the CSR product: [N, B * R]
+                nodes_first = zk.permute(2, 0, 1).reshape(n, b * r)
+                term = csr_matmul(getattr(self, f"crow{k}"), getattr(self, f"col{k}"), getattr(self, f"values{k}"),
+                                  nodes_first).view(n, b, r).permute(1, 2, 0)
+            else:  # [B, R, N] @ T_k^T, batched over B with the matrix shared (no copy of z)
+                if out is None:
+                    out = torch.bmm(zk, self.dense[k].t().expand(b, n, n))
+                else:
+                    out = out.baddbmm(zk, self.dense[k].t().expand(b, n, n))
+                continue
+            out = term.contiguous() if out is None else out + term
+        return out
 
 
 class ChebGraphConv(MaskedLayer):
@@ -254,7 +260,13 @@ class ChebGraphConv(MaskedLayer):
         self.residual = make_residual(in_ids, out_ids, original_width, original_width)
 
     def forward(self, x: torch.Tensor, cheb_terms: ChebyshevTerms) -> torch.Tensor:
-        h = torch.einsum("knbct,kco->botn", cheb_terms(x), self.theta) + self.bias.view(1, -1, 1, 1)
+        """sum_k T_k x theta_k: the channel mixing first (theta_k^T x for all k in one batched product on the
+        [B, C, T, N] layout as it is), then the graph products over the node axis."""
+        b, c, t, n = x.shape
+        ks, _, o = self.theta.shape
+        mixing = self.theta.permute(0, 2, 1).reshape(ks * o, c).expand(b, ks * o, c)
+        z = torch.bmm(mixing, x.reshape(b, c, t * n)).view(b, ks, o * t, n)
+        h = cheb_terms(z).view(b, o, t, n) + self.bias.view(1, -1, 1, 1)
         return self.apply_mask(torch.relu(h + self.residual(x)))
 
 
@@ -267,16 +279,17 @@ class NodeChannelNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(n_nodes, width))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        h = x.permute(0, 2, 3, 1)  # [B, T, N, C]
+        h = x.transpose(1, 2)  # [B, T, C, N]: no copy when T = 1 (the streaming step)
+        weight, bias = self.weight.t(), self.bias.t()
         if mask is None:
-            out = F.layer_norm(h, h.shape[-2:], self.weight, self.bias, LN_EPS)
+            out = F.layer_norm(h, h.shape[-2:], weight, bias, LN_EPS)
         else:
-            m = mask.reshape(1, 1, 1, -1).to(h.device)
-            count = m.sum() * h.shape[2]
+            m = mask.reshape(1, 1, -1, 1).to(h.device)
+            count = m.sum() * h.shape[3]
             mean = (h * m).sum(dim=(2, 3), keepdim=True) / count
             var = (((h - mean) * m) ** 2).sum(dim=(2, 3), keepdim=True) / count
-            out = ((h - mean) / torch.sqrt(var + LN_EPS) * self.weight + self.bias) * m
-        return out.permute(0, 3, 1, 2)
+            out = ((h - mean) / torch.sqrt(var + LN_EPS) * weight + bias) * m
+        return out.transpose(1, 2)
 
 
 class STConvBlock(nn.Module):
