@@ -148,3 +148,18 @@ def test_table1_has_the_full_recompute_time_beside_the_streaming_one():
     assert time_rows.loc["student_task", "full_recompute_s"] == 0.5
     assert time_rows.loc["student_task", "full_recompute_ratio_to_teacher"] == pytest.approx(0.5 / 8.0)
     assert table[table["metric"] != "test_time_s"]["full_recompute_s"].isna().all()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("sparse", [False, True])
+def test_streaming_equals_full_recompute_on_cuda_and_matches_the_cpu(monkeypatch, sparse):
+    monkeypatch.setitem(model_module.SPARSE_MAX_DENSITY, "cuda", 1.0 if sparse else 0.0)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # compare the algorithms in full float32
+    m = build(dropout=0.1)
+    inputs = torch.randn(9, 12, N)
+    on_cpu = rollout(m, inputs, 9, mode="full")
+    m.cuda()
+    on_gpu = assert_rollouts_equal(m, inputs)
+    assert on_gpu.device.type == "cpu"  # predictions come back to the host
+    torch.testing.assert_close(on_gpu, on_cpu, rtol=1e-4, atol=1e-4)
