@@ -233,19 +233,15 @@ class ChebyshevTerms(nn.Module):
         out = None
         for k, mode in enumerate(self.modes(device_type)):
             zk = z[:, k]
-            if mode == "identity":
-                term = zk
-            elif mode == "sparse":  # node-major for the CSR product: [N, B * R]
-                nodes_first = zk.permute(2, 0, 1).reshape(n, b * r)
-                term = csr_matmul(getattr(self, f"crow{k}"), getattr(self, f"col{k}"), getattr(self, f"values{k}"),
-                                  nodes_first).view(n, b, r).permute(1, 2, 0)
-            else:  # [B, R, N] @ T_k^T, batched over B with the matrix shared (no copy of z)
-                if out is None:
-                    out = torch.bmm(zk, self.dense[k].t().expand(b, n, n))
-                else:
-                    out = out.baddbmm(zk, self.dense[k].t().expand(b, n, n))
+            if mode == "dense":  # [B, R, N] @ T_k^T, batched over B with the matrix shared (no copy of z)
+                matrix = self.dense[k].t().expand(b, n, n)
+                out = torch.bmm(zk, matrix) if out is None else out.baddbmm(zk, matrix)
                 continue
-            out = term.contiguous() if out is None else out + term
+            if mode == "sparse":  # node-major for the CSR product: [N, B * R]
+                nodes_first = zk.permute(2, 0, 1).reshape(n, b * r)
+                zk = csr_matmul(getattr(self, f"crow{k}"), getattr(self, f"col{k}"), getattr(self, f"values{k}"),
+                                nodes_first).view(n, b, r).permute(1, 2, 0)
+            out = zk.contiguous() if out is None else out + zk
         return out
 
 
