@@ -150,7 +150,7 @@ class TemporalConv(MaskedLayer):
 # per device type; denser terms use a dense matrix product. Measured with `bench/throughput.py` (its graph
 # product table times both products per term and over a density sweep): on CPU the sparse product was
 # faster up to about this density. CUDA: not yet measured on a GPU, so every term stays dense there.
-SPARSE_MAX_DENSITY = {"cpu": 0.1, "cuda": 0.0}
+SPARSE_MAX_DENSITY = {"cpu": 0.08, "cuda": 0.0}
 
 
 @torch.library.custom_op("kdstgcn::csr_matmul", mutates_args=())
