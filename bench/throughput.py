@@ -1,109 +1,219 @@
-"""Training and inference throughput of the teacher and the student STGCN on CPU, plus parameters and FLOPs.
+"""Training and inference throughput of the teacher and the student STGCN, plus parameters, FLOPs and the
+graph product (sparse against dense) on the real networks.
 
-    python bench/throughput.py                  # N=228, train batch 50, rollout batch 1140 (~2-3 min)
-    python bench/throughput.py --quick          # smoke test: 5 steps, rollout of 285 windows (~1 min)
+    python bench/throughput.py --threads 2           # N=228 on CPU (~2-4 min on an idle machine)
+    python bench/throughput.py --device cuda         # on a GPU, timed with torch.cuda.synchronize
+    python bench/throughput.py --quick               # smoke test: 5 steps, rollout of 285 windows
 
-Training: windows/s of full optimisation steps (forward, task loss, backward, RMSprop step) at batch 50.
-Inference: windows/s of the full 9-step rollout (kdstgcn.evaluate.rollout) of one batch of 1140 windows.
+Training: windows/s of full optimisation steps (forward, task loss, backward, RMSprop step) at batch 50, and
+the epoch of 13,400 windows they imply (`--epoch` also times one real epoch of that many windows).
+Inference: the 9-step rollout (kdstgcn.evaluate.rollout) of one batch of 1140 windows, full recompute (what
+the paper timed) and streaming (what evaluation runs), and streaming with every graph product dense.
 FLOPs: torch FlopCounterMode of one forward pass of the 1140-window batch (kdstgcn.cost.count_flops).
+Graph product: one Chebyshev term times a [N, M] block, dense against sparse (CSR), per term of the real
+PeMSD7(M) and PEMS08 graphs and over a sweep of densities: the data behind kdstgcn.model.SPARSE_MAX_DENSITY.
 All models are measured in one run, interleaved step by step, so machine load hits them alike.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common import SHAPES, graph, load_now, machine
-from kdstgcn.cost import count_flops, test_batch, time_rollout
-from kdstgcn.model import STGCN, Architecture, count_parameters, format_blocks
+from common import REAL_GRAPHS, SHAPES, graph, load_now, machine, real_distances
+from kdstgcn import model as model_module
+from kdstgcn.cost import benchmark_cheb, count_flops, test_batch, time_rollout
+from kdstgcn.model import STGCN, Architecture, ChebyshevTerms, count_parameters, csr_matmul, format_blocks
+
+EPOCH_WINDOWS = 13_400
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@contextlib.contextmanager
+def dense_products(device: torch.device):
+    """Every Chebyshev term multiplied densely while inside (the sparse threshold of the device set to 0)."""
+    before = model_module.SPARSE_MAX_DENSITY.get(device.type, 0.0)
+    model_module.SPARSE_MAX_DENSITY[device.type] = 0.0
+    try:
+        yield
+    finally:
+        model_module.SPARSE_MAX_DENSITY[device.type] = before
+
+
+def seconds(fn, device: torch.device, repeats: int) -> float:
+    """Median wall time of fn() over `repeats` calls after one untimed call, synchronised on a GPU."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        tic = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - tic)
+    return statistics.median(times)
+
+
+def product_times(term: torch.Tensor, columns: int, device: torch.device, repeats: int) -> tuple[float, float]:
+    """Seconds of term @ x for x [N, columns]: dense matmul, and the CSR product the model would use."""
+    term = term.to(device)
+    x = torch.randn(term.shape[0], columns, device=device)
+    sparse = term.to_sparse_csr()
+    crow, col, values = sparse.crow_indices(), sparse.col_indices(), sparse.values()
+    return (seconds(lambda: term @ x, device, repeats),
+            seconds(lambda: csr_matmul(crow, col, values, x), device, repeats))
+
+
+def graph_product_table(device: torch.device, columns: int, repeats: int) -> None:
+    print(f"\ngraph product: one Chebyshev term [N, N] times [N, {columns}] (a 1140-window batch x 32 channels x "
+          f"1 position, one streaming step of the teacher's graph conv), median of {repeats}")
+    print(f"{'graph':28} {'term':>4} {'density':>8} {'dense ms':>9} {'sparse ms':>10} {'sparse/dense':>13} "
+          f"{'model uses':>11}")
+    for name, (n_nodes, _, _) in REAL_GRAPHS.items():
+        cheb = benchmark_cheb(n_nodes, distance_m=real_distances(name))
+        terms = ChebyshevTerms(cheb)
+        for k, mode in enumerate(terms.modes(device.type)):
+            if terms.identity[k]:
+                print(f"{name + f' (N={n_nodes})':28} {'T' + str(k):>4} {terms.density[k]:>8.4f} {'identity: no product':>34}")
+                continue
+            dense_s, sparse_s = product_times(cheb[k], columns, device, repeats)
+            print(f"{name + f' (N={n_nodes})':28} {'T' + str(k):>4} {terms.density[k]:>8.4f} {1e3 * dense_s:>9.2f} "
+                  f"{1e3 * sparse_s:>10.2f} {sparse_s / dense_s:>13.2f} {mode:>11}")
+    rng = np.random.default_rng(0)
+    n = 228
+    crossover = None
+    for density in (0.01, 0.02, 0.04, 0.06, 0.08, 0.10, 0.15, 0.20, 0.30):
+        mask = rng.uniform(size=(n, n)) < density
+        term = torch.tensor(np.where(mask, rng.normal(size=(n, n)), 0.0), dtype=torch.float32)
+        dense_s, sparse_s = product_times(term, columns, device, repeats)
+        if sparse_s < dense_s:
+            crossover = density
+        print(f"{'random (N=228)':28} {'':>4} {density:>8.4f} {1e3 * dense_s:>9.2f} {1e3 * sparse_s:>10.2f} "
+              f"{sparse_s / dense_s:>13.2f} {'':>11}")
+    print(f"sparse faster up to density {crossover} here; kdstgcn.model.SPARSE_MAX_DENSITY[{device.type!r}] = "
+          f"{model_module.SPARSE_MAX_DENSITY.get(device.type, 0.0)}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nodes", type=int, default=228)
     ap.add_argument("--models", default="teacher,student", help="comma list of teacher, base, student")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     ap.add_argument("--train-batch", type=int, default=50)
     ap.add_argument("--train-steps", type=int, default=15, help="timed training steps per model")
+    ap.add_argument("--epoch", action="store_true", help=f"also time one real epoch of {EPOCH_WINDOWS} windows")
     ap.add_argument("--infer-batch", type=int, default=1140)
-    ap.add_argument("--infer-runs", type=int, default=1,
-                    help="timed rollouts per model (the teacher's takes ~1-2 min on 2 cores)")
+    ap.add_argument("--infer-runs", type=int, default=1, help="timed rollouts per model and mode")
     ap.add_argument("--warmup", type=int, default=2, help="untimed training steps per model")
     ap.add_argument("--warmup-batch", type=int, default=50, help="windows of the untimed warm-up rollout")
     ap.add_argument("--steps", type=int, default=9, help="rollout steps")
-    ap.add_argument("--graph", choices=("auto", "pemsd7", "random"), default="auto")
+    ap.add_argument("--graph", choices=("auto", "pemsd7", "pems08", "random"), default="auto")
+    ap.add_argument("--product-repeats", type=int, default=5, help="timed calls per graph product")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--quick", action="store_true", help="small run: 5 train steps, 1 rollout of 285 windows")
     args = ap.parse_args()
     if args.quick:
         args.train_steps, args.infer_runs, args.infer_batch, args.warmup = 5, 1, 285, 1
+    device = torch.device(args.device)
 
     print(machine(args.threads))
+    if device.type == "cuda":
+        print(f"device: {torch.cuda.get_device_name(device)}")
     cheb, source = graph(args.nodes, args.graph)
     print(f"graph: N={args.nodes}, {source}")
     names = [m.strip() for m in args.models.split(",")]
     models = {}
     for name in names:
         torch.manual_seed(0)
-        models[name] = STGCN(Architecture(args.nodes, SHAPES[name]), cheb)
+        models[name] = STGCN(Architecture(args.nodes, SHAPES[name]), cheb).to(device)
+    print(f"graph products on {device.type}: {models[names[0]].cheb_terms.modes(device.type)} "
+          f"(densities {[round(d, 4) for d in models[names[0]].cheb_terms.density]})")
 
     rows = {name: {"blocks": format_blocks(SHAPES[name]), "params": count_parameters(m)}
             for name, m in models.items()}
-    x_infer = test_batch(args.nodes, batch=args.infer_batch)
+    x_infer = test_batch(args.nodes, batch=args.infer_batch).to(device)
     for name, m in models.items():
         rows[name]["flops"] = count_flops(m, x_infer)
 
     # training: interleave the models step by step
     gen = torch.Generator().manual_seed(1)
-    x_train = torch.randn(args.train_batch, 12, args.nodes, generator=gen)
-    y_train = torch.randn(args.train_batch, args.nodes, generator=gen)
+    x_train = torch.randn(args.train_batch, 12, args.nodes, generator=gen).to(device)
+    y_train = torch.randn(args.train_batch, args.nodes, generator=gen).to(device)
     optims = {name: torch.optim.RMSprop(m.parameters(), lr=1e-3) for name, m in models.items()}
+
+    def train_step(name: str) -> None:
+        loss = F.mse_loss(models[name](x_train), y_train)
+        optims[name].zero_grad(set_to_none=True)
+        loss.backward()
+        optims[name].step()
+
     times = {name: [] for name in models}
     for step in range(args.warmup + args.train_steps):
         for name, m in models.items():
             m.train()
+            sync(device)
             tic = time.perf_counter()
-            loss = F.mse_loss(m(x_train), y_train)
-            optims[name].zero_grad(set_to_none=True)
-            loss.backward()
-            optims[name].step()
+            train_step(name)
+            sync(device)
             if step >= args.warmup:
                 times[name].append(time.perf_counter() - tic)
     for name in models:
         rows[name]["train_step_s"] = statistics.median(times[name])
         rows[name]["train_wps"] = args.train_batch / rows[name]["train_step_s"]
+        rows[name]["epoch_s"] = EPOCH_WINDOWS / rows[name]["train_wps"]
+        if args.epoch:
+            sync(device)
+            tic = time.perf_counter()
+            for _ in range(-(-EPOCH_WINDOWS // args.train_batch)):
+                train_step(name)
+            sync(device)
+            rows[name]["epoch_s"] = time.perf_counter() - tic
 
-    # inference: the full rollout of one batch, models alternated run by run
-    for name in models:  # warm-up on a small batch (a 1140-window teacher rollout takes minutes on CPU)
-        time_rollout(models[name], x_infer[:args.warmup_batch], steps=args.steps, runs=1, warmup=0)
-    roll = {name: [] for name in models}
+    # inference: one batch, models and modes alternated run by run
+    variants = {"full": ("full", False), "streaming": ("streaming", False), "streaming_dense": ("streaming", True)}
+    for name in models:  # warm-up on a small batch
+        for mode, dense in variants.values():
+            with dense_products(device) if dense else contextlib.nullcontext():
+                time_rollout(models[name], x_infer[:args.warmup_batch], steps=args.steps, runs=1, warmup=0, mode=mode)
+    roll = {(name, v): [] for name in models for v in variants}
     for _ in range(args.infer_runs):
         for name, m in models.items():
-            roll[name].append(time_rollout(m, x_infer, steps=args.steps, runs=1, warmup=0)["mean_s"])
+            for variant, (mode, dense) in variants.items():
+                with dense_products(device) if dense else contextlib.nullcontext():
+                    roll[name, variant].append(time_rollout(m, x_infer, steps=args.steps, runs=1, warmup=0,
+                                                            mode=mode)["mean_s"])
     for name in models:
-        rows[name]["rollout_s"] = statistics.median(roll[name])
-        rows[name]["infer_wps"] = args.infer_batch / rows[name]["rollout_s"]
+        for variant in variants:
+            rows[name][variant] = statistics.median(roll[name, variant])
 
-    print(f"\ntraining: batch {args.train_batch}, median of {args.train_steps} steps (task loss, RMSprop) | "
-          f"inference: {args.steps}-step rollout of one batch of {args.infer_batch}, median of "
-          f"{args.infer_runs} runs | FLOPs: one forward of the {args.infer_batch}-window batch")
-    head = (f"{'model':8} {'blocks':22} {'params':>9} {'GFLOP/fwd':>10} {'MFLOP/win':>10} "
-            f"{'train ms/step':>14} {'train win/s':>12} {'rollout s':>10} {'infer win/s':>12}")
+    print(f"\ntraining: batch {args.train_batch}, median of {args.train_steps} steps (task loss, RMSprop); epoch = "
+          f"{EPOCH_WINDOWS} windows ({'timed' if args.epoch else 'from the median step'}) | inference: "
+          f"{args.steps}-step rollout of one batch of {args.infer_batch} on {device}, median of {args.infer_runs} "
+          f"runs | FLOPs: one forward of the {args.infer_batch}-window batch")
+    head = (f"{'model':8} {'blocks':22} {'params':>9} {'GFLOP/fwd':>10} {'train ms/step':>14} {'train win/s':>12} "
+            f"{'epoch s':>8} {'full s':>9} {'stream s':>9} {'full/strm':>9} {'strm dense s':>12} "
+            f"{'infer win/s':>12}")
     print(head)
     print("-" * len(head))
     for name, r in rows.items():
         print(f"{name:8} {r['blocks']:22} {r['params']:>9,} {r['flops'] / 1e9:>10.2f} "
-              f"{r['flops'] / args.infer_batch / 1e6:>10.2f} {1e3 * r['train_step_s']:>14.1f} "
-              f"{r['train_wps']:>12.0f} {r['rollout_s']:>10.3f} {r['infer_wps']:>12.0f}")
+              f"{1e3 * r['train_step_s']:>14.1f} {r['train_wps']:>12.0f} {r['epoch_s']:>8.1f} {r['full']:>9.3f} "
+              f"{r['streaming']:>9.3f} {r['full'] / r['streaming']:>9.1f} {r['streaming_dense']:>12.3f} "
+              f"{args.infer_batch / r['streaming']:>12.0f}")
     if "teacher" in rows and "student" in rows:
         s, t = rows["student"], rows["teacher"]
-        print(f"\nstudent / teacher: params {s['params'] / t['params']:.4f} ({t['params'] / s['params']:.1f}x fewer), "
-              f"FLOPs {s['flops'] / t['flops']:.4f} ({t['flops'] / s['flops']:.1f}x fewer), "
-              f"training throughput {s['train_wps'] / t['train_wps']:.1f}x, "
-              f"inference throughput {s['infer_wps'] / t['infer_wps']:.1f}x")
+        print(f"\nstudent / teacher: params {s['params'] / t['params']:.4f}, FLOPs {s['flops'] / t['flops']:.4f}, "
+              f"training throughput {s['train_wps'] / t['train_wps']:.1f}x, streaming rollout time "
+              f"{s['streaming'] / t['streaming']:.3f} (full recompute {s['full'] / t['full']:.3f})")
+    graph_product_table(device, columns=args.infer_batch * 32, repeats=args.product_repeats)
     print(f"load average at the end: {load_now()}")
 
 

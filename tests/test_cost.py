@@ -8,7 +8,8 @@ from torch import nn
 
 from kdstgcn.cost import (benchmark_cheb, count_flops, flop_breakdown, memory_profile, time_rollout)
 from kdstgcn.cost import test_batch as make_batch  # aliased: pytest would collect a test_* name
-from kdstgcn.model import STGCN, Architecture, ChebGraphConv
+from kdstgcn import model as model_module
+from kdstgcn.model import STGCN, Architecture, ChebGraphConv, ChebyshevTerms
 
 TEACHER = ((1, 32, 64), (64, 32, 128))
 BASE = ((1, 8, 16), (16, 8, 32))
@@ -26,23 +27,24 @@ def test_linear_flops_equal_hand_formula():
     assert count_flops(nn.Linear(16, 8), torch.randn(4, 16)) == 2 * 4 * 16 * 8
 
 
-def test_chebyshev_einsum_is_counted():
+def test_chebyshev_graph_conv_is_counted(monkeypatch):
     n, b, c, t, ks = 10, 2, 4, 5, 3
+    monkeypatch.setitem(model_module.SPARSE_MAX_DENSITY, "cpu", 0.0)  # every term dense
     layer = ChebGraphConv(ks, tuple(range(c)), tuple(range(c)), c)
-    cheb = benchmark_cheb(n, ks)
+    terms = ChebyshevTerms(benchmark_cheb(n, ks))
 
     class Wrap(nn.Module):
         def __init__(self):
             super().__init__()
-            self.layer = layer
+            self.layer, self.terms = layer, terms
 
         def forward(self, x):
-            return self.layer(x, cheb)
+            return self.layer(x, self.terms)
 
     flops = count_flops(Wrap(), torch.randn(b, c, t, n))
-    # T_k x for every k, then the theta contraction over (k, c)
-    assert flops == 2 * ks * n * n * b * c * t + 2 * b * t * n * ks * c * c
-    assert flop_breakdown(Wrap(), torch.randn(b, c, t, n)).keys() == {"bmm"}
+    # the theta contraction over c for every k, then T_k z_k for k = 1, 2 (T_0 is the identity: no product)
+    assert flops == 2 * (ks - 1) * n * n * b * c * t + 2 * b * t * n * ks * c * c
+    assert flop_breakdown(Wrap(), torch.randn(b, c, t, n)).keys() == {"bmm", "baddbmm"}
 
 
 def test_flops_grow_from_student_to_base_to_teacher():

@@ -3,7 +3,8 @@
 * FLOPs come from torch's own `torch.utils.flop_counter.FlopCounterMode` (see `count_flops` for what it
   counts and leaves out).
 * Test time follows METHOD.md: one batch of 1140 test windows, the full 9-step rollout of
-  `kdstgcn.evaluate.rollout`, mean over 100 timed runs after a warm-up.
+  `kdstgcn.evaluate.rollout`, mean over 100 timed runs after a warm-up; streaming (what evaluation runs)
+  and full recompute (what the paper measured) are timed separately.
 * Peak memory is the process's peak resident set size (Linux VmHWM, reset just before the measured call)
   on CPU, and `torch.cuda.max_memory_allocated` on a GPU (see `memory_profile`).
 """
@@ -24,6 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .evaluate import rollout
 from .graph import chebyshev_polynomials, gaussian_adjacency
+from .model import ChebyshevTerms
 
 
 # --------------------------------------------------------------------------------------------- inputs
@@ -46,7 +48,8 @@ def benchmark_cheb(n_nodes: int, ks: int = 3, seed: int = 0, distance_m: np.ndar
     """Chebyshev stack [ks, N, N] for timing: of `distance_m` (metres) if given, else of a random geometric
     graph (stations uniform in an `area_km` square, as `kdstgcn.synthetic`), both through Eq. 16.
 
-    The graph conv uses the dense stack, so its cost does not depend on which graph it is.
+    The graph conv's cost depends on the graph: sparse Chebyshev terms are multiplied as sparse matrices
+    (`kdstgcn.model.ChebyshevTerms`), so time on the real network's distances where they matter.
     """
     if distance_m is None:
         points = np.random.default_rng(seed).uniform(0.0, area_km, size=(n_nodes, 2))
@@ -61,8 +64,13 @@ def benchmark_cheb(n_nodes: int, ks: int = 3, seed: int = 0, distance_m: np.ndar
 
 def _flop_counter(model: torch.nn.Module, inputs: torch.Tensor, meta: bool) -> FlopCounterMode:
     if meta:  # shapes only: a copy of the model on the meta device does no arithmetic at all
+        tensor = next(model.parameters(), inputs)
+        shadow = copy.deepcopy(model).to("meta")
+        for module in shadow.modules():
+            if isinstance(module, ChebyshevTerms):  # count the graph products the real device would run
+                module.meta_follows = tensor.device.type
         try:
-            return _flop_counter(copy.deepcopy(model).to("meta"), inputs.to("meta"), meta=False)
+            return _flop_counter(shadow, inputs.to("meta"), meta=False)
         except (NotImplementedError, RuntimeError):
             pass  # an op without a meta kernel: count on the real device instead
     tensor = next(model.parameters(), None)
@@ -82,10 +90,11 @@ def count_flops(model: torch.nn.Module, inputs: torch.Tensor, meta: bool = True)
     """FLOPs of one forward pass of `model` on `inputs` (eval mode, no gradients), by torch's FlopCounterMode.
 
     What is counted: the aten matrix products and convolutions FlopCounterMode knows (mm, addmm, bmm,
-    baddbmm, convolution, scaled-dot-product attention, ...), at 2 FLOPs per multiply-add. `torch.einsum`
-    is counted because it lowers to bmm/mm: the Chebyshev graph conv (two einsums: T_k x, then the
-    theta contraction, 2*Ks*N*N*C*T*B + 2*Ks*C*C'*T*N*B) and the output layer's per-node linear are
-    included (checked against the hand formula in tests/test_cost.py).
+    baddbmm, convolution, scaled-dot-product attention, ...), at 2 FLOPs per multiply-add, and the graph
+    products as they run (`kdstgcn.model.ChebyshevTerms`): a dense term as mm (2*N*N per column), a sparse
+    term by its CSR product's own formula (2 per stored non-zero and column), the identity T_0 not at all.
+    The theta contraction and the output layer's per-node linear are einsums, counted as the bmm/mm they
+    lower to (checked against the hand formula in tests/test_cost.py and tests/test_rollout.py).
     What is left out: every element-wise and reduction op - bias additions (also the bias of addmm and
     of convolutions), GLU gating and sigmoid/ReLU, residual adds and zero-padding, channel masks,
     LayerNorm, concatenation and copies. For STGCN these are a few FLOPs per activation, i.e. well under
@@ -127,15 +136,16 @@ def _sync(device: torch.device) -> None:
 
 
 def time_rollout(model: torch.nn.Module, inputs: torch.Tensor, steps: int = 9, runs: int = 100,
-                 warmup: int = 5, device: torch.device | str | None = None) -> dict:
-    """Wall time of the full `steps`-step rollout (`kdstgcn.evaluate.rollout`) of `inputs` as ONE batch.
+                 warmup: int = 5, device: torch.device | str | None = None, mode: str = "streaming") -> dict:
+    """Wall time of the full `steps`-step rollout (`kdstgcn.evaluate.rollout` in `mode`: "streaming", or
+    "full" for the full recompute of every moved window as the paper timed it) of `inputs` as ONE batch.
 
     The model runs on `device` (default: where its parameters are; a copy is moved there, the caller's
     model is left alone). The inputs are put on the device before timing; the time covers the `steps`
     forward passes, the feedback concatenations and the final copy of the predictions to the host, as
     `rollout` does it. `warmup` untimed runs come first; each of the `runs` timed runs is bracketed by
     torch.cuda.synchronize on a GPU. Returns seconds per rollout: mean_s, std_s (sample std; 0 for one
-    run), min_s, median_s, plus runs, warmup, steps, batch and device_name.
+    run), min_s, median_s, plus runs, warmup, steps, batch, mode and device_name.
     """
     if runs < 1:
         raise ValueError("runs must be >= 1")
@@ -146,12 +156,12 @@ def time_rollout(model: torch.nn.Module, inputs: torch.Tensor, steps: int = 9, r
     inputs = inputs.to(device)
     batch = inputs.shape[0]
     for _ in range(warmup):
-        rollout(model, inputs, steps, batch_size=batch)
+        rollout(model, inputs, steps, batch_size=batch, mode=mode)
     times = []
     for _ in range(runs):
         _sync(device)
         tic = time.perf_counter()
-        rollout(model, inputs, steps, batch_size=batch)
+        rollout(model, inputs, steps, batch_size=batch, mode=mode)
         _sync(device)
         times.append(time.perf_counter() - tic)
     return {
@@ -159,7 +169,7 @@ def time_rollout(model: torch.nn.Module, inputs: torch.Tensor, steps: int = 9, r
         "std_s": statistics.stdev(times) if len(times) > 1 else 0.0,
         "min_s": min(times),
         "median_s": statistics.median(times),
-        "runs": runs, "warmup": warmup, "steps": steps, "batch": batch,
+        "runs": runs, "warmup": warmup, "steps": steps, "batch": batch, "mode": mode,
         "device_name": device_name(device),
     }
 

@@ -214,8 +214,11 @@ def measure_costs(models: dict[str, str], values: str, fill_report: str, data: d
         model, _ = load_model(path)
         model.to(dev)
         flops = count_flops(model, x)
-        t = time_rollout(model, x, steps=data["n_pred"], runs=timing["runs"], warmup=timing["warmup"], device=dev)
-        log.info("%s: %d parameters, %.4g FLOPs, rollout %.4f s +- %.4f over %d runs (%s)", name,
-                 count_parameters(model), flops, t["mean_s"], t["std_s"], t["runs"], t["device_name"])
-        rows.append({"model": name, "parameters": count_parameters(model), "flops": flops, **t})
+        t, full = (time_rollout(model, x, steps=data["n_pred"], runs=timing["runs"], warmup=timing["warmup"],
+                                device=dev, mode=mode) for mode in ("streaming", "full"))
+        log.info("%s: %d parameters, %.4g FLOPs, rollout %.4f s +- %.4f (full recompute %.4f s) over %d runs (%s)",
+                 name, count_parameters(model), flops, t["mean_s"], t["std_s"], full["mean_s"], t["runs"],
+                 t["device_name"])
+        rows.append({"model": name, "parameters": count_parameters(model), "flops": flops, **t,
+                     "full_recompute_mean_s": full["mean_s"], "full_recompute_std_s": full["std_s"]})
     return rows

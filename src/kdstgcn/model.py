@@ -7,11 +7,13 @@ masked model and its compact (channel-dropped) twin compute the same outputs.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.flop_counter import register_flop_formula
 
 LAYER_KINDS = ("temporal1", "graph", "temporal2")
 LN_EPS = 1e-6
@@ -128,15 +130,123 @@ class TemporalConv(MaskedLayer):
         self.residual = None if act == "sigmoid" else make_residual(in_ids, out_ids, original_in, original_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv(x)
+        h = self.conv(x) if x.shape[2] != self.kt else self._one_position(x)
         if self.act == "sigmoid":
             return self.apply_mask(torch.sigmoid(h))
-        res = self.residual(x)[:, :, self.kt - 1:, :]
+        res = self.residual(x[:, :, self.kt - 1:])
         if self.act == "glu":
             out = (h[:, : self.width] + res) * torch.sigmoid(h[:, self.width:])
         else:
             out = torch.relu(h + res)
         return self.apply_mask(out)
+
+    def _one_position(self, x: torch.Tensor) -> torch.Tensor:
+        """The conv of a window of exactly kt positions [B, C, kt, N] -> [B, C', 1, N], as one batched matrix
+        product over (channel, position): the same sums as the conv, several times faster than conv2d when
+        it yields a single position (the output layer, and every layer in a streaming step)."""
+        b, c, kt, n = x.shape
+        weight = self.conv.weight.reshape(self.conv.out_channels, c * kt)
+        h = torch.baddbmm(self.conv.bias.view(1, -1, 1), weight.expand(b, -1, -1), x.reshape(b, c * kt, n))
+        return h.unsqueeze(2)
+
+
+# Largest share of non-zero entries at which a Chebyshev term T_k is multiplied as a sparse (CSR) matrix,
+# per device type; denser terms use a dense matrix product. Measured with `bench/throughput.py` (its graph
+# product table times both products per term and over a density sweep): on CPU the sparse product was
+# faster up to about this density. CUDA: not yet measured on a GPU, so every term stays dense there.
+SPARSE_MAX_DENSITY = {"cpu": 0.08, "cuda": 0.0}
+
+
+@torch.library.custom_op("kdstgcn::csr_matmul", mutates_args=())
+def csr_matmul(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """S x for a sparse N x N matrix S given by its CSR arrays and a dense x [N, M]."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
+        s = torch.sparse_csr_tensor(crow, col, values, (crow.numel() - 1, x.shape[0]), check_invariants=False)
+    return torch.sparse.mm(s, x)
+
+
+@csr_matmul.register_fake
+def _csr_matmul_shape(crow, col, values, x):
+    return x.new_empty(crow.shape[0] - 1, x.shape[1])
+
+
+@register_flop_formula(torch.ops.kdstgcn.csr_matmul)
+def _csr_matmul_flops(crow_shape, col_shape, values_shape, x_shape, *args, **kwargs) -> int:
+    """2 FLOPs per stored non-zero and column of x: what the sparse product computes."""
+    return 2 * values_shape[0] * x_shape[1]
+
+
+def _csr_matmul_context(ctx, inputs, output):
+    ctx.n_cols = inputs[3].shape[0]
+    ctx.save_for_backward(*inputs[:3])
+
+
+def _csr_matmul_backward(ctx, grad):
+    crow, col, values = ctx.saved_tensors
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
+        matrix = torch.sparse_csr_tensor(crow, col, values, (crow.numel() - 1, ctx.n_cols), check_invariants=False)
+        transposed = matrix.t().to_sparse_csr()
+    return None, None, None, csr_matmul(transposed.crow_indices(), transposed.col_indices(),
+                                        transposed.values(), grad)
+
+
+csr_matmul.register_autograd(_csr_matmul_backward, setup_context=_csr_matmul_context)
+
+
+class ChebyshevTerms(nn.Module):
+    """The graph products T_k x of a Chebyshev stack [ks, N, N], each term multiplied the cheapest way:
+    no product for the identity (T_0), a sparse CSR product where the term's share of non-zeros is at most
+    `SPARSE_MAX_DENSITY` of the device type, a dense one otherwise (the choice is made per call, so a model
+    moved between devices follows that device's threshold).
+
+    Built once from the stack given to `STGCN` (its buffers are not saved: `STGCN.cheb` is).
+    """
+
+    def __init__(self, cheb: torch.Tensor):
+        super().__init__()
+        cheb = cheb.float()
+        n = cheb.shape[-1]
+        self.meta_follows = "cpu"  # on the meta device (shape-only FLOP counting): the products of this device type
+        self.register_buffer("dense", cheb.clone(), persistent=False)
+        if cheb.is_meta:  # no values to look at (a shape-only model, e.g. for counting parameters): all dense
+            self.identity, self.density = [False] * cheb.shape[0], [1.0] * cheb.shape[0]
+            return
+        self.identity, self.density = [], []
+        for k, term in enumerate(cheb):
+            with warnings.catch_warnings():  # "sparse CSR support is in beta": the products used here are tested
+                warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
+                sparse = term.to_sparse_csr()
+            self.identity.append(bool(torch.equal(term, torch.eye(n, device=term.device))))
+            self.density.append(sparse.values().numel() / float(n * n))
+            self.register_buffer(f"crow{k}", sparse.crow_indices(), persistent=False)
+            self.register_buffer(f"col{k}", sparse.col_indices(), persistent=False)
+            self.register_buffer(f"values{k}", sparse.values(), persistent=False)
+
+    def modes(self, device_type: str) -> list[str]:
+        """How each term is multiplied on this device type: identity, sparse or dense."""
+        limit = SPARSE_MAX_DENSITY.get(device_type, 0.0)
+        return ["identity" if eye else "sparse" if density <= limit else "dense"
+                for eye, density in zip(self.identity, self.density)]
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """sum_k T_k z_k over the node axis: z [B, ks, R, N] -> [B, R, N] (R: any rows, e.g. channels x time)."""
+        b, ks, r, n = z.shape
+        device_type = self.meta_follows if z.device.type == "meta" else z.device.type
+        out = None
+        for k, mode in enumerate(self.modes(device_type)):
+            zk = z[:, k]
+            if mode == "dense":  # [B, R, N] @ T_k^T, batched over B with the matrix shared (no copy of z)
+                matrix = self.dense[k].t().expand(b, n, n)
+                out = torch.bmm(zk, matrix) if out is None else out.baddbmm(zk, matrix)
+                continue
+            if mode == "sparse":  # node-major for the CSR product: [N, B * R]
+                nodes_first = zk.permute(2, 0, 1).reshape(n, b * r)
+                zk = csr_matmul(getattr(self, f"crow{k}"), getattr(self, f"col{k}"), getattr(self, f"values{k}"),
+                                nodes_first).view(n, b, r).permute(1, 2, 0)
+            out = zk.contiguous() if out is None else out + zk
+        return out
 
 
 class ChebGraphConv(MaskedLayer):
@@ -149,9 +259,14 @@ class ChebGraphConv(MaskedLayer):
         nn.init.xavier_uniform_(self.theta.view(ks * len(in_ids), len(out_ids)))
         self.residual = make_residual(in_ids, out_ids, original_width, original_width)
 
-    def forward(self, x: torch.Tensor, cheb: torch.Tensor) -> torch.Tensor:
-        xk = torch.einsum("kmn,bctn->bkctm", cheb, x)
-        h = torch.einsum("bkctm,kco->botm", xk, self.theta) + self.bias.view(1, -1, 1, 1)
+    def forward(self, x: torch.Tensor, cheb_terms: ChebyshevTerms) -> torch.Tensor:
+        """sum_k T_k x theta_k: the channel mixing first (theta_k^T x for all k in one batched product on the
+        [B, C, T, N] layout as it is), then the graph products over the node axis."""
+        b, c, t, n = x.shape
+        ks, _, o = self.theta.shape
+        mixing = self.theta.permute(0, 2, 1).reshape(ks * o, c).expand(b, ks * o, c)
+        z = torch.bmm(mixing, x.reshape(b, c, t * n)).view(b, ks, o * t, n)
+        h = cheb_terms(z).view(b, o, t, n) + self.bias.view(1, -1, 1, 1)
         return self.apply_mask(torch.relu(h + self.residual(x)))
 
 
@@ -164,16 +279,17 @@ class NodeChannelNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(n_nodes, width))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        h = x.permute(0, 2, 3, 1)  # [B, T, N, C]
+        h = x.transpose(1, 2)  # [B, T, C, N]: no copy when T = 1 (the streaming step)
+        weight, bias = self.weight.t(), self.bias.t()
         if mask is None:
-            out = F.layer_norm(h, h.shape[-2:], self.weight, self.bias, LN_EPS)
+            out = F.layer_norm(h, h.shape[-2:], weight, bias, LN_EPS)
         else:
-            m = mask.reshape(1, 1, 1, -1).to(h.device)
-            count = m.sum() * h.shape[2]
+            m = mask.reshape(1, 1, -1, 1).to(h.device)
+            count = m.sum() * h.shape[3]
             mean = (h * m).sum(dim=(2, 3), keepdim=True) / count
             var = (((h - mean) * m) ** 2).sum(dim=(2, 3), keepdim=True) / count
-            out = ((h - mean) / torch.sqrt(var + LN_EPS) * self.weight + self.bias) * m
-        return out.permute(0, 3, 1, 2)
+            out = ((h - mean) / torch.sqrt(var + LN_EPS) * weight + bias) * m
+        return out.transpose(1, 2)
 
 
 class STConvBlock(nn.Module):
@@ -192,14 +308,33 @@ class STConvBlock(nn.Module):
         self.norm = NodeChannelNorm(arch.n_nodes, len(t2_ids))
         self.dropout = nn.Dropout(arch.dropout)
 
-    def forward(self, x, cheb, features: dict | None):
+    def forward(self, x, cheb_terms: ChebyshevTerms, features: dict | None = None, stream: dict | None = None):
+        """[B, C, T, N] -> [B, C', T - 2(kt-1), N]; with `stream`, also keep there what `step` continues from."""
         t1 = self.temporal1(x)
-        g = self.graph(t1, cheb)
+        g = self.graph(t1, cheb_terms)
         t2 = self.temporal2(g)
         if features is not None:
             features["temporal"] += [t1, t2]
             features["spatial"].append(g)
+        if stream is not None:
+            stream["input"] = _last_positions(x, self.temporal1.kt - 1)
+            stream["graph"] = _last_positions(g, self.temporal2.kt - 1)
         return self.dropout(self.norm(t2, self.temporal2.mask))
+
+    def step(self, x_new: torch.Tensor, cheb_terms: ChebyshevTerms, stream: dict) -> torch.Tensor:
+        """The block's output at the newest position [B, C', 1, N] once the input window moved on by x_new
+        [B, C, 1, N]: only the newest position of each layer is computed, the older ones are in `stream`."""
+        window = torch.cat([stream["input"], x_new], dim=2)
+        stream["input"] = window[:, :, 1:]
+        g = self.graph(self.temporal1(window), cheb_terms)
+        window = torch.cat([stream["graph"], g], dim=2)
+        stream["graph"] = window[:, :, 1:]
+        return self.dropout(self.norm(self.temporal2(window), self.temporal2.mask))
+
+
+def _last_positions(x: torch.Tensor, count: int) -> torch.Tensor:
+    """The last `count` time positions of x [B, C, T, N] (none for count 0)."""
+    return x[:, :, x.shape[2] - count:]
 
 
 class OutputLayer(nn.Module):
@@ -234,6 +369,7 @@ class STGCN(nn.Module):
                              f"({arch.ks}, {arch.n_nodes}, {arch.n_nodes})")
         self.arch = arch
         self.register_buffer("cheb", cheb.float())
+        self.cheb_terms = ChebyshevTerms(self.cheb)
         in_ids, original_in = (0,), 1
         blocks = []
         for b in range(len(arch.blocks)):
@@ -257,12 +393,35 @@ class STGCN(nn.Module):
         h = x.unsqueeze(1)
         features = {"temporal": [], "spatial": []} if return_features else None
         for block in self.blocks:
-            h = block(h, self.cheb, features)
+            h = block(h, self.cheb_terms, features)
         y = self.output(h)
         if features is None:
             return y
         features["hidden"] = h
         return y, features
+
+    def start_stream(self, x: torch.Tensor) -> tuple[torch.Tensor, list[dict]]:
+        """The forward pass of windows [B, n_his, N] (-> [B, N]), plus the per-layer state `stream_step`
+        continues from: the last kt-1 inputs of each temporal conv and the last n_his - 4(kt-1) - 1 block
+        outputs before the output layer. Inference only (dropout in eval mode)."""
+        h = x.unsqueeze(1)
+        state = []
+        for block in self.blocks:
+            state.append({})
+            h = block(h, self.cheb_terms, stream=state[-1])
+        state.append({"blocks": _last_positions(h, self.arch.time_after_blocks - 1)})
+        return self.output(h), state
+
+    def stream_step(self, newest: torch.Tensor, state: list[dict]) -> torch.Tensor:
+        """The prediction [B, N] for the window moved on by one step, whose newest input is `newest` [B, N]:
+        equal to forward() of the moved window, at the cost of one time position per layer (temporal convs
+        are valid and the layer norm is per time step, so the older positions are unchanged)."""
+        h = newest[:, None, None, :]
+        for block, stream in zip(self.blocks, state):
+            h = block.step(h, self.cheb_terms, stream)
+        window = torch.cat([state[-1]["blocks"], h], dim=2)
+        state[-1]["blocks"] = window[:, :, 1:]
+        return self.output(window)
 
 
 def count_parameters(model: nn.Module) -> int:
