@@ -4,5 +4,7 @@ import sys
 from pathlib import Path
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
-if SRC not in sys.path:
+# first, also when already on the path: Snakemake appends it after site-packages, where an installed (or
+# editable-installed other checkout's) kdstgcn would win
+if sys.path[0] != SRC:
     sys.path.insert(0, SRC)

@@ -2,6 +2,7 @@
 per-run specifications that the rules hand to the entry points."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import jsonschema
@@ -83,6 +84,11 @@ def check(config: dict) -> None:
             if str(ratio) not in pr["hyperparameters"].get(paper, {}):
                 raise ConfigError(f"pruning.hyperparameters.{paper}.\"{ratio}\": missing (dataset {name!r} "
                                   f"prunes {ratio} %)")
+    for name, spec in config["tuning"]["space"].items():
+        if "low" in spec and spec["low"] > spec["high"]:
+            raise ConfigError(f"tuning.space.{name}: low {spec['low']} exceeds high {spec['high']}")
+        if spec.get("log") and spec["low"] <= 0:
+            raise ConfigError(f"tuning.space.{name}: a log scale needs low > 0, got {spec['low']}")
     figures = config["figures"]
     if figures["horizon"] > model["n_pred"]:
         raise ConfigError(f"figures.horizon: {figures['horizon']} exceeds model.n_pred = {model['n_pred']}")
@@ -181,6 +187,63 @@ def student_run(config: dict, dataset: str, loss: str, seed: int) -> dict:
     return {"dataset": dataset, "role": f"student_{loss}", "data": data_spec(config, dataset),
             "arch": architecture(config, dataset, "student"), "train": train,
             "loss": loss_spec(config, loss, hyper), "device": config["device"]}
+
+
+def tuned_path(dataset: str, loss: str) -> str:
+    """Best values of one tuning study: results/<dataset>/tuned/<loss>.yaml."""
+    return f"results/{dataset}/tuned/{loss}.yaml"
+
+
+def tuning_study_path(dataset: str, loss: str) -> str:
+    """The Optuna journal file of one study, beside its results (not a Snakemake output: reruns continue it)."""
+    return f"results/{dataset}/tuned/{loss}.journal"
+
+
+def tuning_run(config: dict, dataset: str, loss: str) -> dict:
+    """What every trial of a study starts from: the student of `loss` with the paper's values, trained for
+    tuning.epochs with the tuning seed (the trial's values are then laid over it by `apply_tuned`)."""
+    run = student_run(config, dataset, loss, config["tuning"]["seed"])
+    run["train"]["epochs"] = config["tuning"]["epochs"]
+    return run
+
+
+def tuning_space(config: dict, loss: str) -> dict:
+    """Ranges tuned for one loss: learning rate, batch size and that loss's own weights (Table 6's columns)."""
+    names = ["learning_rate", "batch_size", *(p for p in LOSS_PARAMETERS[loss] if p != "temperature")]
+    return {name: config["tuning"]["space"][name] for name in names}
+
+
+TUNED_KEYS = ("hyperparameters", "switches")
+
+
+def apply_tuned(run: dict, tuned: dict, source: str = "tuned") -> dict:
+    """A copy of a student's run spec with tuned values: `tuned["hyperparameters"]` (learning rate and batch
+    size into the training settings, every value into the loss's parameters, as `student_run` records them) and
+    `tuned["switches"]` (`training.<key>` into the training settings, `distillation.<key>` into the loss spec's
+    `readings`). `source` is recorded as the run's `hyperparameter_source`."""
+    run = copy.deepcopy(run)
+    hyper = tuned["hyperparameters"]
+    run["loss"]["params"].update(hyper)
+    run["train"].update({k: hyper[k] for k in ("batch_size", "learning_rate") if k in hyper})
+    for name, value in tuned["switches"].items():
+        section, key = name.split(".", 1)
+        if section == "training":
+            run["train"][key] = value
+        elif section == "distillation":
+            run["loss"].setdefault("readings", {})[key] = value
+        else:
+            raise ConfigError(f"tuned switch {name!r}: only training.* and distillation.* keys can be tuned")
+    run["hyperparameter_source"] = source
+    return run
+
+
+def read_tuned(path: str | Path) -> dict:
+    """The tuned values of one study (written by the `tune` rule), checked for the keys `apply_tuned` needs."""
+    tuned = yaml.safe_load(Path(path).read_text())
+    if not isinstance(tuned, dict) or not all(isinstance(tuned.get(k), dict) for k in TUNED_KEYS):
+        raise ConfigError(f"{path}: not a tuning result (needs the mappings {list(TUNED_KEYS)}); delete it and "
+                          "run its `tune` rule again")
+    return tuned
 
 
 PRUNING_METHODS = {"kd_taylor": "Algorithm 1: Taylor importance of L_STCD against the teacher",

@@ -50,9 +50,10 @@ def run_summary(run: dict, history: pd.DataFrame, loss, model: STGCN) -> dict:
             "parameters": count_parameters(model), "seconds_per_epoch": float(history["epoch_seconds"].mean())}
 
 
-def train_run(run: dict, values: str, fill_report: str, adjacency: str, model_out: str, history_out: str,
-              info_out: str, checkpoint: str, teacher_path: str | None = None) -> STGCN:
-    """Train one model from its run spec; write the whole model, its per-epoch history and a summary."""
+def fit_run(run: dict, values: str, fill_report: str, adjacency: str, checkpoint: str,
+            teacher_path: str | None = None, on_epoch=None) -> tuple[STGCN, pd.DataFrame, object]:
+    """Train one model from its run spec, writing only its checkpoint: the best model, its per-epoch history
+    and the loss object (`on_epoch` as in `train`)."""
     data = load_data(values, fill_report, run["data"])
     arch = Architecture.from_dict(run["arch"])
     torch.manual_seed(run["train"]["seed"])
@@ -64,7 +65,15 @@ def train_run(run: dict, values: str, fill_report: str, adjacency: str, model_ou
              run["arch"]["blocks"], count_parameters(model), run["loss"], data.inputs("train").shape[0],
              pick_device(run["device"]))
     model, history = train(model, data, loss, settings, checkpoint, teacher, pick_device(run["device"]),
-                           run_config=resume_identity(run, ("dataset", "role", "data", "loss"), teacher))
+                           run_config=resume_identity(run, ("dataset", "role", "data", "loss"), teacher),
+                           on_epoch=on_epoch)
+    return model, history, loss
+
+
+def train_run(run: dict, values: str, fill_report: str, adjacency: str, model_out: str, history_out: str,
+              info_out: str, checkpoint: str, teacher_path: str | None = None) -> STGCN:
+    """Train one model from its run spec; write the whole model, its per-epoch history and a summary."""
+    model, history, loss = fit_run(run, values, fill_report, adjacency, checkpoint, teacher_path)
     extra = run_summary(run, history, loss, model)
     write_table(history, history_out)
     write_json(extra, info_out)

@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -76,14 +77,16 @@ def loss_step(model, teacher, loss: Loss, x: torch.Tensor, y: torch.Tensor) -> t
 
 def train(model: torch.nn.Module, data: PreparedData, loss: Loss, settings: TrainSettings,
           checkpoint_path: str | Path, teacher: torch.nn.Module | None = None,
-          device: torch.device | None = None, run_config: dict | None = None
-          ) -> tuple[torch.nn.Module, pd.DataFrame]:
+          device: torch.device | None = None, run_config: dict | None = None,
+          on_epoch: Callable[[int, dict], None] | None = None) -> tuple[torch.nn.Module, pd.DataFrame]:
     """Train with the one-step target; keep the epoch with the best validation MAE (mean over horizons).
 
     After every epoch a checkpoint is written atomically and kept; if one with the same fingerprint exists,
     training resumes after its epoch and ends exactly where an uninterrupted run would. A finished run's
     checkpoint lets a larger `epochs` budget continue it instead of starting over. Returns the best model
     (on CPU) and the per-epoch history. `run_config` (loss, data, seed...) goes into the fingerprint.
+    `on_epoch(epoch, row)` is called after each epoch's checkpoint with its history row; an exception it
+    raises (e.g. optuna.TrialPruned) ends training there.
     """
     device = device or pick_device()
     if loss.uses_teacher and teacher is None:
@@ -158,6 +161,8 @@ def train(model: torch.nn.Module, data: PreparedData, loss: Loss, settings: Trai
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "rng": torch.get_rng_state(), "loss": loss.state_dict(),
                     "history": history, "best": best}, checkpoint_path)
+        if on_epoch is not None:
+            on_epoch(epoch, row)
 
     if best["state"] is None:
         raise RuntimeError("no epoch was trained (epochs must be >= 1)")

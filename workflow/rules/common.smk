@@ -48,7 +48,21 @@ def student_inputs(wildcards):
     inputs = prepared_inputs(wildcards)
     if wildcards.loss != "task":
         inputs["teacher"] = f"{cfg.run_dir(wildcards.dataset, wildcards.seed, 'teacher')}/model.pt"
+    if config["distillation"]["hyperparameter_source"] == "tuned":
+        inputs["tuned"] = cfg.tuned_path(wildcards.dataset, wildcards.loss)
     return inputs
+
+
+def tune_inputs(wildcards):
+    """A tuning worker reads the prepared data and, when its loss distils, the teacher of the tuning seed."""
+    inputs = prepared_inputs(wildcards)
+    if wildcards.loss != "task":
+        inputs["teacher"] = f"{cfg.run_dir(wildcards.dataset, config['tuning']['seed'], 'teacher')}/model.pt"
+    return inputs
+
+
+def tune_worker_outputs(dataset, loss):
+    return [f"results/{dataset}/tuned/workers/{loss}_{i}.json" for i in range(config["tuning"]["workers"])]
 
 
 def prune_inputs(wildcards):
