@@ -3,6 +3,7 @@ import use_checkout  # noqa: F401  (puts src/ on sys.path)
 import time
 
 from kdstgcn.io import write_json
+from kdstgcn.model import load_model, weights_digest
 from kdstgcn.runner import logged
 from kdstgcn.tuning import enqueue_paper_values, objective, open_study, work
 
@@ -11,6 +12,8 @@ with logged(snakemake.log[0], snakemake.threads) as log:
     tic = time.perf_counter()
     worker = int(snakemake.wildcards.worker)
     identity = {"run": p.run, "space": p.space, "switches": p.switches}
+    if "teacher" in snakemake.input.keys():
+        identity["teacher"] = weights_digest(load_model(snakemake.input.teacher)[0])
     study = open_study(p.study, identity, p.tuning, worker)
     if worker == 0:
         enqueue_paper_values(study, p.run, p.space, p.switches)

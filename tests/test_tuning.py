@@ -14,6 +14,7 @@ import yaml
 from optuna.distributions import FloatDistribution
 
 from conftest import merged_config, run_snakemake, shared_data_dir
+from test_workflow import job_stats
 from kdstgcn import config as cfg
 from kdstgcn import tuning
 from kdstgcn.evaluate import evaluate
@@ -170,7 +171,7 @@ def test_a_study_of_other_settings_is_not_continued(demo_config, tmp_path):
 # the demo study end to end: two worker jobs in parallel, one journal file
 # ---------------------------------------------------------------------------------------------------------
 
-DEMO_TUNING = {"training": {"epochs": 1},
+DEMO_TUNING = {"training": {"epochs": 1}, "model": {"architectures": {"teacher": "[1,4,8][8,4,16]"}},
                "tuning": {"trials": 4, "epochs": 1, "workers": 2, "startup_trials": 1, "warmup_epochs": 0,
                           "heartbeat_s": 1}}
 
@@ -214,3 +215,24 @@ def test_demo_tuning_with_two_parallel_workers_sharing_one_study(repo_copy):
     with torch.no_grad():
         test, _, _ = evaluate(model, data, "test", run["train"]["horizons"])
     assert float(test["MAE"].mean()) != pytest.approx(tuned["val_mae"], rel=1e-3)
+
+
+def test_tables_say_which_hyper_parameters_a_student_used(demo_config):
+    from kdstgcn.report import note
+
+    assert note(demo_config, "demo", 2, "student_stcd").endswith("hyper-parameters of the paper (Table 6)")
+    tuned = {**demo_config, "distillation": {**demo_config["distillation"], "hyperparameter_source": "tuned"}}
+    assert note(tuned, "demo", 2, "student_stcd").endswith("tuned on validation MAE: results/demo/tuned/stcd.yaml")
+    assert "hyper-parameters" not in note(tuned, "demo", 2, "teacher")
+
+
+@pytest.mark.slow
+def test_tuned_students_wait_for_their_study(repo_copy):
+    (repo_copy / "tuned.yaml").write_text("distillation: {hyperparameter_source: tuned}\n")
+    result = run_snakemake(repo_copy, ["-n", "results/demo/seed0/student_stcd/model.pt", "--cores", "2",
+                                       "--configfile", "config/demo.yaml", "tuned.yaml"], timeout=120)
+    assert result.returncode == 0, result.output[-3000:]
+    stats = job_stats(result.output)
+    assert stats["tune_worker"] == merged_config("config/demo.yaml")["tuning"]["workers"]
+    assert stats["tune"] == stats["train_student"] == 1
+    assert "results/demo/tuned/stcd.yaml" in result.output
