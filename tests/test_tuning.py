@@ -55,6 +55,7 @@ def test_tuned_values_go_where_the_run_reads_them(demo_config):
                                                                                     "alpha3": 0.1}
     assert out["loss"]["readings"] == {"scalar_norm": "absolute"}
     assert out["hyperparameter_source"] == "trial 3"
+    assert cfg.switch_slot(out, "distillation.scalar_norm") == (out["loss"]["readings"], "scalar_norm")
     with pytest.raises(cfg.ConfigError, match="'model.dropout'"):
         cfg.apply_tuned(run, {"hyperparameters": {}, "switches": {"model.dropout": 0.1}})
 

@@ -216,23 +216,28 @@ def tuning_space(config: dict, loss: str) -> dict:
 TUNED_KEYS = ("hyperparameters", "switches")
 
 
+def switch_slot(run: dict, name: str) -> tuple[dict, str]:
+    """Where a run spec holds the switch `name`: `training.<key>` in its training settings, `distillation.<key>`
+    in its loss spec's `readings`; returns (that mapping, key)."""
+    section, key = name.split(".", 1)
+    if section == "training":
+        return run["train"], key
+    if section == "distillation":
+        return run["loss"].setdefault("readings", {}), key
+    raise ConfigError(f"switch {name!r}: only training.* and distillation.* keys can be tuned")
+
+
 def apply_tuned(run: dict, tuned: dict, source: str = "tuned") -> dict:
     """A copy of a student's run spec with tuned values: `tuned["hyperparameters"]` (learning rate and batch
     size into the training settings, every value into the loss's parameters, as `student_run` records them) and
-    `tuned["switches"]` (`training.<key>` into the training settings, `distillation.<key>` into the loss spec's
-    `readings`). `source` is recorded as the run's `hyperparameter_source`."""
+    `tuned["switches"]` (see `switch_slot`). `source` is recorded as the run's `hyperparameter_source`."""
     run = copy.deepcopy(run)
     hyper = tuned["hyperparameters"]
     run["loss"]["params"].update(hyper)
     run["train"].update({k: hyper[k] for k in ("batch_size", "learning_rate") if k in hyper})
     for name, value in tuned["switches"].items():
-        section, key = name.split(".", 1)
-        if section == "training":
-            run["train"][key] = value
-        elif section == "distillation":
-            run["loss"].setdefault("readings", {})[key] = value
-        else:
-            raise ConfigError(f"tuned switch {name!r}: only training.* and distillation.* keys can be tuned")
+        slot, key = switch_slot(run, name)
+        slot[key] = value
     run["hyperparameter_source"] = source
     return run
 

@@ -8,6 +8,7 @@ same values, so a killed worker never blocks the study and a rerun of the worker
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import tempfile
@@ -24,7 +25,7 @@ from optuna.storages._heartbeat import BaseHeartbeat  # the interface RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.trial import FrozenTrial, TrialState
 
-from .config import apply_tuned
+from .config import apply_tuned, switch_slot
 from .io import atomic_path, write_table
 from .jobs import fit_run
 from .train import NonFiniteLoss
@@ -121,15 +122,17 @@ def suggest(trial: optuna.Trial, space: dict, switches: dict) -> dict:
 
 
 def enqueue_paper_values(study: optuna.Study, run: dict, space: dict, switches: dict) -> None:
-    """Queue the paper's values (those inside the space) as a trial once, so tuning starts from them."""
+    """Queue the paper's values and today's switch settings (those inside the space) as a trial, once, so that
+    tuning starts from them."""
     if any(t.user_attrs.get("source") == "paper" for t in study.get_trials(deepcopy=False)):
         return
-    params = {name: run["loss"]["params"][name] for name, spec in space.items()
-              if name in run["loss"]["params"] and (run["loss"]["params"][name] in spec["choices"]
-                                                    if "choices" in spec else
-                                                    spec["low"] <= run["loss"]["params"][name] <= spec["high"])}
-    if "training.optimizer" in switches and run["train"]["optimizer"] in switches["training.optimizer"]:
-        params["training.optimizer"] = run["train"]["optimizer"]
+    hyper = run["loss"]["params"]
+    params = {name: hyper[name] for name, spec in space.items() if name in hyper and (
+        hyper[name] in spec["choices"] if "choices" in spec else spec["low"] <= hyper[name] <= spec["high"])}
+    for name, values in switches.items():
+        slot, key = switch_slot(copy.deepcopy(run), name)
+        if slot.get(key) in values:
+            params[name] = slot[key]
     study.enqueue_trial(params, user_attrs={"source": "paper"})
 
 
