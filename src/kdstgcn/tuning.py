@@ -1,9 +1,9 @@
 """Per-dataset tuning of a student's hyper-parameters with Optuna, on the validation MAE only.
 
-One study per dataset and loss lives in an Optuna journal file (`study_path`) that any number of worker
-processes share, on one machine or on a cluster's shared file system (file lock, no database server). Each
-worker runs trials until the study holds `tuning.trials` finished (complete or pruned) ones. Trials record a
-heartbeat; a trial whose worker died goes silent, is failed by the next worker that looks and retried with the
+One study per dataset and loss lives in an Optuna journal file (`config.tuning_study_path`) that any number
+of worker processes share, on one machine or on a cluster's shared file system (file lock, no database
+server). Each worker runs trials until the study holds `tuning.trials` finished (complete or pruned) ones.
+Trials record a heartbeat; a trial whose worker died goes silent, is failed by the next worker that looks and retried with the
 same values, so a killed worker never blocks the study and a rerun of the worker continues it.
 """
 from __future__ import annotations
@@ -48,7 +48,8 @@ class SurplusTrial(RuntimeError):
 
 class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
     """Optuna's journal file storage with heartbeats (which Optuna offers only for databases): each running
-    trial writes the time every `heartbeat_s`; one silent for STALE_AFTER_HEARTBEATS intervals is stale."""
+    trial writes the time every `heartbeat_s`; one silent for STALE_AFTER_HEARTBEATS intervals is stale. The
+    times are the workers' clocks, so on a cluster the nodes' clocks must agree to well within that."""
 
     def __init__(self, path: str | Path, heartbeat_s: int):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -87,12 +88,13 @@ def open_study(path: str | Path, identity: dict, tuning: dict, worker: int) -> o
     """Create or load the study in `path`. `identity` (dataset, loss, base run, space, switches) must equal the
     one it was created with, so that trials of other settings are never mixed."""
     storage = HeartbeatJournalStorage(path, tuning["heartbeat_s"])
-    sampler = optuna.samplers.TPESampler(seed=tuning["seed"] + worker, n_startup_trials=tuning["startup_trials"],
-                                         constant_liar=True)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=tuning["startup_trials"],
                                          n_warmup_steps=tuning["warmup_epochs"])
-    study = optuna.create_study(storage=storage, study_name="study", direction="minimize", sampler=sampler,
-                                pruner=pruner, load_if_exists=True)
+    study = optuna.create_study(storage=storage, study_name="study", direction="minimize", pruner=pruner,
+                                load_if_exists=True)
+    # seeded per worker and per restart (the trials already there), so no two draw the same random values
+    study.sampler = optuna.samplers.TPESampler(seed=tuning["seed"] + worker + 1000 * len(study.trials),
+                                               n_startup_trials=tuning["startup_trials"], constant_liar=True)
     wanted = json.loads(json.dumps(identity))
     found = study.user_attrs.get("identity")
     if found is None:
@@ -148,7 +150,9 @@ def objective(run: dict, space: dict, switches: dict, inputs: dict, trials: int,
             raise SurplusTrial(f"trial {trial.number}: the study already has {trials} trials")
         trial.set_user_attr("worker", worker)
         trial.set_user_attr("val_mae", [])
-        trial_run = apply_tuned(run, suggest(trial, space, switches), source=f"trial {trial.number}")
+        values = suggest(trial, space, switches)
+        log.info("trial %d (worker %d): %s", trial.number, worker, values)
+        trial_run = apply_tuned(run, values, source=f"trial {trial.number}")
         val_mae: list[float] = []
 
         def on_epoch(epoch: int, row: dict) -> None:
@@ -173,7 +177,7 @@ def objective(run: dict, space: dict, switches: dict, inputs: dict, trials: int,
 
 def work(study: optuna.Study, run_trial, trials: int, poll_s: float) -> int:
     """Run trials until the study has `trials` finished ones; while the others' running trials would fill it,
-    wait (one of them may die and be retried here). Returns the number of trials this worker ran."""
+    wait (one of them may die and be retried here). Returns the number of trials this worker started."""
     ran = 0
     while True:
         fail_stale_trials(study)
