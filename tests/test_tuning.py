@@ -111,6 +111,7 @@ def test_a_worker_fills_the_study_with_validation_mae_starting_from_the_paper_va
 
     table = tuning.trials_table(study)
     assert table["state"].isin(["COMPLETE", "PRUNED"]).sum() == 3 and len(table) == 3
+    assert set(table["worker"]) == {0}
     paper = table[table["source"] == "paper"]
     assert paper["number"].tolist() == [0]
     assert paper[["param_learning_rate", "param_batch_size", "param_training.optimizer"]].iloc[0].tolist() == [
@@ -121,13 +122,17 @@ def test_a_worker_fills_the_study_with_validation_mae_starting_from_the_paper_va
         if trial.state == optuna.trial.TrialState.COMPLETE:
             assert len(val) == 2 and trial.value == min(val)
 
+    more = tuning.objective(run, space, switches, inputs(synthetic_files), trials=4, worker=1)
+    assert tuning.work(tuning.open_study(tmp_path / "task.journal", {"run": run}, settings, worker=1), more,
+                       trials=4, poll_s=0.1) == 1  # a larger budget continues the study
+
     out = tmp_path / "tuned.yaml"
     result = tuning.write_result(study, "demo", "task", space, 2, str(out), str(tmp_path / "trials.parquet"))
     best = min((t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE), key=lambda t: t.value)
     assert result["trial"] == best.number and result["val_mae"] == best.value
     assert cfg.read_tuned(out)["hyperparameters"] == {k: best.params[k] for k in space}
     assert result["switches"] == {"training.optimizer": best.params["training.optimizer"]}
-    assert len(pd.read_parquet(tmp_path / "trials.parquet")) == 3
+    assert len(pd.read_parquet(tmp_path / "trials.parquet")) == 4
 
 
 def test_a_dead_workers_trial_is_failed_and_retried_with_its_values(demo_config, synthetic_files, tmp_path):
