@@ -67,6 +67,15 @@ def test_a_file_that_is_no_tuning_result_is_rejected_naming_it(tmp_path):
         cfg.read_tuned(path)
 
 
+def test_pruning_studies_tune_the_fine_tuning_and_for_algorithm_1_the_stcd_weights(demo_config):
+    for method, weights in (("kd_taylor", {"alpha1", "alpha2", "alpha3"}), ("taylor", set())):
+        run = cfg.prune_tuning_run(demo_config, "demo", method, "pruning_base", 50)
+        assert run["train"]["epochs"] == demo_config["tuning"]["epochs"]
+        assert run == {**cfg.prune_run(demo_config, "demo", method, "pruning_base", 50,
+                                       demo_config["tuning"]["seed"]), "train": run["train"]}
+        assert set(cfg.tuning_space(demo_config, run["loss"]["name"])) == {"learning_rate", "batch_size"} | weights
+
+
 def test_tuning_run_trains_the_student_for_the_tuning_budget(demo_config):
     run = cfg.tuning_run(demo_config, "demo", "stcd")
     assert run["train"]["epochs"] == demo_config["tuning"]["epochs"]
@@ -105,7 +114,7 @@ def test_a_worker_fills_the_study_with_validation_mae_starting_from_the_paper_va
     study = tuning.open_study(tmp_path / "task.journal", {"run": run}, settings, worker=0)
     tuning.enqueue_paper_values(study, run, space, switches)
     tuning.enqueue_paper_values(study, run, space, switches)  # once only
-    run_trial = tuning.objective(run, space, switches, inputs(synthetic_files), trials=3, worker=0)
+    run_trial = tuning.objective(run, space, switches, tuning.trainer(inputs(synthetic_files)), trials=3, worker=0)
     assert tuning.work(study, run_trial, trials=3, poll_s=0.1) == 3
     assert tuning.work(study, run_trial, trials=3, poll_s=0.1) == 0  # a finished study runs nothing more
 
@@ -122,7 +131,7 @@ def test_a_worker_fills_the_study_with_validation_mae_starting_from_the_paper_va
         if trial.state == optuna.trial.TrialState.COMPLETE:
             assert len(val) == 2 and trial.value == min(val)
 
-    more = tuning.objective(run, space, switches, inputs(synthetic_files), trials=4, worker=1)
+    more = tuning.objective(run, space, switches, tuning.trainer(inputs(synthetic_files)), trials=4, worker=1)
     assert tuning.work(tuning.open_study(tmp_path / "task.journal", {"run": run}, settings, worker=1), more,
                        trials=4, poll_s=0.1) == 1  # a larger budget continues the study
 
@@ -146,7 +155,7 @@ def test_a_dead_workers_trial_is_failed_and_retried_with_its_values(demo_config,
     heartbeat_s = 0.2  # the dead worker never sends one: stale after 5 x 0.2 s
     study = tuning.open_study(path, {"run": run}, {**settings, "heartbeat_s": heartbeat_s}, worker=0)
     time.sleep(tuning.STALE_AFTER_HEARTBEATS * heartbeat_s + 0.2)
-    run_trial = tuning.objective(run, space, {}, inputs(synthetic_files), trials=1, worker=0)
+    run_trial = tuning.objective(run, space, {}, tuning.trainer(inputs(synthetic_files)), trials=1, worker=0)
     assert tuning.work(study, run_trial, trials=1, poll_s=heartbeat_s) == 1
     states = [t.state for t in study.trials]
     assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE]
@@ -155,13 +164,37 @@ def test_a_dead_workers_trial_is_failed_and_retried_with_its_values(demo_config,
     assert retry["param_learning_rate"] == lr.params["learning_rate"]
 
 
+def test_a_pruning_study_prunes_and_fine_tunes_a_trained_base(demo_config, synthetic_files, tmp_path):
+    from kdstgcn.jobs import train_run
+
+    settings = small_tuning(demo_config, epochs=1)
+    base_run = small_run(demo_config, synthetic_files, settings)
+    base_run["arch"]["blocks"] = [[1, 4, 8], [8, 4, 16]]
+    files = inputs(synthetic_files)
+    train_run(base_run, **files, model_out=str(tmp_path / "base.pt"), history_out=str(tmp_path / "h.parquet"),
+              info_out=str(tmp_path / "info.json"), checkpoint=str(tmp_path / "base_ckpt.pt"))
+    run = cfg.prune_tuning_run({**demo_config, "tuning": settings}, "demo", "taylor", "pruning_base", 50)
+    run["data"], run["train"]["eval_batch_size"] = synthetic_files.data_spec(), 200
+    space = cfg.tuning_space(demo_config, run["loss"]["name"])
+    study = tuning.open_study(tmp_path / "pruned.journal", {"run": run}, settings, worker=0)
+    tuning.enqueue_paper_values(study, run, space, {})
+    fit = tuning.trainer({**files, "base": str(tmp_path / "base.pt")})
+    assert tuning.work(study, tuning.objective(run, space, {}, fit, trials=2, worker=0), trials=2, poll_s=0.1) == 2
+    table = tuning.trials_table(study)
+    assert table.loc[0, "state"] == "COMPLETE" and table.loc[1, "state"] in ("COMPLETE", "PRUNED")
+    assert table.loc[0, "param_learning_rate"] == run["train"]["learning_rate"]  # Table 9's values first
+    assert table.loc[0, "value"] == min(table.loc[0, "val_mae_per_epoch"])
+    written = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("pruned.journal"))
+    assert written == ["base.pt", "base_ckpt.pt", "h.parquet", "info.json"]  # trials leave no files behind
+
+
 def test_parallel_workers_never_run_more_trials_than_the_study_needs(demo_config, synthetic_files, tmp_path):
     settings = small_tuning(demo_config)
     run = small_run(demo_config, synthetic_files, settings)
     study = tuning.open_study(tmp_path / "task.journal", {"run": run}, settings, worker=0)
     study.ask()  # another worker's running trial fills the study of one
-    run_trial = tuning.objective(run, cfg.tuning_space(demo_config, "task"), {}, inputs(synthetic_files),
-                                 trials=1, worker=0)
+    run_trial = tuning.objective(run, cfg.tuning_space(demo_config, "task"), {},
+                                 tuning.trainer(inputs(synthetic_files)), trials=1, worker=0)
     with pytest.raises(tuning.SurplusTrial):
         run_trial(study.ask())
 
@@ -230,15 +263,23 @@ def test_tables_say_which_hyper_parameters_a_student_used(demo_config):
     tuned = {**demo_config, "distillation": {**demo_config["distillation"], "hyperparameter_source": "tuned"}}
     assert note(tuned, "demo", 2, "student_stcd").endswith("tuned on validation MAE: results/demo/tuned/stcd.yaml")
     assert "hyper-parameters" not in note(tuned, "demo", 2, "teacher")
+    pruned = "pruned_taylor_pruning_base_50"
+    assert note(tuned, "demo", 2, pruned).endswith("hyper-parameters of the paper (Table 9)")
+    tuned["pruning"] = {**demo_config["pruning"], "hyperparameter_source": "tuned"}
+    assert note(tuned, "demo", 2, pruned).endswith(f"validation MAE: results/demo/tuned/{pruned}.yaml")
 
 
 @pytest.mark.slow
-def test_tuned_students_wait_for_their_study(repo_copy):
-    (repo_copy / "tuned.yaml").write_text("distillation: {hyperparameter_source: tuned}\n")
-    result = run_snakemake(repo_copy, ["-n", "results/demo/seed0/student_stcd/model.pt", "--cores", "2",
+def test_tuned_students_and_pruning_runs_wait_for_their_studies(repo_copy):
+    (repo_copy / "tuned.yaml").write_text("distillation: {hyperparameter_source: tuned}\n"
+                                          "pruning: {hyperparameter_source: tuned}\n")
+    result = run_snakemake(repo_copy, ["-n", "results/demo/seed0/student_stcd/model.pt",
+                                       "results/demo/seed0/pruned_kd_taylor_pruning_base_50/model.pt", "--cores", "2",
                                        "--configfile", "config/demo.yaml", "tuned.yaml"], timeout=120)
     assert result.returncode == 0, result.output[-3000:]
     stats = job_stats(result.output)
-    assert stats["tune_worker"] == merged_config("config/demo.yaml")["tuning"]["workers"]
-    assert stats["tune"] == stats["train_student"] == 1
-    assert "results/demo/tuned/stcd.yaml" in result.output
+    workers = merged_config("config/demo.yaml")["tuning"]["workers"]
+    assert stats["tune_worker"] == stats["tune_prune_worker"] == workers
+    assert stats["tune"] == stats["train_student"] == stats["tune_prune"] == stats["prune"] == 1
+    for study in ("stcd", "pruned_kd_taylor_pruning_base_50"):
+        assert f"results/demo/tuned/{study}.yaml" in result.output

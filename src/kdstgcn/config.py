@@ -189,20 +189,28 @@ def student_run(config: dict, dataset: str, loss: str, seed: int) -> dict:
             "loss": loss_spec(config, loss, hyper), "device": config["device"]}
 
 
-def tuned_path(dataset: str, loss: str) -> str:
-    """Best values of one tuning study: results/<dataset>/tuned/<loss>.yaml."""
-    return f"results/{dataset}/tuned/{loss}.yaml"
+def tuned_path(dataset: str, study: str) -> str:
+    """Best values of one tuning study (a loss, or a pruned model's name): results/<dataset>/tuned/<study>.yaml."""
+    return f"results/{dataset}/tuned/{study}.yaml"
 
 
-def tuning_study_path(dataset: str, loss: str) -> str:
+def tuning_study_path(dataset: str, study: str) -> str:
     """The Optuna journal file of one study, beside its results (not a Snakemake output: reruns continue it)."""
-    return f"results/{dataset}/tuned/{loss}.journal"
+    return f"results/{dataset}/tuned/{study}.journal"
 
 
 def tuning_run(config: dict, dataset: str, loss: str) -> dict:
     """What every trial of a study starts from: the student of `loss` with the paper's values, trained for
     tuning.epochs with the tuning seed (the trial's values are then laid over it by `apply_tuned`)."""
     run = student_run(config, dataset, loss, config["tuning"]["seed"])
+    run["train"]["epochs"] = config["tuning"]["epochs"]
+    return run
+
+
+def prune_tuning_run(config: dict, dataset: str, method: str, base: str, ratio: int) -> dict:
+    """What every trial of a pruning study starts from: the pruning run with the paper's values (Table 9),
+    fine-tuned for tuning.epochs with the tuning seed. Its loss's name picks the space (`tuning_space`)."""
+    run = prune_run(config, dataset, method, base, ratio, config["tuning"]["seed"])
     run["train"]["epochs"] = config["tuning"]["epochs"]
     return run
 

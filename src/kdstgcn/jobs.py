@@ -12,7 +12,7 @@ from .data import PreparedData, prepare
 from .evaluate import evaluate
 from .graph import chebyshev_polynomials
 from .io import atomic_path, write_json, write_table, write_tables
-from .losses import build_loss
+from .losses import Loss, build_loss
 from .model import STGCN, Architecture, count_parameters, load_model, save_model, weights_digest
 from .paper import beside_paper
 from .train import TrainSettings, loss_step, pick_device, train
@@ -51,7 +51,7 @@ def run_summary(run: dict, history: pd.DataFrame, loss, model: STGCN) -> dict:
 
 
 def fit_run(run: dict, values: str, fill_report: str, adjacency: str, checkpoint: str,
-            teacher_path: str | None = None, on_epoch=None) -> tuple[STGCN, pd.DataFrame, object]:
+            teacher_path: str | None = None, on_epoch=None) -> tuple[STGCN, pd.DataFrame, Loss]:
     """Train one model from its run spec, writing only its checkpoint: the best model, its per-epoch history
     and the loss object (`on_epoch` as in `train`)."""
     data = load_data(values, fill_report, run["data"])
@@ -129,14 +129,12 @@ def training_batches(data: PreparedData, batch_size: int, seed: int):
             yield x[idx], y[idx]
 
 
-def prune_run(run: dict, values: str, fill_report: str, base_path: str, teacher_path: str | None, out: dict,
-              checkpoint: str) -> STGCN:
-    """Prune a trained model (Algorithm 1 or the baseline), fine-tune under the mask and compact it.
-
-    Writes the compact model (`out["model"]`, what evaluation and timing use), the masked model, the kept
-    channels, the pruning steps, the fine-tuning history and a summary with the kept parameter share.
-    """
-    from .prune import compact, prune
+def fit_prune(run: dict, values: str, fill_report: str, base_path: str, teacher_path: str | None, checkpoint: str,
+              on_epoch=None) -> tuple[STGCN, pd.DataFrame, Loss, list[dict], int]:
+    """Prune a trained model (Algorithm 1 or the baseline) and fine-tune it under the mask, writing only the
+    checkpoint: the masked model, the fine-tuning history, the loss, the pruning steps and the base's parameter
+    count (`on_epoch` as in `train`)."""
+    from .prune import prune
 
     data = load_data(values, fill_report, run["data"])
     device = pick_device(run["device"])
@@ -159,8 +157,23 @@ def prune_run(run: dict, values: str, fill_report: str, base_path: str, teacher_
     masks = prune(model, training_batches(data, settings.batch_size, settings.seed), loss_fn, optimizer,
                   run["ratio"] / 100.0, run["pruning_minibatch"], run["step_fraction"], log=log.info, history=steps)
     identity = resume_identity(run, ("dataset", "role", "data", "loss", "ratio"), teacher, base=base_digest)
-    model, history = train(model, data, loss, settings, checkpoint, teacher, device, run_config=identity)
+    model, history = train(model, data, loss, settings, checkpoint, teacher, device, run_config=identity,
+                           on_epoch=on_epoch)
     model.set_masks(masks)
+    return model, history, loss, steps, base_parameters
+
+
+def prune_run(run: dict, values: str, fill_report: str, base_path: str, teacher_path: str | None, out: dict,
+              checkpoint: str) -> STGCN:
+    """Prune a trained model (Algorithm 1 or the baseline), fine-tune under the mask and compact it.
+
+    Writes the compact model (`out["model"]`, what evaluation and timing use), the masked model, the kept
+    channels, the pruning steps, the fine-tuning history and a summary with the kept parameter share.
+    """
+    from .prune import compact
+
+    model, history, loss, steps, base_parameters = fit_prune(run, values, fill_report, base_path, teacher_path,
+                                                             checkpoint)
     dense = compact(model.eval())
     kept = dense.arch.kept
     extra = {**run_summary(run, history, loss, dense), "base_parameters": base_parameters,

@@ -78,15 +78,17 @@ def table_rows(number: int, config: dict) -> list[TableRow]:
 
 
 def note(config: dict, dataset: str, epochs, model: str | None = None) -> str:
-    """The data, a cut-short budget and, for a student, where its hyper-parameters come from."""
+    """The data, a cut-short budget and, for a student or pruned model, where its hyper-parameters come from."""
     t = config["training"]
     text = config["datasets"][dataset]["description"]
     if epochs is not None and not pd.isna(epochs) and int(epochs) < t["paper_epochs"]:
         text += f"; cut short: {int(epochs)} epochs (paper {t['paper_epochs']})"
-    if model is not None and model.startswith("student_"):
-        text += ("; hyper-parameters tuned on validation MAE: " + tuned_path(dataset, model[len("student_"):])
-                 if config["distillation"]["hyperparameter_source"] == "tuned" else
-                 "; hyper-parameters of the paper (Table 6)")
+    for prefix, section, table in (("student_", "distillation", 6), ("pruned_", "pruning", 9)):
+        if model is not None and model.startswith(prefix):
+            study = model[len(prefix):] if prefix == "student_" else model
+            text += (f"; hyper-parameters tuned on validation MAE: {tuned_path(dataset, study)}"
+                     if config[section]["hyperparameter_source"] == "tuned" else
+                     f"; hyper-parameters of the paper (Table {table})")
     return text
 
 

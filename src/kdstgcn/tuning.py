@@ -1,10 +1,12 @@
-"""Per-dataset tuning of a student's hyper-parameters with Optuna, on the validation MAE only.
+"""Per-dataset tuning with Optuna, on the validation MAE only, of a student's hyper-parameters (per loss) and
+of a pruning run's (per method, base and ratio).
 
-One study per dataset and loss lives in an Optuna journal file (`config.tuning_study_path`) that any number
-of worker processes share, on one machine or on a cluster's shared file system (file lock, no database
-server). Each worker runs trials until the study holds `tuning.trials` finished (complete or pruned) ones.
-Trials record a heartbeat; a trial whose worker died goes silent, is failed by the next worker that looks and retried with the
-same values, so a killed worker never blocks the study and a rerun of the worker continues it.
+One study per dataset and loss (or pruned model) lives in an Optuna journal file (`config.tuning_study_path`)
+that any number of worker processes share, on one machine or on a cluster's shared file system (file lock,
+no database server). Each worker runs trials until the study holds `tuning.trials` finished (complete or
+pruned) ones. Trials record a heartbeat; a trial whose worker died goes silent, is failed by the next worker
+that looks and retried with the same values, so a killed worker never blocks the study and a rerun of the
+worker continues it.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .config import apply_tuned, switch_slot
 from .io import atomic_path, write_table
-from .jobs import fit_run
+from .jobs import fit_prune, fit_run
 from .train import NonFiniteLoss
 
 log = logging.getLogger(__name__)
@@ -128,7 +130,8 @@ def enqueue_paper_values(study: optuna.Study, run: dict, space: dict, switches: 
     tuning starts from them."""
     if any(t.user_attrs.get("source") == "paper" for t in study.get_trials(deepcopy=False)):
         return
-    hyper = run["loss"]["params"]
+    hyper = {**run["loss"]["params"], "learning_rate": run["train"]["learning_rate"],
+             "batch_size": run["train"]["batch_size"]}
     params = {name: hyper[name] for name, spec in space.items() if name in hyper and (
         hyper[name] in spec["choices"] if "choices" in spec else spec["low"] <= hyper[name] <= spec["high"])}
     for name, values in switches.items():
@@ -138,9 +141,21 @@ def enqueue_paper_values(study: optuna.Study, run: dict, space: dict, switches: 
     study.enqueue_trial(params, user_attrs={"source": "paper"})
 
 
-def objective(run: dict, space: dict, switches: dict, inputs: dict, trials: int, worker: int):
-    """The function a worker optimises: train the student with the trial's values for the study's epochs and
-    return its best validation MAE; the best-so-far validation MAE is reported after every epoch for pruning."""
+def trainer(inputs: dict) -> Callable[[dict, str, Callable], object]:
+    """How a trial trains, as fit(run, checkpoint, on_epoch): a student from scratch, or, when the inputs hold a
+    base model, pruning it and fine-tuning under the mask."""
+    if "base" in inputs:
+        return lambda run, checkpoint, on_epoch: fit_prune(run, inputs["values"], inputs["fill_report"],
+                                                           inputs["base"], inputs.get("teacher"), checkpoint,
+                                                           on_epoch)
+    return lambda run, checkpoint, on_epoch: fit_run(run, inputs["values"], inputs["fill_report"],
+                                                     inputs["adjacency"], checkpoint, inputs.get("teacher"),
+                                                     on_epoch)
+
+
+def objective(run: dict, space: dict, switches: dict, fit, trials: int, worker: int):
+    """The function a worker optimises: train with the trial's values for the study's epochs (`fit`, from
+    `trainer`) and return the best validation MAE; the best so far is reported after every epoch for pruning."""
 
     def run_trial(trial: optuna.Trial) -> float:
         earlier = [t for t in trial.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
@@ -165,8 +180,7 @@ def objective(run: dict, space: dict, switches: dict, inputs: dict, trials: int,
 
         with tempfile.TemporaryDirectory(prefix="kdstgcn-trial-") as scratch:
             try:
-                fit_run(trial_run, inputs["values"], inputs["fill_report"], inputs["adjacency"],
-                        f"{scratch}/checkpoint.pt", inputs.get("teacher"), on_epoch=on_epoch)
+                fit(trial_run, f"{scratch}/checkpoint.pt", on_epoch)
             except NonFiniteLoss as exc:
                 trial.set_user_attr("diverged", str(exc))
                 raise optuna.TrialPruned(f"diverged: {exc}") from exc
@@ -208,23 +222,23 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def tuned_result(study: optuna.Study, dataset: str, loss: str, space: dict, epochs: int) -> dict:
+def tuned_result(study: optuna.Study, dataset: str, name: str, space: dict, epochs: int) -> dict:
     """The best complete trial's values (the shape `apply_tuned` reads), which trial, its validation MAE."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
-        raise RuntimeError(f"study {dataset}/{loss}: no trial completed (all pruned or failed); see its trials")
+        raise RuntimeError(f"study {dataset}/{name}: no trial completed (all pruned or failed); see its trials")
     best = min(complete, key=lambda t: t.value)
     counts = pd.Series([t.state.name.lower() for t in study.get_trials(deepcopy=False)]).value_counts()
-    return {"dataset": dataset, "loss": loss,
+    return {"dataset": dataset, "study": name,
             "hyperparameters": {k: v for k, v in best.params.items() if k in space},
             "switches": {k: v for k, v in best.params.items() if k not in space},
             "trial": best.number, "val_mae": float(best.value), "epochs_per_trial": epochs,
             "trials": {k: int(v) for k, v in counts.items()}}
 
 
-def write_result(study: optuna.Study, dataset: str, loss: str, space: dict, epochs: int, yaml_out: str,
+def write_result(study: optuna.Study, dataset: str, name: str, space: dict, epochs: int, yaml_out: str,
                  trials_out: str) -> dict:
-    result = tuned_result(study, dataset, loss, space, epochs)
+    result = tuned_result(study, dataset, name, space, epochs)
     write_table(trials_table(study), trials_out)
     with atomic_path(yaml_out) as tmp:
         tmp.write_text(yaml.safe_dump(result, sort_keys=False))
