@@ -1,9 +1,15 @@
-"""Entry point of the training rules: one model from its run spec (teacher, base, student)."""
+"""Entry point of the training rules: one model from its run spec (teacher, base, student), for a student with
+tuned hyper-parameters when the rule gives it a tuning result."""
 import use_checkout  # noqa: F401  (puts src/ on sys.path)
+from kdstgcn.config import apply_tuned, read_tuned
 from kdstgcn.jobs import train_run
 from kdstgcn.runner import logged
 
 with logged(snakemake.log[0], snakemake.threads):
-    train_run(snakemake.params.run, snakemake.input.values, snakemake.input.fill_report, snakemake.input.adjacency,
+    run, tuned = snakemake.params.run, snakemake.input.get("tuned")
+    if tuned:
+        values = read_tuned(tuned)
+        run = apply_tuned(run, values, source=f"tuned: {tuned}, trial {values.get('trial')}")
+    train_run(run, snakemake.input.values, snakemake.input.fill_report, snakemake.input.adjacency,
               snakemake.output.model, snakemake.output.history, snakemake.output.info, snakemake.params.checkpoint,
               snakemake.input.get("teacher"))

@@ -71,6 +71,18 @@ BAD_VALUES = {
     "split_beyond_file_days": ("datasets.pemsd8.split", [50, 6, 7], "datasets.pemsd8.split",
                                ["needs 63 days", "has 62", "at most 62"]),
     "negative_epochs": ("training.epochs", -1, "training.epochs", ["minimum of 1"]),
+    "unknown_hyperparameter_source": ("distillation.hyperparameter_source", "best",
+                                      "distillation.hyperparameter_source", ["'paper'", "'tuned'"]),
+    "tuning_range_reversed": ("tuning.space.alpha1", {"low": 0.8, "high": 0.2}, "tuning.space.alpha1",
+                              ["low 0.8 exceeds high 0.2"]),
+    "tuning_log_range_from_zero": ("tuning.space.alpha3", {"low": 0.0, "high": 1.0, "log": True},
+                                   "tuning.space.alpha3", ["log scale needs low > 0"]),
+    "tuning_weight_above_one": ("tuning.space.beta", {"low": 0.0, "high": 1.5}, "tuning.space.beta.high",
+                                ["maximum of 1"]),
+    "unknown_tuning_switch": ("tuning.switches", {"distillation.nope": ["a"]}, "tuning.switches",
+                              ["'distillation.nope' was unexpected"]),
+    "unknown_tuned_optimizer": ("tuning.switches", {"training.optimizer": ["sgd"]},
+                                "tuning.switches.training.optimizer.0", ["'sgd' is not one of", "'adam'"]),
 }
 
 

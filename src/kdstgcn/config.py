@@ -2,6 +2,7 @@
 per-run specifications that the rules hand to the entry points."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import jsonschema
@@ -83,6 +84,11 @@ def check(config: dict) -> None:
             if str(ratio) not in pr["hyperparameters"].get(paper, {}):
                 raise ConfigError(f"pruning.hyperparameters.{paper}.\"{ratio}\": missing (dataset {name!r} "
                                   f"prunes {ratio} %)")
+    for name, spec in config["tuning"]["space"].items():
+        if "low" in spec and spec["low"] > spec["high"]:
+            raise ConfigError(f"tuning.space.{name}: low {spec['low']} exceeds high {spec['high']}")
+        if spec.get("log") and spec["low"] <= 0:
+            raise ConfigError(f"tuning.space.{name}: a log scale needs low > 0, got {spec['low']}")
     figures = config["figures"]
     if figures["horizon"] > model["n_pred"]:
         raise ConfigError(f"figures.horizon: {figures['horizon']} exceeds model.n_pred = {model['n_pred']}")
@@ -189,6 +195,76 @@ def student_run(config: dict, dataset: str, loss: str, seed: int) -> dict:
     return {"dataset": dataset, "role": f"student_{loss}", "data": data_spec(config, dataset),
             "arch": architecture(config, dataset, "student"), "train": train,
             "loss": loss_spec(config, loss, hyper), "device": config["device"]}
+
+
+def tuned_path(dataset: str, study: str) -> str:
+    """Best values of one tuning study (a loss, or a pruned model's name): results/<dataset>/tuned/<study>.yaml."""
+    return f"results/{dataset}/tuned/{study}.yaml"
+
+
+def tuning_study_path(dataset: str, study: str) -> str:
+    """The Optuna journal file of one study, beside its results (not a Snakemake output: reruns continue it)."""
+    return f"results/{dataset}/tuned/{study}.journal"
+
+
+def tuning_run(config: dict, dataset: str, loss: str) -> dict:
+    """What every trial of a study starts from: the student of `loss` with the paper's values, trained for
+    tuning.epochs with the tuning seed (the trial's values are then laid over it by `apply_tuned`)."""
+    run = student_run(config, dataset, loss, config["tuning"]["seed"])
+    run["train"]["epochs"] = config["tuning"]["epochs"]
+    return run
+
+
+def prune_tuning_run(config: dict, dataset: str, method: str, base: str, ratio: int) -> dict:
+    """What every trial of a pruning study starts from: the pruning run with the paper's values (Table 9),
+    fine-tuned for tuning.epochs with the tuning seed. Its loss's name picks the space (`tuning_space`)."""
+    run = prune_run(config, dataset, method, base, ratio, config["tuning"]["seed"])
+    run["train"]["epochs"] = config["tuning"]["epochs"]
+    return run
+
+
+def tuning_space(config: dict, loss: str) -> dict:
+    """Ranges tuned for one loss: learning rate, batch size and that loss's own weights (Table 6's columns)."""
+    names = ["learning_rate", "batch_size", *(p for p in LOSS_PARAMETERS[loss] if p != "temperature")]
+    return {name: config["tuning"]["space"][name] for name in names}
+
+
+TUNED_KEYS = ("hyperparameters", "switches")
+
+
+def switch_slot(run: dict, name: str) -> tuple[dict, str]:
+    """Where a run spec holds the switch `name`: `training.<key>` in its training settings, `distillation.<key>`
+    in its loss spec's `readings`; returns (that mapping, key)."""
+    section, key = name.split(".", 1)
+    if section == "training":
+        return run["train"], key
+    if section == "distillation":
+        return run["loss"].setdefault("readings", {}), key
+    raise ConfigError(f"switch {name!r}: only training.* and distillation.* keys can be tuned")
+
+
+def apply_tuned(run: dict, tuned: dict, source: str = "tuned") -> dict:
+    """A copy of a student's run spec with tuned values: `tuned["hyperparameters"]` (learning rate and batch
+    size into the training settings, every value into the loss's parameters, as `student_run` records them) and
+    `tuned["switches"]` (see `switch_slot`). `source` is recorded as the run's `hyperparameter_source`."""
+    run = copy.deepcopy(run)
+    hyper = tuned["hyperparameters"]
+    run["loss"]["params"].update(hyper)
+    run["train"].update({k: hyper[k] for k in ("batch_size", "learning_rate") if k in hyper})
+    for name, value in tuned["switches"].items():
+        slot, key = switch_slot(run, name)
+        slot[key] = value
+    run["hyperparameter_source"] = source
+    return run
+
+
+def read_tuned(path: str | Path) -> dict:
+    """The tuned values of one study (written by the `tune` rule), checked for the keys `apply_tuned` needs."""
+    tuned = yaml.safe_load(Path(path).read_text())
+    if not isinstance(tuned, dict) or not all(isinstance(tuned.get(k), dict) for k in TUNED_KEYS):
+        raise ConfigError(f"{path}: not a tuning result (needs the mappings {list(TUNED_KEYS)}); delete it and "
+                          "run its `tune` rule again")
+    return tuned
 
 
 PRUNING_METHODS = {"kd_taylor": "Algorithm 1: Taylor importance of L_STCD against the teacher",

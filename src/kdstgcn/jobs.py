@@ -13,7 +13,7 @@ from .data import PreparedData, prepare
 from .evaluate import evaluate
 from .graph import chebyshev_polynomials
 from .io import atomic_path, write_json, write_table, write_tables
-from .losses import build_loss
+from .losses import Loss, build_loss
 from .model import STGCN, Architecture, count_parameters, load_model, save_model, weights_digest
 from .optim import make_optimizer
 from .paper import beside_paper
@@ -53,9 +53,10 @@ def run_summary(run: dict, history: pd.DataFrame, loss, model: STGCN) -> dict:
             "parameters": count_parameters(model), "seconds_per_epoch": float(history["epoch_seconds"].mean())}
 
 
-def train_run(run: dict, values: str, fill_report: str, adjacency: str, model_out: str, history_out: str,
-              info_out: str, checkpoint: str, teacher_path: str | None = None) -> STGCN:
-    """Train one model from its run spec; write the whole model, its per-epoch history and a summary."""
+def fit_run(run: dict, values: str, fill_report: str, adjacency: str, checkpoint: str,
+            teacher_path: str | None = None, on_epoch=None) -> tuple[STGCN, pd.DataFrame, Loss]:
+    """Train one model from its run spec, writing only its checkpoint: the best model, its per-epoch history
+    and the loss object (`on_epoch` as in `train`)."""
     data = load_data(values, fill_report, run["data"])
     arch = Architecture.from_dict(run["arch"])
     torch.manual_seed(run["train"]["seed"])
@@ -72,7 +73,14 @@ def train_run(run: dict, values: str, fill_report: str, adjacency: str, model_ou
                                                          settings.batch_size, device)
     model, history = train(model, data, loss, settings, checkpoint, teacher, device,
                            run_config=resume_identity(run, ("dataset", "role", "data", "loss"), teacher),
-                           teacher_predictions=teacher_predictions)
+                           teacher_predictions=teacher_predictions, on_epoch=on_epoch)
+    return model, history, loss
+
+
+def train_run(run: dict, values: str, fill_report: str, adjacency: str, model_out: str, history_out: str,
+              info_out: str, checkpoint: str, teacher_path: str | None = None) -> STGCN:
+    """Train one model from its run spec; write the whole model, its per-epoch history and a summary."""
+    model, history, loss = fit_run(run, values, fill_report, adjacency, checkpoint, teacher_path)
     extra = run_summary(run, history, loss, model)
     write_table(history, history_out)
     write_json(extra, info_out)
@@ -132,9 +140,11 @@ PRUNE_RESUME_KEYS = ("dataset", "role", "data", "loss", "finetune_loss", "ratio"
                      "pruning_minibatch")
 
 
-def prune_run(run: dict, values: str, fill_report: str, base_path: str, teacher_path: str | None, out: dict,
-              checkpoint: str) -> STGCN:
-    """Prune a trained model (Algorithm 1 or the baseline), compact it and fine-tune the compact model.
+def fit_prune(run: dict, values: str, fill_report: str, base_path: str, teacher_path: str | None, checkpoint: str,
+              on_epoch=None) -> tuple[STGCN, STGCN, pd.DataFrame, Loss, list[dict], int]:
+    """Prune a trained model (Algorithm 1 or the baseline), compact it and fine-tune the compact model, writing
+    only the checkpoint. Returns the compact and the masked model (on the CPU), the fine-tuning history and loss,
+    the pruning steps and the base's parameter count (`on_epoch` as in `train`).
 
     Fine-tuning the compact model is fine-tuning under the mask, at the compact model's cost: the same weights
     to float rounding (tested with dropout 0 and the same seed). Under the mask every weight that feeds only
@@ -143,12 +153,8 @@ def prune_run(run: dict, values: str, fill_report: str, base_path: str, teacher_
     LayerNorm entries keep their values and never matter. The masked LayerNorm takes its statistics over the kept
     channels, as the compact one does, so the kept weights get the same gradients, and `train` starts the same
     fresh optimiser for both. Only dropout differs: it draws over the full width under the mask, over the kept
-    channels here, so with dropout > 0 the two are different draws of the same procedure.
-
-    Writes the compact model (`out["model"]`, what evaluation and timing use), the masked model (the fine-tuned
-    compact model expanded back to full width), the pruning steps, the fine-tuning history and a summary with the
-    kept parameter share and channels. All on the CPU, whatever `run["device"]`. The checkpoint holds the compact
-    model; its architecture (kept channels) is part of what it must match to be resumed.
+    channels here, so with dropout > 0 the two are different draws of the same procedure. The checkpoint holds
+    the compact model; its architecture (kept channels) is part of what it must match to be resumed.
     """
     from .prune import compact, expand, prune
 
@@ -179,9 +185,21 @@ def prune_run(run: dict, values: str, fill_report: str, base_path: str, teacher_
     log.info("fine-tuning the compact model with %s", run["finetune_loss"]["name"])
     identity = resume_identity(run, PRUNE_RESUME_KEYS, teacher, base=base_digest)
     dense, history = train(compact(model), data, finetune_loss, settings, checkpoint, teacher, device,
-                           run_config=identity)
+                           run_config=identity, on_epoch=on_epoch)
     dense = dense.cpu().eval()
-    masked = expand(dense, model).cpu()
+    return dense, expand(dense, model).cpu(), history, finetune_loss, steps, base_parameters
+
+
+def prune_run(run: dict, values: str, fill_report: str, base_path: str, teacher_path: str | None, out: dict,
+              checkpoint: str) -> STGCN:
+    """Prune a trained model (Algorithm 1 or the baseline) and fine-tune its compact form (`fit_prune`).
+
+    Writes the compact model (`out["model"]`, what evaluation and timing use), the masked model (the fine-tuned
+    compact model expanded back to full width), the pruning steps, the fine-tuning history and a summary with the
+    kept parameter share and channels. All on the CPU, whatever `run["device"]`.
+    """
+    dense, masked, history, finetune_loss, steps, base_parameters = fit_prune(
+        run, values, fill_report, base_path, teacher_path, checkpoint)
     kept = dense.arch.kept
     extra = {**run_summary(run, history, finetune_loss, dense), "base_parameters": base_parameters,
              "kept_pct": 100.0 * count_parameters(dense) / base_parameters, "pruning_steps": len(steps),

@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from . import paper  # noqa: E402
-from .config import pruned_name, run_dir  # noqa: E402
+from .config import pruned_name, run_dir, tuned_path  # noqa: E402
 
 TABLE_COLUMNS = ["table", "dataset", "paper_dataset", "model", "paper_model", "param_pct", "kept_pct", "metric",
                  "horizon_min",
@@ -77,11 +77,18 @@ def table_rows(number: int, config: dict) -> list[TableRow]:
     return [r for r in KD_TABLES[number] if not r.model.startswith("student_") or r.model in trained]
 
 
-def note(config: dict, dataset: str, epochs) -> str:
+def note(config: dict, dataset: str, epochs, model: str | None = None) -> str:
+    """The data, a cut-short budget and, for a student or pruned model, where its hyper-parameters come from."""
     t = config["training"]
     text = config["datasets"][dataset]["description"]
     if epochs is not None and not pd.isna(epochs) and int(epochs) < t["paper_epochs"]:
         text += f"; cut short: {int(epochs)} epochs (paper {t['paper_epochs']})"
+    for prefix, section, table in (("student_", "distillation", 6), ("pruned_", "pruning", 9)):
+        if model is not None and model.startswith(prefix):
+            study = model[len(prefix):] if prefix == "student_" else model
+            text += (f"; hyper-parameters tuned on validation MAE: {tuned_path(dataset, study)}"
+                     if config[section]["hyperparameter_source"] == "tuned" else
+                     f"; hyper-parameters of the paper (Table {table})")
     return text
 
 
@@ -134,7 +141,7 @@ def metric_table(number: int, rows: list[TableRow], config: dict) -> pd.DataFram
                 table=number, dataset=dataset, paper_dataset=paper_name, model=row.model,
                 paper_model=row.paper_model, param_pct=row.param_pct, compared_with=row.compared_with,
                 parameters=int(ours["parameters"].iloc[0]), epochs=epochs,
-                paper_epochs=config["training"]["paper_epochs"], note=note(config, dataset, epochs))
+                paper_epochs=config["training"]["paper_epochs"], note=note(config, dataset, epochs, row.model))
             parts.append(summary)
     result = compare(pd.concat(parts, ignore_index=True))
     result["diff"] = result["ours"] - result["paper"]
@@ -170,7 +177,8 @@ def teacher_share_table(config: dict) -> pd.DataFrame:
                          "ours_std": values.std(ddof=1) if len(values) > 1 else np.nan, "n_seeds": len(values),
                          "paper": float(published.loc[model, f"{paper_name}_pct"]),
                          "parameters": infos[0]["parameters"], "epochs": epochs,
-                         "paper_epochs": config["training"]["paper_epochs"], "note": note(config, dataset, epochs)})
+                         "paper_epochs": config["training"]["paper_epochs"],
+                         "note": note(config, dataset, epochs, model)})
     df = pd.DataFrame(rows)
     df["diff"] = df["ours"] - df["paper"]
     return finish(df)

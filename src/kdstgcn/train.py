@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -214,7 +215,8 @@ def duration(seconds: float) -> str:
 def train(model: torch.nn.Module, data: PreparedData, loss: Loss, settings: TrainSettings,
           checkpoint_path: str | Path, teacher: torch.nn.Module | None = None,
           device: torch.device | None = None, run_config: dict | None = None,
-          teacher_predictions: torch.Tensor | None = None) -> tuple[torch.nn.Module, pd.DataFrame]:
+          teacher_predictions: torch.Tensor | None = None,
+          on_epoch: Callable[[int, dict], None] | None = None) -> tuple[torch.nn.Module, pd.DataFrame]:
     """Train with the one-step target; keep the epoch with the best validation MAE (mean over horizons).
 
     After every epoch a checkpoint is written atomically and kept; if one with the same fingerprint exists,
@@ -224,6 +226,8 @@ def train(model: torch.nn.Module, data: PreparedData, loss: Loss, settings: Trai
     The training split lives on `device` for the whole run; a checkpoint written on one device resumes on
     another. `teacher_predictions` [W, N]: the teacher's predictions for the training windows
     (`teacher_cache.cached_teacher_predictions`), used instead of a teacher forward per batch.
+    `on_epoch(epoch, row)` is called after each epoch's checkpoint with its history row; an exception it
+    raises (e.g. optuna.TrialPruned) ends training there.
     """
     device = device or pick_device()
     if loss.uses_teacher and teacher is None:
@@ -304,6 +308,8 @@ def train(model: torch.nn.Module, data: PreparedData, loss: Loss, settings: Trai
         save_torch({"fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "loss": loss.state_dict(), "history": history, "best": best, **rng_state(device)}, checkpoint_path)
+        if on_epoch is not None:
+            on_epoch(epoch, row)
 
     if best["state"] is None:
         raise RuntimeError("no epoch was trained (epochs must be >= 1)")

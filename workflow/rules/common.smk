@@ -48,7 +48,37 @@ def student_inputs(wildcards):
     inputs = prepared_inputs(wildcards)
     if wildcards.loss != "task":
         inputs["teacher"] = f"{cfg.run_dir(wildcards.dataset, wildcards.seed, 'teacher')}/model.pt"
+    if config["distillation"]["hyperparameter_source"] == "tuned":
+        inputs["tuned"] = cfg.tuned_path(wildcards.dataset, wildcards.loss)
     return inputs
+
+
+def tune_inputs(wildcards):
+    """A tuning worker reads the prepared data and, when its loss distils, the teacher of the tuning seed."""
+    inputs = prepared_inputs(wildcards)
+    if wildcards.loss != "task":
+        inputs["teacher"] = f"{cfg.run_dir(wildcards.dataset, config['tuning']['seed'], 'teacher')}/model.pt"
+    return inputs
+
+
+def tune_prune_inputs(wildcards):
+    """A pruning study's worker reads the base model of the tuning seed (and, for Algorithm 1, its teacher)."""
+    inputs = prepared_inputs(wildcards)
+    seed = config["tuning"]["seed"]
+    inputs["base"] = f"{cfg.run_dir(wildcards.dataset, seed, wildcards.base)}/model.pt"
+    if wildcards.method == "kd_taylor":
+        inputs["teacher"] = f"{cfg.run_dir(wildcards.dataset, seed, 'teacher')}/model.pt"
+    return inputs
+
+
+def prune_loss(wildcards):
+    """The loss a pruning run's importance and fine-tuning use (its spec says): its tuning space follows it."""
+    run = cfg.prune_tuning_run(config, wildcards.dataset, wildcards.method, wildcards.base, int(wildcards.ratio))
+    return run["loss"]["name"]
+
+
+def tune_worker_outputs(dataset, study):
+    return [f"results/{dataset}/tuned/workers/{study}_{i}.json" for i in range(config["tuning"]["workers"])]
 
 
 def prune_inputs(wildcards):
@@ -57,6 +87,9 @@ def prune_inputs(wildcards):
     inputs["base"] = f"{cfg.run_dir(wildcards.dataset, wildcards.seed, wildcards.base)}/model.pt"
     if wildcards.method == "kd_taylor":
         inputs["teacher"] = f"{cfg.run_dir(wildcards.dataset, wildcards.seed, 'teacher')}/model.pt"
+    if config["pruning"]["hyperparameter_source"] == "tuned":
+        name = cfg.pruned_name(wildcards.method, wildcards.base, wildcards.ratio)
+        inputs["tuned"] = cfg.tuned_path(wildcards.dataset, name)
     return inputs
 
 
