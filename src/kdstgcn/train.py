@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from .console import CONSOLE, duration
 from .data import PreparedData
 from .evaluate import evaluate
 from .io import save_torch
@@ -150,10 +151,13 @@ def train(model: torch.nn.Module, data: PreparedData, loss: Loss, settings: Trai
         history.append(row)
         if val_mae < best["val_mae"]:
             best = {"val_mae": val_mae, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
-        log.info("epoch %d/%d loss %.5f val MAE %.4f (best %.4f @ %d) lr %.2e %.1fs/epoch%s",
+        run_seconds = sum(r["epoch_seconds"] for r in history[-(epoch - start_epoch + 1):])
+        eta = duration(run_seconds / (epoch - start_epoch + 1) * (settings.epochs - epoch))
+        log.info("epoch %d/%d loss %.5f val MAE %.4f (best %.4f @ %d) lr %.2e %.1fs/epoch ETA %s%s",
                  epoch, settings.epochs, row["train_loss"], val_mae, best["val_mae"], best["epoch"], lr,
-                 row["epoch_seconds"],
-                 "" if row["teacher_share_pct"] is None else f" teacher share {row['teacher_share_pct']:.2f}%")
+                 row["epoch_seconds"], eta,
+                 "" if row["teacher_share_pct"] is None else f" teacher share {row['teacher_share_pct']:.2f}%",
+                 extra=CONSOLE)
         save_torch({"fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "rng": torch.get_rng_state(), "loss": loss.state_dict(),

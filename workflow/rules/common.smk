@@ -6,9 +6,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir).parent / "src"))
 
 from kdstgcn import config as cfg
+from kdstgcn import console
+from kdstgcn import download
 from kdstgcn import report as paper_report
 
+console.quiet_snakemake(workflow)
 cfg.validate(config, workflow.source_path("../schemas/config.schema.yaml"))
+MIRROR = download.check_mirror(config["mirror"])
 
 RAW_NAMES = sorted({n for d in config["datasets"] for n in cfg.raw_files(config, d)})
 REFERENCE_MODELS = ["teacher", "pruning_base"]
