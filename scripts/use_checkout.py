@@ -4,5 +4,6 @@ import sys
 from pathlib import Path
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
-if SRC not in sys.path:
+# first, also when Snakemake's script preamble has already appended it behind an installed (editable) copy
+if sys.path[0] != SRC:
     sys.path.insert(0, SRC)

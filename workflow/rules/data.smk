@@ -2,19 +2,6 @@ onstart:
     check_raw_sources()
 
 
-def check_raw_sources():
-    """Before the first job (not in a dry run): every raw file a download job of this run needs must be in the
-    mirror or at a URL that answers; else one message names them all and the run stops with nothing written."""
-    needed = {
-        job.output[0]: cfg.raw_files(config, job.wildcards.dataset)[job.wildcards.filename]["urls"]
-        for job in workflow.dag.needrun_jobs()
-        if job.rule.name == "download"
-    }
-    missing = download.unavailable_files(needed, MIRROR)
-    if missing:
-        raise download.DownloadError(download.missing_files_message(missing))
-
-
 rule download:
     output:
         "results/{dataset}/raw/{filename}",
