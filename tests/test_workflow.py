@@ -1,5 +1,6 @@
 """The Snakemake workflow end to end, each run in a fresh copy of the repository (no results, no locks shared
-with the working tree): dry run of `all`, the demo, the offline failure, and the real PEMS08 data rules."""
+with the working tree): dry run of `all`, the demo (and its console: under 200 lines), the offline failure, and
+the real PEMS08 data rules."""
 import json
 import math
 import re
@@ -77,6 +78,12 @@ def test_demo_trains_and_evaluates_a_teacher(repo_copy):
 
     log = (repo_copy / "logs/train_teacher/demo/seed0.log").read_text()
     assert len(re.findall(rf"epoch \d+/{epochs} ", log)) == epochs
+    console = result.output.splitlines()
+    assert len(console) < 200, f"{len(console)} console lines:\n{result.output[-4000:]}"
+    finished = re.findall(r"^\S+ \d+ of \d+ steps \(\d+%\) done: ", result.output, re.M)
+    assert len(finished) == sum(job_stats(result.output).values())  # one line per job
+    assert len(re.findall(rf"train_teacher/demo/seed0: epoch \d+/{epochs} .* ETA ", result.output)) == epochs
+    assert "Shell command" not in result.output and "localrule" not in result.output  # no per-job blocks
     stats = json.loads((repo_copy / "results/demo/graph/stats.json").read_text())
     demo_nodes = yaml.safe_load((repo_copy / "config/demo.yaml").read_text())["datasets"]["demo"]["n_nodes"]
     assert stats["nodes"] == demo_nodes and stats["undirected_edges"] > 0

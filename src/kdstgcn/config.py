@@ -23,19 +23,82 @@ def key_path(parts) -> str:
 
 
 def allowed_range(schema: dict) -> str:
-    """'; allowed: lo to hi' from a numeric schema's bounds (empty when it has none)."""
-    low = schema.get("minimum", schema.get("exclusiveMinimum"))
-    high = schema.get("maximum", schema.get("exclusiveMaximum"))
-    if low is None and high is None:
-        return ""
-    left = "-inf" if low is None else f"{'>' if 'exclusiveMinimum' in schema else '>='} {low}"
-    right = "inf" if high is None else f"{'<' if 'exclusiveMaximum' in schema else '<='} {high}"
-    return f"; allowed: {left} and {right}"
+    """'; allowed: >= 1', '; allowed: between 0 and 1' or '; allowed: > 0 and <= 1' from a numeric schema's bounds
+    (empty when it has none)."""
+    low = ("minimum", ">=", schema["minimum"]) if "minimum" in schema else (
+        ("exclusiveMinimum", ">", schema["exclusiveMinimum"]) if "exclusiveMinimum" in schema else None)
+    high = ("maximum", "<=", schema["maximum"]) if "maximum" in schema else (
+        ("exclusiveMaximum", "<", schema["exclusiveMaximum"]) if "exclusiveMaximum" in schema else None)
+    if low and high and low[0] == "minimum" and high[0] == "maximum":
+        return f"; allowed: between {low[2]} and {high[2]}"
+    bounds = [f"{sign} {value}" for _, sign, value in filter(None, (low, high))]
+    return f"; allowed: {' and '.join(bounds)}" if bounds else ""
+
+
+NON_STRING_TYPES = {"integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+                    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+                    "boolean": lambda v: isinstance(v, bool), "array": lambda v: isinstance(v, list),
+                    "object": lambda v: isinstance(v, dict)}
+
+
+def resolve(schema, root: dict) -> dict:
+    """`schema` with a local `$ref` (#/$defs/...) followed; {} for anything that is not a schema object."""
+    while isinstance(schema, dict) and "$ref" in schema:
+        node = root
+        for part in schema["$ref"].lstrip("#/").split("/"):
+            node = node[part]
+        schema = node
+    return schema if isinstance(schema, dict) else {}
+
+
+def member_schema(schema: dict, key: str, root: dict) -> dict:
+    if key in schema.get("properties", {}):
+        return resolve(schema["properties"][key], root)
+    return resolve(schema.get("additionalProperties"), root)
+
+
+def read_as_yaml(text: str, types: set[str]):
+    """`text` as YAML reads it when that gives one of `types` (a number also from Python's float()), else None."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = None
+    if any(NON_STRING_TYPES[t](value) for t in types):
+        return value
+    if "number" in types:
+        try:
+            return float(text)
+        except ValueError:
+            return None
+    return None
+
+
+def coerce(value, schema: dict, root: dict):
+    """`value` with every string read as YAML where the schema asks for a number, boolean, list or mapping.
+
+    Snakemake hands nested `--config` values over as strings (`--config training='{epochs: 5}'` gives
+    {'epochs': '5'}); reading them as YAML makes them what a config file would hold. Dicts and lists are
+    changed in place, so the workflow's `config` object sees the result. A string that does not read as the
+    type asked for is left alone, and the schema check then names its key."""
+    schema = resolve(schema, root)
+    declared = schema.get("type", [])
+    types = {declared} if isinstance(declared, str) else set(declared)
+    if isinstance(value, str) and types & NON_STRING_TYPES.keys() and "string" not in types:
+        parsed = read_as_yaml(value, types & NON_STRING_TYPES.keys())
+        value = value if parsed is None else parsed
+    if isinstance(value, dict):
+        for key in value:
+            value[key] = coerce(value[key], member_schema(schema, key, root), root)
+    elif isinstance(value, list):
+        value[:] = [coerce(item, resolve(schema.get("items"), root), root) for item in value]
+    return value
 
 
 def validate(config: dict, schema_path: str | Path = SCHEMA) -> None:
-    """Check `config` against the JSON schema, then the rules that span several keys."""
+    """Read command-line strings as the types the JSON schema asks for, check `config` against the schema, then
+    the rules that span several keys."""
     schema = yaml.safe_load(Path(schema_path).read_text())
+    coerce(config, schema, schema)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:

@@ -3,19 +3,22 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sys
 
 import torch
+
+from .console import job_console_handler
 
 
 @contextlib.contextmanager
 def logged(log_path: str | None, threads: int = 1):
-    """Send logging (and uncaught errors) of one job to its log file and to stderr."""
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    """Send logging (and uncaught errors) of one job to its log file; the console (stderr) gets what
+    kdstgcn.console lets through: warnings, errors without their traceback, and the epoch lines."""
+    handlers: list[logging.Handler] = []
     if log_path:
         handlers.append(logging.FileHandler(log_path, mode="w"))
-    logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        handlers[0].setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handlers.append(job_console_handler(log_path))
+    logging.basicConfig(level=logging.INFO, handlers=handlers, force=True)
     torch.set_num_threads(max(1, int(threads)))
     log = logging.getLogger("kdstgcn")
     try:

@@ -1,7 +1,6 @@
 """Training loop shared by teachers, students and pruned models: any loss object, resumable per epoch."""
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
 import logging
@@ -16,6 +15,7 @@ import pandas as pd
 import torch
 
 from .anatomy import epoch_anatomy
+from .console import CONSOLE, duration
 from .data import PreparedData
 from .evaluate import evaluate
 from .io import save_torch
@@ -208,10 +208,6 @@ def training_step(model, teacher, loss: Loss, optimizer, compiled: bool, device:
     return step
 
 
-def duration(seconds: float) -> str:
-    return str(datetime.timedelta(seconds=round(max(seconds, 0.0))))
-
-
 def train(model: torch.nn.Module, data: PreparedData, loss: Loss, settings: TrainSettings,
           checkpoint_path: str | Path, teacher: torch.nn.Module | None = None,
           device: torch.device | None = None, run_config: dict | None = None,
@@ -304,7 +300,8 @@ def train(model: torch.nn.Module, data: PreparedData, loss: Loss, settings: Trai
         log.info("epoch %d/%d loss %.5f val MAE %.4f (best %.4f @ %d) lr %.2e %.1fs/epoch, ETA %s%s",
                  epoch, settings.epochs, row["train_loss"], val_mae, best["val_mae"], best["epoch"], lr,
                  row["epoch_seconds"], duration(run_seconds / epochs_here * (settings.epochs - epoch)),
-                 "" if row["teacher_share_pct"] is None else f" teacher share {row['teacher_share_pct']:.2f}%")
+                 "" if row["teacher_share_pct"] is None else f" teacher share {row['teacher_share_pct']:.2f}%",
+                 extra=CONSOLE)
         save_torch({"fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "loss": loss.state_dict(), "history": history, "best": best, **rng_state(device)}, checkpoint_path)

@@ -6,9 +6,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir).parent / "src"))
 
 from kdstgcn import config as cfg
+from kdstgcn import console
+from kdstgcn import download
 from kdstgcn import report as paper_report
 
+console.quiet_snakemake(workflow)
 cfg.validate(config, workflow.source_path("../schemas/config.schema.yaml"))
+MIRROR = download.check_mirror(config["mirror"])
 
 RAW_NAMES = sorted({n for d in config["datasets"] for n in cfg.raw_files(config, d)})
 REFERENCE_MODELS = ["teacher", "pruning_base"]
@@ -152,3 +156,16 @@ def all_outputs():
     ]
     anatomy = expand("results/figures/anatomy_{dataset}.png", dataset=config["run_datasets"])
     return tables + figures + tsne + anatomy + ["results/summary.md"]
+
+
+def check_raw_sources():
+    """Before the first job (not in a dry run): every raw file a download job of this run needs must be in the
+    mirror or at a URL that answers; else one message names them all and the run stops with nothing written."""
+    needed = {
+        job.output[0]: cfg.raw_files(config, job.wildcards.dataset)[job.wildcards.filename]["urls"]
+        for job in workflow.dag.needrun_jobs()
+        if job.rule.name == "download"
+    }
+    missing = download.unavailable_files(needed, MIRROR)
+    if missing:
+        raise download.DownloadError(download.missing_files_message(missing))

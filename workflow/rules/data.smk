@@ -1,3 +1,7 @@
+onstart:
+    check_raw_sources()
+
+
 rule download:
     output:
         "results/{dataset}/raw/{filename}",
