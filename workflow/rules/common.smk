@@ -107,9 +107,9 @@ def tsne_pairs():
 
 
 def all_outputs():
-    tables = [f"results/table{n}.{ext}" for n in range(1, 10) for ext in ("csv", "parquet")]
+    tables = [f"results/table{n}.{ext}" for n in range(1, 10) for ext in ("csv", "parquet", "html")]
     figures = expand("results/figures/figure{n}_{dataset}.png", n=(3, 4, 5), dataset=config["run_datasets"])
     tsne = [
         f"results/figures/tsne_{d}_{s}_vs_{r}.png" for d in config["run_datasets"] for s, r in tsne_pairs()
     ]
-    return tables + figures + tsne + ["results/summary.md"]
+    return tables + figures + tsne + ["results/summary.md", "results/summary.html"]
