@@ -183,7 +183,7 @@ def test_mean_prediction_figure_starts_at_zero_and_names_models(fake_study, tmp_
     assert bars.get_ylim()[0] == 0 and "(axis from 0)" in bars.get_ylabel()
     names = [t.get_text().replace("\n", " ") for t in gaps.get_xticklabels()]
     assert names[:3] == ["Ground truth", "Base Model", "Pruned W/O KD 25 %"]
-    assert names[4] == r"Pruned W $L_{\mathrm{STCD}}$ (ours) 25 %"
+    assert names[3] == r"Pruned W $L_{\mathrm{STCD}}$ (ours) 25 %"
     heights = [b.get_height() for b in bars.patches]
     assert [g.get_height() for g in gaps.patches] == pytest.approx([h - heights[0] for h in heights[1:]])
 
@@ -232,7 +232,9 @@ def test_all_writes_every_table_beside_the_paper(demo_study):
     assert len(claims) and (claims["exceeds_spread"] == "n/a (one seed)").all()
     pruning = pd.read_csv(results / "table8.csv")
     kept = pruning.groupby("model")["kept_pct"].first()
-    assert kept["pruning_base"] == 100
+    assert np.isnan(kept["pruning_base"])
+    assert pruning.loc[pruning["model"] == "pruned_kd_taylor_pruning_base_50", "note"].str.contains(
+        "fine-tuned 1 epoch: 3 epochs in all, more than its base model").all()
     for ratio in (25, 50, 75):
         for method in ("taylor", "kd_taylor"):
             share = kept[f"pruned_{method}_pruning_base_{ratio}"]
@@ -254,7 +256,8 @@ def test_all_draws_every_figure(demo_study):
     for name in figures:
         assert (workdir / "results" / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = (workdir / "results" / "summary.md").read_text()
-    assert "Algorithm 1 beats the Molchanov baseline at 50 % pruning" in summary
+    assert summary.splitlines()[2].startswith("**Not comparable with the paper's numbers:** `demo`")
+    assert "Algorithm 1 beats the Molchanov baseline at 50 % pruning (Table 8; demo: synthetic data" in summary
     assert "| demo | 15 min |" in summary
 
 
@@ -275,39 +278,81 @@ def browser():
     return webdriver.Chrome(service=Service(driver_path), options=options)
 
 
-@pytest.mark.slow
-def test_report_shows_every_table_and_figure_in_a_browser(demo_study):
+def open_category(driver, page: str, category: str) -> None:
+    """Load the report and click a category of its menu (the app renders after load)."""
     from selenium.webdriver.common.by import By
 
+    driver.get(page)
+    deadline = time.time() + 30
+    while not driver.find_elements(By.XPATH, f"//*[normalize-space(text())='{category}']"):
+        assert time.time() < deadline, f"the report never showed the category {category}"
+        time.sleep(0.2)
+    driver.find_element(By.XPATH, f"//*[normalize-space(text())='{category}']").click()
+    time.sleep(0.5)
+
+
+def view_result(driver, page: str, category: str, path: str) -> None:
+    """Open one result of the report with its eye button."""
+    from selenium.webdriver.common.by import By
+
+    open_category(driver, page, category)
+    name = driver.find_element(By.XPATH, f"//*[normalize-space(text())='{path}']")
+    name.find_element(By.XPATH, "./ancestor::tr[1]//a[@iconname='eye']").click()
+    time.sleep(1.0)
+
+
+def inline_text(driver, page: str, category: str, path: str) -> str:
+    """The text of an HTML result as the report shows it inline (in its frame)."""
+    from selenium.webdriver.common.by import By
+
+    view_result(driver, page, category, path)
+    frame = driver.find_element(By.TAG_NAME, "iframe")
+    assert frame.get_attribute("src").startswith("data:text/html"), frame.get_attribute("src")[:40]
+    driver.switch_to.frame(frame)
+    try:
+        return driver.find_element(By.TAG_NAME, "body").text
+    finally:
+        driver.switch_to.default_content()
+
+
+@pytest.mark.slow
+def test_report_shows_every_table_and_figure_in_a_browser(demo_study):
     workdir, _ = demo_study
     page = (workdir / "results" / "report.html").as_uri()
     expected = {
-        "Tables": [f"results/{name}.csv" for name in TABLES],
+        "Tables": [f"results/{name}.html" for name in TABLES],
+        "Table downloads (CSV)": [f"results/{name}.csv" for name in TABLES],
         "Figures": sorted(f"results/figures/{p.name}" for p in (workdir / "results" / "figures").glob("*.png")),
-        "Summary": ["results/summary.md"],
+        "Summary": ["results/summary.html", "results/summary.md"],
     }
     driver = browser()
     try:
+        from selenium.webdriver.common.by import By
+
         for category, files in expected.items():
-            driver.get(page)
-            deadline = time.time() + 30
-            while not driver.find_elements(By.XPATH, f"//*[normalize-space(text())='{category}']"):
-                assert time.time() < deadline, f"the report never showed the category {category}"
-                time.sleep(0.2)
-            driver.find_element(By.XPATH, f"//*[normalize-space(text())='{category}']").click()
-            time.sleep(0.5)
+            open_category(driver, page, category)
             listed = driver.find_element(By.TAG_NAME, "body").text
             missing = [f for f in files if f not in listed]
             assert not missing, f"{category} lacks {missing}"
-        driver.get(page)
-        time.sleep(0.5)
-        driver.find_element(By.XPATH, "//*[normalize-space(text())='Figures']").click()
-        time.sleep(0.5)
-        name = driver.find_element(By.XPATH, "//*[normalize-space(text())='results/figures/figure3_demo.png']")
-        name.find_element(By.XPATH, "./ancestor::tr[1]//a[@iconname='eye']").click()
-        time.sleep(1.0)
+        view_result(driver, page, "Figures", "results/figures/figure3_demo.png")
         sizes = driver.execute_script(
             "return Array.from(document.images).map(i => [i.naturalWidth, i.src.slice(0, 22)])")
         assert any(w > 100 and src.startswith("data:image/png") for w, src in sizes), json.dumps(sizes)[:500]
+
+        table = pd.read_parquet(workdir / "results" / "table4.parquet").set_index(["model", "metric", "horizon_min"])
+        shown = inline_text(driver, page, "Tables", "results/table4.html")
+        assert "Not comparable with the paper's numbers" in shown
+        for model in ("teacher", "student_stcd"):
+            for metric, h in (("MAE", 15), ("RMSE", 45)):
+                row = table.loc[(model, metric, h)]
+                assert f"{report.number_text(row['ours'])} {report.number_text(row['paper'])} " \
+                       f"{report.number_text(row['diff'], signed=True)}" in shown, (model, metric, h)
+
+        claims = report.claim_rows({4: table.reset_index()}, merged_config("config/demo.yaml"))
+        first = claims.iloc[0]
+        summary = inline_text(driver, page, "Summary", "results/summary.html")
+        assert summary.startswith("Summary: the paper's claims against this run (not comparable")
+        assert f"{first['paper_better']:.3f} {first['paper_worse']:.3f} {first['ours_better']:.3f} " \
+               f"{first['ours_worse']:.3f}" in summary
     finally:
         driver.quit()

@@ -655,7 +655,7 @@ table { border-collapse: collapse; margin: .5em 0; font-size: 13px; }
 th, td { border: 1px solid #ccc; padding: 3px 6px; text-align: right; white-space: nowrap; }
 th { background: #f2f2f2; text-align: center; }
 td.model { text-align: left; } td.model code { display: block; color: #777; font-size: 11px; }
-td.paper { color: #555; } td.diff { color: #777; }
+td.paper { color: #555; } td.diff { color: #777; } td.ours { border-left: 2px solid #999; }
 """
 
 
@@ -701,25 +701,27 @@ CELL_COLUMNS = {"ours": "ours", "paper": "paper", "diff": "diff"}
 
 
 def number_text(value, signed: bool = False) -> str:
-    """A table number as the report pages print it: 3 decimals, integers with thousands separators, large and
-    small values in 3 significant digits, '–' when missing."""
+    """A table number as the report pages print it: whole numbers with thousands separators, others with 3
+    decimals, very large and small ones in 3 significant digits, '–' when missing."""
     if value is None or pd.isna(value):
         return "–"
     x, sign = float(value), "+" if signed else ""
+    if x == 0:
+        return "0"
     if abs(x) >= 1e6:
+        return f"{x:{sign}#.3g}"
+    if abs(x) < 0.1:
         return f"{x:{sign}.3g}"
-    if abs(x) >= 100 and x == round(x):
+    if x == round(x):
         return f"{x:{sign},.0f}"
-    if abs(x) >= 0.1 or x == 0:
-        return f"{x:{sign}.3f}"
-    return f"{x:{sign}.3g}"
+    return f"{x:{sign}.3f}"
 
 
 def cell_columns(table: pd.DataFrame) -> dict[str, str]:
     """Values shown under each metric: ours, the paper's, the difference and any further numeric columns a table
     adds to the common format (Table 1's ratios to the teacher)."""
     extra = [c for c in table.columns if c not in TABLE_COLUMNS and pd.api.types.is_numeric_dtype(table[c])]
-    return CELL_COLUMNS | {c: c.replace("_", " ") for c in extra}
+    return CELL_COLUMNS | {c: c.replace("_ratio_to_", " ÷ ").replace("_", " ") for c in extra}
 
 
 def wide_table_html(sub: pd.DataFrame) -> str:
@@ -730,7 +732,7 @@ def wide_table_html(sub: pd.DataFrame) -> str:
     metrics = [m for m in METRIC_ORDER if m in metrics] + [m for m in metrics if m not in METRIC_ORDER]
     horizons = sorted(sub["horizon_min"].dropna().unique()) if has_horizon else [None]
     cells = cell_columns(sub)
-    row_cols = [c for c in ROW_COLUMNS if sub[c].notna().any()]
+    row_cols = [c for c in ROW_COLUMNS if sub[c].notna().any() and c not in metrics]
     keys = ["model", "param_pct"]
     models = sub[keys].drop_duplicates()
     depth = 3 if has_horizon else 2
@@ -771,7 +773,7 @@ def table_page(table: pd.DataFrame, number: int, config: dict) -> str:
     title = f"Table {number}: {TABLE_TITLES.get(number, '')}"
     blocks: list[tuple[str, object]] = [("h1", title)] + [("caveat", line) for line in caveat_lines(config)]
     for dataset, sub in table.groupby("dataset", sort=False):
-        blocks += [("h2", f"{data_tag(config, dataset)} (beside the paper's {sub['paper_dataset'].iloc[0]})"),
+        blocks += [("h2", data_tag(config, dataset)),
                    ("html", wide_table_html(sub))]
         notes = list(dict.fromkeys(sub["note"].dropna()))
         extra = [c for c in table.columns if c not in TABLE_COLUMNS and c not in cell_columns(sub)]
