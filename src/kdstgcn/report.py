@@ -667,15 +667,16 @@ def inline_html(text: str) -> str:
 
 
 def html_page(blocks: list[tuple[str, object]], title: str) -> str:
-    """Blocks as a self-contained HTML page (what the Snakemake report shows inline). Kinds as summary_blocks,
-    plus html (markup written by the caller) and caveat (a highlighted paragraph)."""
+    """Blocks as a self-contained HTML page (what the Snakemake report shows inline). Kinds as summary_blocks
+    (a caveat is a highlighted paragraph), plus html: markup written by the caller."""
     parts = []
     for kind, content in blocks:
         if kind == "table":
             head = "".join(f"<th>{html.escape(str(c))}</th>" for c in content.columns)
             body = "".join("<tr>" + "".join(f"<td>{inline_html(str(v))}</td>" for v in row) + "</tr>"
                            for row in content.itertuples(index=False))
-            parts.append(f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>")
+            parts.append(f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+                         "</div>")
         elif kind == "html":
             parts.append(str(content))
         elif kind == "caveat":
