@@ -1,8 +1,9 @@
-"""Imported first by every entry point: puts the checkout's src/ on sys.path, so the rules run the package of
-this checkout also without `pip install -e .` (under --sdm conda, on cluster nodes)."""
+"""Imported first by every entry point: puts the checkout's src/ first on sys.path, so the rules run the package
+of this checkout also without `pip install -e .` (under --sdm conda, on cluster nodes), and not another checkout's
+that an editable install put on the path (Snakemake's script preamble appends the workflow's own sys.path, which
+holds this src/, after it)."""
 import sys
 from pathlib import Path
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
-if SRC not in sys.path:
-    sys.path.insert(0, SRC)
+sys.path[:] = [SRC] + [p for p in sys.path if p != SRC]
