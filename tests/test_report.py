@@ -114,8 +114,10 @@ def test_csv_leaves_out_columns_empty_on_most_rows_parquet_keeps_all(fake_study,
         assert csv[column].notna().mean() > 0.5 or column in report.CORE_COLUMNS + report.CLAIM_COLUMNS, column
     pruning = report.metric_table(7, report.table_rows(7, fake_study), fake_study)
     report.write_table_files(pruning, tmp_path / "t7.csv", tmp_path / "t7.parquet")
-    kept = pd.read_csv(tmp_path / "t7.csv").groupby("model")["kept_pct"].first()
-    assert kept.notna().to_dict() == {"pruned_kd_taylor_teacher_97": True, "student_stcd": False, "teacher": False}
+    per_model = pd.read_csv(tmp_path / "t7.csv").groupby("model").first()
+    assert per_model["kept_pct"].notna().to_dict() == {"pruned_kd_taylor_teacher_97": True, "student_stcd": False,
+                                                       "teacher": False}
+    assert per_model["compared_with"].notna().to_dict() == per_model["kept_pct"].notna().to_dict()
 
 
 def test_table_page_sets_ours_beside_the_paper_per_metric_and_horizon(fake_study):

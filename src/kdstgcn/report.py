@@ -232,7 +232,7 @@ def rows_with(df: pd.DataFrame, column: str) -> pd.Series:
     comparison columns, every row otherwise."""
     if column == "kept_pct":
         return df["model"].str.startswith("pruned_")
-    if column in CLAIM_COLUMNS[1:]:
+    if column in CLAIM_COLUMNS:
         return df["compared_with"].notna()
     return pd.Series(True, index=df.index)
 
