@@ -400,14 +400,15 @@ def prediction_figure(dataset: str, seed: int, models: list[str], labels: dict[s
         stop = min(start + points, pred["prediction"].shape[0])
         steps = np.arange(start, stop)
         truth_line, = ax.plot(steps, pred["truth"][start:stop, h - 1, node], color="black", lw=1.8)
-        pred_line, = ax.plot(steps, pred["prediction"][start:stop, h - 1, node], color=f"C{i}", lw=1.2, ls="--",
-                             marker="o", ms=2.5)
+        ax.plot(steps, pred["prediction"][start:stop, h - 1, node], color=f"C{i}", lw=1.2, ls="--", marker="o",
+                ms=2.5)
         ax.set_title(math_label(labels.get(model, paper_label(model))), fontsize=9)
         ax.grid(alpha=0.3)
     for ax in axes.flat[len(models):]:
         ax.set_visible(False)
-    fig.legend([truth_line, pred_line], ["ground truth", "prediction of the panel's model"], loc="upper right",
-               fontsize=8, ncol=2)
+    prediction_key = matplotlib.lines.Line2D([], [], color="gray", lw=1.2, ls="--", marker="o", ms=2.5)
+    fig.legend([truth_line, prediction_key], ["ground truth", "prediction of the panel's model"],
+               loc="upper right", fontsize=8, ncol=2)
     fig.supxlabel(f"test window (consecutive {step_minutes}-min steps)", fontsize=9)
     fig.supylabel(quantity, fontsize=9)
     fig.suptitle(f"{title}: station {node}, {h * step_minutes}-min ahead, {dataset}", fontsize=10, x=0.02,
