@@ -2,12 +2,11 @@
 import use_checkout  # noqa: F401  (puts src/ on sys.path)
 import pandas as pd
 
-from kdstgcn.io import write_tables
-from kdstgcn.report import cost_table
+from kdstgcn.report import cost_table, write_table_files
 from kdstgcn.runner import logged
 
 with logged(snakemake.log[0]) as log:
     costs = pd.concat([pd.read_parquet(p) for p in snakemake.input], ignore_index=True)
     table = cost_table(costs, snakemake.params.config)
     log.info("table 1\n%s", table.drop(columns=["note"]).to_string())
-    write_tables(table, snakemake.output.csv, snakemake.output.parquet)
+    write_table_files(table, snakemake.output.csv, snakemake.output.parquet)

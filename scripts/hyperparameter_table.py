@@ -1,10 +1,9 @@
 """Entry point of rule hyperparameter_table: Table 6 (KD hyper-parameters used vs published)."""
 import use_checkout  # noqa: F401  (puts src/ on sys.path)
-from kdstgcn.io import write_tables
-from kdstgcn.report import hyperparameter_table
+from kdstgcn.report import hyperparameter_table, write_table_files
 from kdstgcn.runner import logged
 
 with logged(snakemake.log[0]) as log:
     table = hyperparameter_table(snakemake.params.config)
     log.info("table 6\n%s", table.to_string())
-    write_tables(table, snakemake.output.csv, snakemake.output.parquet)
+    write_table_files(table, snakemake.output.csv, snakemake.output.parquet)

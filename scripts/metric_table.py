@@ -1,7 +1,6 @@
 """Entry point of rule kd_table: Table 2, 4 or 5 (distillation metrics) beside the paper."""
 import use_checkout  # noqa: F401  (puts src/ on sys.path)
-from kdstgcn.io import write_tables
-from kdstgcn.report import metric_table, table_rows
+from kdstgcn.report import metric_table, table_rows, write_table_files
 from kdstgcn.runner import logged
 
 with logged(snakemake.log[0]) as log:
@@ -9,4 +8,4 @@ with logged(snakemake.log[0]) as log:
     config = snakemake.params.config
     table = metric_table(number, table_rows(number, config), config)
     log.info("table %d: %d rows\n%s", number, len(table), table.to_string(max_rows=40))
-    write_tables(table, snakemake.output.csv, snakemake.output.parquet)
+    write_table_files(table, snakemake.output.csv, snakemake.output.parquet)

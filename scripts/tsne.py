@@ -1,7 +1,7 @@
 """Entry point of rule tsne: hidden representations of a student (red) and a reference model (blue)."""
 import use_checkout  # noqa: F401  (puts src/ on sys.path)
 from kdstgcn.jobs import hidden_maps
-from kdstgcn.report import tsne_figure
+from kdstgcn.report import paper_label, tsne_figure
 from kdstgcn.runner import logged
 
 with logged(snakemake.log[0]):
@@ -9,5 +9,6 @@ with logged(snakemake.log[0]):
     fig = p.figures
     maps = [hidden_maps(path, i.values, i.fill_report, p.data, fig["start_window"], fig["tsne_windows"])
             for path in (i.student, i.reference)]
-    tsne_figure(maps[0], maps[1], (w.student, w.reference), f"t-SNE of hidden representation, {w.dataset}",
+    tsne_figure(maps[0], maps[1], (paper_label(w.student), paper_label(w.reference)),
+                f"t-SNE of hidden representations, {w.dataset}",
                 snakemake.output[0], seed=p.seed)

@@ -1,18 +1,205 @@
-"""The whole study on the demo config (`all`: Tables 1-9, Figures 3-5, t-SNE, summary) and the Snakemake report
-opened in a real headless browser."""
+"""The paper's tables, summary and figures: unit tests on a small tree of fake runs (the real report code on
+metrics and predictions written by hand), then the whole study on the demo config (`all`: Tables 1-9, Figures 3-5,
+t-SNE, summary) and the Snakemake report opened in a real headless browser."""
 import json
 import shutil
 import time
+from html.parser import HTMLParser
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REPO, copy_repository, run_snakemake
-
-pytestmark = pytest.mark.slow
+from conftest import REPO, copy_repository, merged_config, run_snakemake
+from kdstgcn import report
+from kdstgcn.config import run_dir
 
 TABLES = [f"table{n}" for n in range(1, 10)]
+PARAMETERS = {"teacher": 400_000, "pruning_base": 14_496}
+
+
+class TableCells(HTMLParser):
+    """The text of every table row of an HTML page, cell by cell."""
+
+    def __init__(self, page: str):
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self.cell: list[str] | None = None
+        self.feed(page)
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "tr":
+            self.rows.append([])
+        elif tag in ("td", "th"):
+            self.cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self.cell is not None:
+            self.rows[-1].append(" ".join("".join(self.cell).split()))
+            self.cell = None
+
+    def handle_data(self, data):
+        if self.cell is not None:
+            self.cell.append(data)
+
+
+def fake_parameters(model: str) -> int:
+    base = report.pruned_base(model)
+    if base is None:
+        return PARAMETERS.get(model, 3_000)
+    return int(PARAMETERS[base] * (100 - int(model.rsplit("_", 1)[1])) / 100 * 0.9)
+
+
+@pytest.fixture
+def fake_study(tmp_path, monkeypatch):
+    """The demo config and, under a fresh working folder, metrics.csv (two epochs; pruned models one epoch of
+    fine-tuning) and predictions.npz of every model Tables 2, 4, 5, 7 and 8 need."""
+    monkeypatch.chdir(tmp_path)
+    config = merged_config("config/demo.yaml")
+    models = list(dict.fromkeys(r.model for n in (2, 4, 5, 7, 8) for r in report.table_rows(n, config)))
+    rng = np.random.default_rng(0)
+    truth = 60 + 5 * np.sin(np.arange(200) / 8)[:, None, None] * np.ones((1, 9, 16))
+    for i, model in enumerate(models):
+        folder = tmp_path / run_dir("demo", 0, model)
+        folder.mkdir(parents=True)
+        pd.DataFrame([{"model": model, "horizon_min": h, "metric": m, "ours": 2.0 + i / 10 + h / 100 + k,
+                       "parameters": fake_parameters(model), "epochs_run": 1 if report.pruned_base(model) else 2}
+                      for h in (15, 30, 45) for k, m in enumerate(("MAE", "RMSE", "MAPE"))]
+                     ).to_csv(folder / "metrics.csv", index=False)
+        np.savez(folder / "predictions.npz", prediction=truth + rng.normal(0, 0.3, truth.shape), truth=truth)
+    return config
+
+
+def test_paper_labels_name_models_as_the_paper_does():
+    assert report.paper_label("student_task") == "Student W/O KD"
+    assert report.paper_label("student_stcd") == "Student L_STCD (ours)"
+    assert report.paper_label("student_rd_kl") == "Student L_RD(KL)"
+    assert report.paper_label("pruned_taylor_pruning_base_25") == "Pruned W/O KD 25 %"
+    assert report.paper_label("pruned_kd_taylor_pruning_base_75") == "Pruned W L_STCD (ours) 75 %"
+    assert report.math_label("Student L_RD(L2)") == r"Student $L_{\mathrm{RD(L2)}}$"
+    assert report.html_label("Student L_STCD (ours)") == "Student L<sub>STCD</sub> (ours)"
+
+
+def test_kept_pct_and_epochs_of_pruned_rows_count_from_their_base(fake_study):
+    table = report.metric_table(8, report.table_rows(8, fake_study), fake_study)
+    per_model = table.groupby("model").first()
+    assert per_model.loc["pruning_base", ["kept_pct"]].isna().all()
+    pruned = per_model[per_model.index.str.startswith("pruned_")]
+    assert len(pruned) == 6
+    for model, row in pruned.iterrows():
+        assert row["kept_pct"] == pytest.approx(100 * fake_parameters(model) / PARAMETERS["pruning_base"])
+        assert row["epochs"] == 3
+        assert "fine-tuned 1 epoch: 3 epochs in all, more than its base model" in row["note"]
+        assert "cut short: 2 epochs (paper 50)" in row["note"]
+    assert "more than its base" not in per_model.loc["pruning_base", "note"]
+    kd = report.metric_table(4, report.table_rows(4, fake_study), fake_study)
+    assert kd["kept_pct"].isna().all()
+
+
+def test_note_counts_epochs_in_singular_and_plural():
+    config = merged_config("config/demo.yaml")
+    assert report.note(config, "demo", 1).endswith("cut short: 1 epoch (paper 50)")
+    assert report.note(config, "demo", 2).endswith("cut short: 2 epochs (paper 50)")
+    assert "fine-tuned 1 epoch: 2 epochs in all" in report.note(config, "demo", 2, finetune_epochs=1)
+
+
+def test_csv_leaves_out_columns_empty_on_most_rows_parquet_keeps_all(fake_study, tmp_path):
+    kd = report.metric_table(4, report.table_rows(4, fake_study), fake_study)
+    report.write_table_files(kd, tmp_path / "t4.csv", tmp_path / "t4.parquet")
+    csv, parquet = pd.read_csv(tmp_path / "t4.csv"), pd.read_parquet(tmp_path / "t4.parquet")
+    assert list(parquet.columns) == report.TABLE_COLUMNS
+    assert {"ours_std", "kept_pct", "param_pct"}.isdisjoint(csv.columns)
+    assert {"ours", "paper", "diff", "note", "horizon_min", "compared_with", "exceeds_spread"} <= set(csv.columns)
+    for column in csv.columns:
+        assert csv[column].notna().mean() > 0.5 or column in report.CORE_COLUMNS + report.CLAIM_COLUMNS, column
+    pruning = report.metric_table(7, report.table_rows(7, fake_study), fake_study)
+    report.write_table_files(pruning, tmp_path / "t7.csv", tmp_path / "t7.parquet")
+    per_model = pd.read_csv(tmp_path / "t7.csv").groupby("model").first()
+    assert per_model["kept_pct"].notna().to_dict() == {"pruned_kd_taylor_teacher_97": True, "student_stcd": False,
+                                                       "teacher": False}
+    assert per_model["compared_with"].notna().to_dict() == per_model["kept_pct"].notna().to_dict()
+
+
+def test_table_page_sets_ours_beside_the_paper_per_metric_and_horizon(fake_study):
+    table = report.metric_table(8, report.table_rows(8, fake_study), fake_study)
+    page = report.table_page(table, 8, fake_study)
+    rows = TableCells(page).rows
+    metrics, horizons, values = rows[0], rows[1], rows[2]
+    assert metrics[0] == "model" and metrics[-3:] == ["MAPE (%)", "MAE", "RMSE"]
+    assert horizons == ["15 min", "30 min", "45 min"] * 3
+    assert values == ["ours", "paper", "diff"] * 9
+    body = rows[3:]
+    assert len(body) == table["model"].nunique()
+    first_cells = len(metrics) - 3
+    for cells in body:
+        model = cells[0].split()[-1]
+        mine = table[table["model"] == model].set_index(["metric", "horizon_min"])
+        for g, (metric, h) in enumerate((m, h) for m in ("MAPE", "MAE", "RMSE") for h in (15, 30, 45)):
+            ours, paper, diff = cells[first_cells + 3 * g: first_cells + 3 * g + 3]
+            assert ours == report.number_text(mine.loc[(metric, h), "ours"])
+            assert paper == report.number_text(mine.loc[(metric, h), "paper"])
+            assert diff == report.number_text(mine.loc[(metric, h), "diff"], signed=True)
+    assert body[0][:first_cells] == ["Base Model pruning_base", "100", "–", "14,496", "2"]
+    assert body[1][:first_cells] == ["Pruned W/O KD 25 % pruned_taylor_pruning_base_25", "25", "67.5", "9,784", "3"]
+    assert "Not comparable with the paper's numbers" in page and "more than its base model" in page
+
+
+def test_summary_opens_with_the_data_caveat_and_epoch_budget(fake_study):
+    tables = {n: report.metric_table(n, report.table_rows(n, fake_study), fake_study) for n in (2, 4, 5, 7, 8)}
+    blocks = report.summary_blocks(report.claim_rows(tables, fake_study), pd.DataFrame(), fake_study)
+    lines = [line for line in report.markdown_text(blocks).splitlines() if line]
+    assert lines[0].startswith("# Summary") and "not comparable with the paper's numbers" in lines[0]
+    assert lines[1].startswith("**Not comparable with the paper's numbers:** `demo` is synthetic")
+    assert lines[2].startswith("**Epoch budget:** 2 epochs per model (paper 50), cut short")
+    headings = [line for line in lines if line.startswith("## ")]
+    assert len(headings) == len(report.claims(fake_study))
+    for heading in headings:
+        assert "demo: synthetic data, not comparable with the paper's PeMSD7" in heading, heading
+        assert "paper 50)" in heading, heading
+    assert any("; 3 vs 2 epochs, paper 50)" in h for h in headings)
+    page = report.html_page(blocks, "Summary")
+    assert "<p class='caveat'><strong>Not comparable with the paper's numbers:</strong>" in page
+    first = TableCells(page).rows[1]
+    assert first[:2] == ["demo", "15 min"]
+
+
+def test_prediction_figure_draws_one_panel_per_model_with_the_paper_names(fake_study, tmp_path):
+    models = ["teacher"] + [f"student_{loss}" for loss in fake_study["distillation"]["losses"]]
+    fig = report.prediction_figure("demo", 0, models, {m: report.paper_label(m) for m in models},
+                                   fake_study["figures"], 5, "speed", "Figure 3", tmp_path / "f3.png")
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(panels) == len(models)
+    assert [ax.get_title() for ax in panels][:3] == ["Teacher", "Student W/O KD", r"Student $L_{\mathrm{RD(L2)}}$"]
+    for ax in panels:
+        truth, prediction = ax.get_lines()
+        assert truth.get_linestyle() == "-" and prediction.get_linestyle() == "--"
+        assert prediction.get_marker() == "o"
+    assert (tmp_path / "f3.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_mean_prediction_figure_starts_at_zero_and_names_models(fake_study, tmp_path):
+    models = [r.model for r in report.pruning_rows(8, fake_study)]
+    fig = report.mean_prediction_figure("demo", 0, models, fake_study["figures"], "speed", "Figure 5",
+                                        tmp_path / "f5.png")
+    bars, gaps = fig.axes
+    assert bars.get_ylim()[0] == 0 and "(axis from 0)" in bars.get_ylabel()
+    names = [t.get_text().replace("\n", " ") for t in gaps.get_xticklabels()]
+    assert names[:3] == ["Ground truth", "Base Model", "Pruned W/O KD 25 %"]
+    assert names[3] == r"Pruned W $L_{\mathrm{STCD}}$ (ours) 25 %"
+    heights = [b.get_height() for b in bars.patches]
+    assert [g.get_height() for g in gaps.patches] == pytest.approx([h - heights[0] for h in heights[1:]])
+
+
+def test_tsne_figure_says_what_a_point_is(tmp_path):
+    rng = np.random.default_rng(0)
+    fig = report.tsne_figure(rng.normal(size=(12, 30)), rng.normal(size=(12, 30)),
+                             ("Student L_STCD (ours)", "Teacher"), "t-SNE, demo", tmp_path / "t.png")
+    ax = fig.axes[0]
+    assert "each point: one test window's hidden representation" in ax.get_title()
+    assert "averaged over channels" in ax.get_title()
+    assert ax.get_xlabel() == "t-SNE dimension 1"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "reference: Teacher", r"student: Student $L_{\mathrm{STCD}}$ (ours)"]
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +214,7 @@ def demo_study(tmp_path_factory):
     return workdir, result
 
 
+@pytest.mark.slow
 def test_all_writes_every_table_beside_the_paper(demo_study):
     workdir, result = demo_study
     results = workdir / "results"
@@ -46,7 +234,9 @@ def test_all_writes_every_table_beside_the_paper(demo_study):
     assert len(claims) and (claims["exceeds_spread"] == "n/a (one seed)").all()
     pruning = pd.read_csv(results / "table8.csv")
     kept = pruning.groupby("model")["kept_pct"].first()
-    assert kept["pruning_base"] == 100
+    assert np.isnan(kept["pruning_base"])
+    assert pruning.loc[pruning["model"] == "pruned_kd_taylor_pruning_base_50", "note"].str.contains(
+        "fine-tuned 1 epoch: 3 epochs in all, more than its base model").all()
     for ratio in (25, 50, 75):
         for method in ("taylor", "kd_taylor"):
             share = kept[f"pruned_{method}_pruning_base_{ratio}"]
@@ -57,6 +247,7 @@ def test_all_writes_every_table_beside_the_paper(demo_study):
     assert "Finished" in result.output
 
 
+@pytest.mark.slow
 def test_all_draws_every_figure(demo_study):
     workdir, _ = demo_study
     figures = sorted(p.name for p in (workdir / "results" / "figures").glob("*.png"))
@@ -67,7 +258,8 @@ def test_all_draws_every_figure(demo_study):
     for name in figures:
         assert (workdir / "results" / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = (workdir / "results" / "summary.md").read_text()
-    assert "Algorithm 1 beats the Molchanov baseline at 50 % pruning" in summary
+    assert summary.splitlines()[2].startswith("**Not comparable with the paper's numbers:** `demo`")
+    assert "Algorithm 1 beats the Molchanov baseline at 50 % pruning (Table 8; demo: synthetic data" in summary
     assert "| demo | 15 min |" in summary
 
 
@@ -88,38 +280,81 @@ def browser():
     return webdriver.Chrome(service=Service(driver_path), options=options)
 
 
-def test_report_shows_every_table_and_figure_in_a_browser(demo_study):
+def open_category(driver, page: str, category: str) -> None:
+    """Load the report and click a category of its menu (the app renders after load)."""
     from selenium.webdriver.common.by import By
 
+    driver.get(page)
+    deadline = time.time() + 30
+    while not driver.find_elements(By.XPATH, f"//*[normalize-space(text())='{category}']"):
+        assert time.time() < deadline, f"the report never showed the category {category}"
+        time.sleep(0.2)
+    driver.find_element(By.XPATH, f"//*[normalize-space(text())='{category}']").click()
+    time.sleep(0.5)
+
+
+def view_result(driver, page: str, category: str, path: str) -> None:
+    """Open one result of the report with its eye button."""
+    from selenium.webdriver.common.by import By
+
+    open_category(driver, page, category)
+    name = driver.find_element(By.XPATH, f"//*[normalize-space(text())='{path}']")
+    name.find_element(By.XPATH, "./ancestor::tr[1]//a[@iconname='eye']").click()
+    time.sleep(1.0)
+
+
+def inline_text(driver, page: str, category: str, path: str) -> str:
+    """The text of an HTML result as the report shows it inline (in its frame)."""
+    from selenium.webdriver.common.by import By
+
+    view_result(driver, page, category, path)
+    frame = driver.find_element(By.TAG_NAME, "iframe")
+    assert frame.get_attribute("src").startswith("data:text/html"), frame.get_attribute("src")[:40]
+    driver.switch_to.frame(frame)
+    try:
+        return driver.find_element(By.TAG_NAME, "body").text
+    finally:
+        driver.switch_to.default_content()
+
+
+@pytest.mark.slow
+def test_report_shows_every_table_and_figure_in_a_browser(demo_study):
     workdir, _ = demo_study
     page = (workdir / "results" / "report.html").as_uri()
     expected = {
-        "Tables": [f"results/{name}.csv" for name in TABLES],
+        "Tables": [f"results/{name}.html" for name in TABLES],
+        "Table downloads (CSV)": [f"results/{name}.csv" for name in TABLES],
         "Figures": sorted(f"results/figures/{p.name}" for p in (workdir / "results" / "figures").glob("*.png")),
-        "Summary": ["results/summary.md"],
+        "Summary": ["results/summary.html", "results/summary.md"],
     }
     driver = browser()
     try:
+        from selenium.webdriver.common.by import By
+
         for category, files in expected.items():
-            driver.get(page)
-            deadline = time.time() + 30
-            while not driver.find_elements(By.XPATH, f"//*[normalize-space(text())='{category}']"):
-                assert time.time() < deadline, f"the report never showed the category {category}"
-                time.sleep(0.2)
-            driver.find_element(By.XPATH, f"//*[normalize-space(text())='{category}']").click()
-            time.sleep(0.5)
+            open_category(driver, page, category)
             listed = driver.find_element(By.TAG_NAME, "body").text
             missing = [f for f in files if f not in listed]
             assert not missing, f"{category} lacks {missing}"
-        driver.get(page)
-        time.sleep(0.5)
-        driver.find_element(By.XPATH, "//*[normalize-space(text())='Figures']").click()
-        time.sleep(0.5)
-        name = driver.find_element(By.XPATH, "//*[normalize-space(text())='results/figures/figure3_demo.png']")
-        name.find_element(By.XPATH, "./ancestor::tr[1]//a[@iconname='eye']").click()
-        time.sleep(1.0)
+        view_result(driver, page, "Figures", "results/figures/figure3_demo.png")
         sizes = driver.execute_script(
             "return Array.from(document.images).map(i => [i.naturalWidth, i.src.slice(0, 22)])")
         assert any(w > 100 and src.startswith("data:image/png") for w, src in sizes), json.dumps(sizes)[:500]
+
+        table = pd.read_parquet(workdir / "results" / "table4.parquet").set_index(["model", "metric", "horizon_min"])
+        shown = inline_text(driver, page, "Tables", "results/table4.html")
+        assert "Not comparable with the paper's numbers" in shown
+        for model in ("teacher", "student_stcd"):
+            for metric, h in (("MAE", 15), ("RMSE", 45)):
+                row = table.loc[(model, metric, h)]
+                assert f"{report.number_text(row['ours'])} {report.number_text(row['paper'])} " \
+                       f"{report.number_text(row['diff'], signed=True)}" in shown, (model, metric, h)
+
+        claims = report.claim_rows({4: table.reset_index()}, merged_config("config/demo.yaml"))
+        first = claims.iloc[0]
+        summary = inline_text(driver, page, "Summary", "results/summary.html")
+        assert summary.startswith("Summary: the paper's claims against this run (not comparable")
+        assert f"{first['paper_better']:.3f} {first['paper_worse']:.3f} {first['ours_better']:.3f} " \
+               f"{first['ours_worse']:.3f}" in summary
     finally:
         driver.quit()

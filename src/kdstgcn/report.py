@@ -5,7 +5,10 @@ spread over seeds, the paper's value, the difference, and for claim rows the com
 """
 from __future__ import annotations
 
+import html
 import json
+import re
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +20,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from . import paper  # noqa: E402
-from .config import pruned_name, run_dir, tuned_path  # noqa: E402
+from .config import pruned_name, quantity, run_dir, tuned_path  # noqa: E402
 
 TABLE_COLUMNS = ["table", "dataset", "paper_dataset", "model", "paper_model", "param_pct", "kept_pct", "metric",
                  "horizon_min",
@@ -27,15 +30,64 @@ TABLE_COLUMNS = ["table", "dataset", "paper_dataset", "model", "paper_model", "p
 
 @dataclass(frozen=True)
 class TableRow:
-    """One model of a paper table: our run name, the paper's row name, and (Tables 7-8) its pruning level."""
+    """One model of a paper table: our run name, the paper's row name, and (Tables 7-8) its pruning level and,
+    for a pruned model, the model it was pruned from."""
 
     model: str
     paper_model: str
     param_pct: int | None = None
     compared_with: str | None = None
+    base: str | None = None
 
 
 KD_COMPARISON = "student_task"
+PRUNED_NAME = re.compile(r"pruned_(?P<method>[a-z0-9_]+)_(?P<base>teacher|pruning_base)_(?P<ratio>\d+)")
+
+
+PAPER_LABELS = {"teacher": "Teacher", "student_task": "Student W/O KD", "pruning_base": "Base Model",
+                "pruned": "Pruned"}
+PAPER_LOSSES = {"rd_l2": "RD(L2)", "rd_kl": "RD(KL)"}
+OUR_LOSSES = ("ord", "stcd")
+PRUNING_LABELS = {"taylor": "Pruned W/O KD", "kd_taylor": "Pruned W L_STCD (ours)"}
+
+
+def paper_label(model: str) -> str:
+    """The paper's name of one of our models (its tables' row names), e.g. student_stcd -> 'Student L_STCD (ours)'.
+
+    Loss names are written L_NAME; `math_label` and `html_label` set NAME as a subscript.
+    """
+    if model in PAPER_LABELS:
+        return PAPER_LABELS[model]
+    match = PRUNED_NAME.fullmatch(model)
+    if match:
+        method = PRUNING_LABELS.get(match["method"], f"Pruned ({match['method']})")
+        if match["base"] == "teacher":
+            method = "Student W pruning algorithm" if match["method"] == "kd_taylor" else method
+            return f"{method} (teacher pruned {match['ratio']} %)"
+        return f"{method} {match['ratio']} %"
+    if model.startswith("student_"):
+        loss = model[len("student_"):]
+        return f"Student L_{PAPER_LOSSES.get(loss, loss.upper())}" + (" (ours)" if loss in OUR_LOSSES else "")
+    return model
+
+
+LOSS_SUBSCRIPT = re.compile(r"L_([A-Z0-9]+(?:\([A-Z0-9]+\))?)")
+
+
+def math_label(label: str) -> str:
+    r"""A paper label for matplotlib: L_STCD -> $L_{\mathrm{STCD}}$."""
+    return LOSS_SUBSCRIPT.sub(lambda m: f"$L_{{\\mathrm{{{m[1]}}}}}$", label)
+
+
+def html_label(label: str) -> str:
+    """A paper label as HTML: L_STCD -> L<sub>STCD</sub>."""
+    return LOSS_SUBSCRIPT.sub(r"L<sub>\1</sub>", html.escape(label, quote=False))
+
+
+def pruned_base(model: str) -> str | None:
+    """The model a pruned model was pruned from (the inverse of config.pruned_name); None if not pruned."""
+    match = PRUNED_NAME.fullmatch(model)
+    return match["base"] if match else None
 
 
 def _kd(model: str) -> TableRow:
@@ -57,15 +109,16 @@ def pruning_rows(number: int, config: dict) -> list[TableRow]:
     if number == 7:
         pruned = pruned_name("kd_taylor", "teacher", pr["teacher_ratio"])
         return [TableRow("teacher", "teacher", 100), TableRow("student_stcd", "student_without_pruning", 3),
-                TableRow(pruned, "student_with_pruning", 3, compared_with="student_stcd")]
+                TableRow(pruned, "student_with_pruning", 3, compared_with="student_stcd", base="teacher")]
     rows = [TableRow("pruning_base", "base_model", 100)]
     for ratio in pr["base_ratios"]:
         baseline = pruned_name("taylor", "pruning_base", ratio)
         if "taylor" in pr["methods"]:
-            rows.append(TableRow(baseline, "pruned_no_kd", ratio))
+            rows.append(TableRow(baseline, "pruned_no_kd", ratio, base="pruning_base"))
         if "kd_taylor" in pr["methods"]:
             rows.append(TableRow(pruned_name("kd_taylor", "pruning_base", ratio), "pruned_stcd", ratio,
-                                 compared_with=baseline if "taylor" in pr["methods"] else None))
+                                 compared_with=baseline if "taylor" in pr["methods"] else None,
+                                 base="pruning_base"))
     return rows
 
 
@@ -77,18 +130,32 @@ def table_rows(number: int, config: dict) -> list[TableRow]:
     return [r for r in KD_TABLES[number] if not r.model.startswith("student_") or r.model in trained]
 
 
-def note(config: dict, dataset: str, epochs, model: str | None = None) -> str:
-    """The data, a cut-short budget and, for a student or pruned model, where its hyper-parameters come from."""
-    t = config["training"]
+def epochs_text(n) -> str:
+    """'1 epoch', '3 epochs'."""
+    n = int(n)
+    return f"{n} epoch" if n == 1 else f"{n} epochs"
+
+
+def note(config: dict, dataset: str, epochs, finetune_epochs: int | None = None, model: str | None = None) -> str:
+    """The data and the training budget: whether it was cut short of the paper's epochs and, for a pruned model
+    (`epochs` = its base model's epochs + `finetune_epochs`), that it trained more epochs than its base; for a
+    student or pruned `model`, where its hyper-parameters come from."""
+    paper_epochs = config["training"]["paper_epochs"]
     text = config["datasets"][dataset]["description"]
-    if epochs is not None and not pd.isna(epochs) and int(epochs) < t["paper_epochs"]:
-        text += f"; cut short: {int(epochs)} epochs (paper {t['paper_epochs']})"
     for prefix, section, table in (("student_", "distillation", 6), ("pruned_", "pruning", 9)):
         if model is not None and model.startswith(prefix):
             study = model[len(prefix):] if prefix == "student_" else model
             text += (f"; hyper-parameters tuned on validation MAE: {tuned_path(dataset, study)}"
                      if config[section]["hyperparameter_source"] == "tuned" else
                      f"; hyper-parameters of the paper (Table {table})")
+    if epochs is None or pd.isna(epochs):
+        return text
+    base_epochs = int(epochs) - (finetune_epochs or 0)
+    if base_epochs < paper_epochs:
+        text += f"; cut short: {epochs_text(base_epochs)} (paper {paper_epochs})"
+    if finetune_epochs:
+        text += (f"; pruned from a base model trained {epochs_text(base_epochs)}, then fine-tuned "
+                 f"{epochs_text(finetune_epochs)}: {epochs_text(epochs)} in all, more than its base model")
     return text
 
 
@@ -124,8 +191,8 @@ def compare(result: pd.DataFrame) -> pd.DataFrame:
 def metric_table(number: int, rows: list[TableRow], config: dict) -> pd.DataFrame:
     """A metric table (2, 4, 5, 7, 8): MAE/RMSE/MAPE at 15/30/45 min per dataset and model.
 
-    `kept_pct` is each model's parameter count as a share of the first row's model (teacher or pruning base),
-    counted on the compact model that was evaluated.
+    On pruned rows only, `kept_pct` is the parameter count as a share of the base model's (counted on the compact
+    model that was evaluated) and `epochs` counts the base model's epochs plus the fine-tuning after pruning.
     """
     seeds = config["seeds"]
     parts = []
@@ -136,17 +203,21 @@ def metric_table(number: int, rows: list[TableRow], config: dict) -> pd.DataFram
             summary = spread_summary(ours, ["horizon_min", "metric"])
             published = paper.metric_rows(paper_name, row.paper_model, (number,), row.param_pct)
             summary = summary.merge(published, on=["horizon_min", "metric"], how="left")
-            epochs = ours["epochs_run"].min()
+            parameters = int(ours["parameters"].iloc[0])
+            epochs, finetune, kept_pct = ours["epochs_run"].min(), None, np.nan
+            if row.base is not None:
+                base = seed_metrics(dataset, row.base, seeds)
+                finetune = int(epochs)
+                epochs = int(base["epochs_run"].min()) + finetune
+                kept_pct = 100.0 * parameters / int(base["parameters"].iloc[0])
             summary = summary.assign(
                 table=number, dataset=dataset, paper_dataset=paper_name, model=row.model,
                 paper_model=row.paper_model, param_pct=row.param_pct, compared_with=row.compared_with,
-                parameters=int(ours["parameters"].iloc[0]), epochs=epochs,
-                paper_epochs=config["training"]["paper_epochs"], note=note(config, dataset, epochs, row.model))
+                parameters=parameters, kept_pct=kept_pct, epochs=epochs,
+                paper_epochs=config["training"]["paper_epochs"], note=note(config, dataset, epochs, finetune, row.model))
             parts.append(summary)
     result = compare(pd.concat(parts, ignore_index=True))
     result["diff"] = result["ours"] - result["paper"]
-    reference = result[result["model"] == rows[0].model].groupby("dataset")["parameters"].first()
-    result["kept_pct"] = 100.0 * result["parameters"] / result["dataset"].map(reference)
     return finish(result)
 
 
@@ -156,6 +227,41 @@ def finish(df: pd.DataFrame) -> pd.DataFrame:
         if col not in df:
             df[col] = np.nan
     return df[TABLE_COLUMNS].reset_index(drop=True)
+
+
+CORE_COLUMNS = ["table", "dataset", "paper_dataset", "model", "paper_model", "metric", "ours", "n_seeds", "paper",
+                "diff", "note"]
+CLAIM_COLUMNS = ["compared_with", "diff_vs_compared", "exceeds_spread"]
+
+
+def rows_with(df: pd.DataFrame, column: str) -> pd.Series:
+    """The rows a column is meant for: pruned models for `kept_pct`, rows with a comparison model for the
+    comparison columns, every row otherwise."""
+    if column == "kept_pct":
+        return df["model"].str.startswith("pruned_")
+    if column in CLAIM_COLUMNS:
+        return df["compared_with"].notna()
+    return pd.Series(True, index=df.index)
+
+
+def readable_table(df: pd.DataFrame) -> pd.DataFrame:
+    """The table as a person reads it (the CSV): without the optional columns that are empty on most of the
+    rows they are meant for (`rows_with`); the parquet file keeps every column."""
+    keep = []
+    for col in df.columns:
+        values = df.loc[rows_with(df, col), col]
+        filled = values.notna() & (values.astype(str) != "")
+        if col in CORE_COLUMNS or (len(values) and filled.mean() > 0.5):
+            keep.append(col)
+    return df[keep]
+
+
+def write_table_files(df: pd.DataFrame, csv_path: str | Path, parquet_path: str | Path) -> None:
+    """A paper table as CSV (readable_table) and as parquet (every column, the same rows)."""
+    from .io import write_table
+
+    write_table(readable_table(df), csv_path)
+    write_table(df, parquet_path)
 
 
 def teacher_share_table(config: dict) -> pd.DataFrame:
@@ -178,7 +284,7 @@ def teacher_share_table(config: dict) -> pd.DataFrame:
                          "paper": float(published.loc[model, f"{paper_name}_pct"]),
                          "parameters": infos[0]["parameters"], "epochs": epochs,
                          "paper_epochs": config["training"]["paper_epochs"],
-                         "note": note(config, dataset, epochs, model)})
+                         "note": note(config, dataset, epochs, model=model)})
     df = pd.DataFrame(rows)
     df["diff"] = df["ours"] - df["paper"]
     return finish(df)
@@ -224,33 +330,60 @@ def pruning_hyperparameter_table(config: dict) -> pd.DataFrame:
                                lambda r: (str(int(r["pruned_pct"])), "pruned", "pruned", int(r["pruned_pct"])))
 
 
-def mean_prediction_figure(dataset: str, seed: int, models: list[str], figures: dict, quantity: str,
-                           title: str, path: str | Path) -> None:
-    """Figure 5: mean predicted value of one station over the configured test windows, per model, vs the truth."""
+def save_figure(fig: plt.Figure, path: str | Path) -> None:
+    """Write a figure as PNG, atomically, and release it from pyplot (the returned Figure stays readable)."""
     from .io import atomic_path
 
-    node, start, points, h = figures["node"], figures["start_window"], figures["points"], figures["horizon"]
-    names, means = [], []
-    for model in models:
-        pred = load_predictions(dataset, seed, model)
-        window = slice(start, start + points)
-        if not names:
-            names.append("ground truth")
-            means.append(float(pred["truth"][window, h - 1, node].mean()))
-        names.append(model)
-        means.append(float(pred["prediction"][window, h - 1, node].mean()))
-    fig, ax = plt.subplots(figsize=(9, 4.2))
-    colors = ["black"] + [f"C{i}" for i in range(len(models))]
-    ax.bar(range(len(names)), means, color=colors)
-    ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=7)
-    low = min(means)
-    ax.set_ylim(low - 0.1 * abs(low) - 1, max(means) + 0.05 * abs(max(means)) + 1)
-    ax.set_ylabel(f"mean {quantity}")
-    ax.set_title(f"{title}: station {node}, {points} test windows, {dataset}")
-    fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
+
+
+def model_color(model: str, index: int) -> str:
+    """One colour per kind of model in Figure 5: base, baseline pruning, Algorithm 1; others by position."""
+    match = PRUNED_NAME.fullmatch(model)
+    if model == "pruning_base":
+        return "tab:gray"
+    if match:
+        return {"taylor": "tab:orange", "kd_taylor": "tab:blue"}.get(match["method"], f"C{index}")
+    return f"C{index}"
+
+
+def mean_prediction_figure(dataset: str, seed: int, models: list[str], figures: dict, quantity: str,
+                           title: str, path: str | Path) -> plt.Figure:
+    """Figure 5: mean predicted value of one station over the configured test windows, per model, vs the truth.
+
+    Bars start at zero and carry their value; a second panel shows each model's mean minus the truth's, where
+    the small differences between models are seen.
+    """
+    node, start, points, h = figures["node"], figures["start_window"], figures["points"], figures["horizon"]
+    names, means, colors = ["Ground truth"], [], ["black"]
+    for i, model in enumerate(models):
+        pred = load_predictions(dataset, seed, model)
+        window = slice(start, start + points)
+        if not means:
+            means.append(float(pred["truth"][window, h - 1, node].mean()))
+        names.append(paper_label(model))
+        means.append(float(pred["prediction"][window, h - 1, node].mean()))
+        colors.append(model_color(model, i))
+    x = np.arange(len(names))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(7.0, 1.1 * len(names)), 6.2), sharex=True,
+                                      gridspec_kw={"height_ratios": [3, 2]})
+    bars = top.bar(x, means, color=colors)
+    top.bar_label(bars, [f"{m:.2f}" for m in means], fontsize=8, padding=2)
+    top.set_ylim(0, max(means) * 1.12 if max(means) > 0 else 1)
+    top.set_ylabel(f"mean {quantity}\n(axis from 0)", fontsize=9)
+    top.set_title(f"{title}: mean prediction of station {node}, {h} steps ahead, over {points} test windows, "
+                  f"{dataset}", fontsize=10)
+    gaps = np.array(means) - means[0]
+    bottom.bar(x[1:], gaps[1:], color=colors[1:])
+    bottom.axhline(0, color="black", lw=0.8)
+    bottom.set_ylabel("mean minus\nground truth", fontsize=9)
+    bottom.grid(axis="y", alpha=0.3)
+    bottom.set_xticks(x, ["\n".join(math_label(line) for line in textwrap.wrap(n, 13)) for n in names], fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return fig
 
 
 def load_predictions(dataset: str, seed: int, model: str) -> dict:
@@ -259,58 +392,80 @@ def load_predictions(dataset: str, seed: int, model: str) -> dict:
 
 
 def prediction_figure(dataset: str, seed: int, models: list[str], labels: dict[str, str], figures: dict,
-                      step_minutes: int, quantity: str, title: str, path: str | Path) -> None:
-    """Figures 3-5: one station's prediction at the configured horizon over consecutive test windows."""
-    from .io import atomic_path
+                      step_minutes: int, quantity: str, title: str, path: str | Path) -> plt.Figure:
+    """Figures 3-4: one station's prediction at the configured horizon over consecutive test windows.
 
+    As in the paper, one panel per model (shared axes), each against the ground truth, so models whose curves
+    overlap are still told apart; the prediction is dashed with markers, the truth solid black.
+    """
     node, start, points, h = figures["node"], figures["start_window"], figures["points"], figures["horizon"]
-    fig, ax = plt.subplots(figsize=(9, 4.2))
-    truth = None
-    for model in models:
+    ncols = 2 if len(models) <= 4 else 3
+    nrows = -(-len(models) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.3 * ncols, 2.6 * nrows + 0.9), sharex=True, sharey=True,
+                             squeeze=False)
+    for i, (ax, model) in enumerate(zip(axes.flat, models)):
         pred = load_predictions(dataset, seed, model)
         stop = min(start + points, pred["prediction"].shape[0])
-        if truth is None:
-            truth = pred["truth"][start:stop, h - 1, node]
-            ax.plot(truth, color="black", lw=2.2, label="ground truth")
-        ax.plot(pred["prediction"][start:stop, h - 1, node], lw=1.2, label=labels.get(model, model))
-    ax.set_xlabel(f"test window (5-min steps from window {start})")
-    ax.set_ylabel(quantity)
-    ax.set_title(f"{title}: station {node}, {h * step_minutes}-min ahead, {dataset}")
-    ax.legend(fontsize=7, ncol=2)
+        steps = np.arange(start, stop)
+        truth_line, = ax.plot(steps, pred["truth"][start:stop, h - 1, node], color="black", lw=1.8)
+        ax.plot(steps, pred["prediction"][start:stop, h - 1, node], color=f"C{i}", lw=1.2, ls="--", marker="o",
+                ms=2.5)
+        ax.set_title(math_label(labels.get(model, paper_label(model))), fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(models):]:
+        ax.set_visible(False)
+    prediction_key = matplotlib.lines.Line2D([], [], color="gray", lw=1.2, ls="--", marker="o", ms=2.5)
+    fig.legend([truth_line, prediction_key], ["ground truth", "prediction of the panel's model"],
+               loc="upper right", fontsize=8, ncol=2)
+    fig.supxlabel(f"test window (consecutive {step_minutes}-min steps)", fontsize=9)
+    fig.supylabel(quantity, fontsize=9)
+    fig.suptitle(f"{title}: station {node}, {h * step_minutes}-min ahead, {dataset}", fontsize=10, x=0.02,
+                 ha="left")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
+    return fig
 
 
 def tsne_figure(hidden_student: np.ndarray, hidden_reference: np.ndarray, labels: tuple[str, str], title: str,
-                path: str | Path, seed: int = 0) -> None:
+                path: str | Path, seed: int = 0) -> plt.Figure:
     """t-SNE of the hidden representation (input of the output layer), student red, reference blue.
 
     Student and teacher differ in channel count, so each window is described by its channel-mean map
-    [time, nodes], which has the same size for both; both sets are embedded together.
+    [time, nodes], which has the same size for both; both sets are embedded together, on one thread (a hundred
+    points: OpenMP threads only cost time, above all on busy cores).
     """
     from sklearn.manifold import TSNE
-
-    from .io import atomic_path
+    from threadpoolctl import threadpool_limits
 
     both = np.concatenate([hidden_student, hidden_reference])
     perplexity = min(30.0, (len(both) - 1) / 3)
-    emb = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(both)
+    with threadpool_limits(1):
+        emb = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(both)
     n = len(hidden_student)
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.scatter(emb[n:, 0], emb[n:, 1], c="tab:blue", s=18, label=labels[1])
-    ax.scatter(emb[:n, 0], emb[:n, 1], c="tab:red", s=18, label=labels[0])
-    ax.set_title(title, fontsize=9)
+    fig, ax = plt.subplots(figsize=(5.6, 5.6))
+    ax.scatter(emb[n:, 0], emb[n:, 1], c="tab:blue", s=18, label=f"reference: {math_label(labels[1])}")
+    ax.scatter(emb[:n, 0], emb[:n, 1], c="tab:red", s=18, label=f"student: {math_label(labels[0])}")
+    ax.set_title(f"{title}\neach point: one test window's hidden representation (input of the output layer),\n"
+                 f"averaged over channels (a time x station map); {n} windows per model", fontsize=8)
+    ax.set_xlabel("t-SNE dimension 1")
+    ax.set_ylabel("t-SNE dimension 2")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
+    return fig
 
 
 TABLE1_EXTRA = ["ours_ratio_to_teacher", "paper_ratio_to_teacher", "full_recompute_s", "full_recompute_std_s",
                 "full_recompute_ratio_to_teacher", "device"]
+
+
+def kept_share(costs: pd.DataFrame, row: pd.Series) -> float:
+    """A pruned model's parameter count as a share (%) of its base model's; NaN for a model that was not pruned."""
+    base = pruned_base(row["model"])
+    if base is None:
+        return np.nan
+    base_row = costs[(costs["dataset"] == row["dataset"]) & (costs["model"] == base)]
+    return 100.0 * row["parameters"] / base_row["parameters"].iloc[0] if len(base_row) else np.nan
 TABLE1_PAPER_MODELS = {"teacher": "teacher", "pruning_base": "pruning_base", "student_task": "student"}
 
 
@@ -336,7 +491,7 @@ def cost_table(costs: pd.DataFrame, config: dict) -> pd.DataFrame:
                 "table": 1, "dataset": c["dataset"], "paper_dataset": paper_name, "model": c["model"],
                 "paper_model": TABLE1_PAPER_MODELS.get(c["model"], ""), "metric": metric, "ours": float(ours),
                 "ours_std": std, "n_seeds": 1, "paper": published_value, "parameters": int(c["parameters"]),
-                "kept_pct": 100.0 * c["parameters"] / teacher["parameters"],
+                "kept_pct": kept_share(costs, c),
                 "ours_ratio_to_teacher": float(ours) / float(teacher_value),
                 "paper_ratio_to_teacher": published_value / float(pteacher[paper_col]),
                 "device": c["device_name"],
@@ -411,7 +566,7 @@ def claim_rows(tables: dict[int, pd.DataFrame], config: dict) -> pd.DataFrame:
                     "ours_better": better.loc[h, "ours"], "ours_worse": worse.loc[h, "ours"],
                     "supported": "yes" if gap < 0 else "no",
                     "beyond_spread": "n/a (one seed)" if pd.isna(spread) else ("yes" if abs(gap) > spread else "no"),
-                    "epochs": better.loc[h, "epochs"],
+                    "epochs_better": better.loc[h, "epochs"], "epochs_worse": worse.loc[h, "epochs"],
                 })
     return pd.DataFrame(rows)
 
@@ -422,31 +577,95 @@ def cost_claim_rows(table1: pd.DataFrame) -> pd.DataFrame:
     return sub[["dataset", "metric", "paper_ratio_to_teacher", "ours_ratio_to_teacher", "device"]]
 
 
-def summary_markdown(claim_table: pd.DataFrame, cost_claims: pd.DataFrame, config: dict) -> str:
-    """results/summary.md: each claim, the paper's numbers, ours and whether ours supports it."""
-    lines = ["# Summary: the paper's claims against this run", "",
-             f"Datasets: {', '.join(config['run_datasets'])}; seeds: {config['seeds']}; "
-             f"epochs: {config['training']['epochs']} (paper {config['training']['paper_epochs']}). "
-             "Lower MAE is better. 'supported' compares our two means; 'beyond spread' says whether the gap "
-             "exceeds the summed standard deviations over seeds.", ""]
+PAPER_QUANTITY = "speed (mph)"
+
+
+def comparable(config: dict, dataset: str) -> bool:
+    """Whether our numbers on a dataset can be set against the paper's: real data of the paper's quantity."""
+    return quantity(config, dataset) == PAPER_QUANTITY
+
+
+def data_tag(config: dict, dataset: str) -> str:
+    """A few words on what a dataset's numbers are, for headings."""
+    ds = config["datasets"][dataset]
+    if comparable(config, dataset):
+        return f"{dataset}: the paper's {ds['paper_name']} data"
+    if ds["source"] == "synthetic":
+        return f"{dataset}: synthetic data, not comparable with the paper's {ds['paper_name']}"
+    return f"{dataset}: {quantity(config, dataset)}, not comparable with the paper's {ds['paper_name']} speed"
+
+
+def caveat_lines(config: dict) -> list[str]:
+    """What our numbers can be compared with and the epoch budget: the first lines of the summary and of every
+    table page."""
+    lines = []
+    for dataset in config["run_datasets"]:
+        ds = config["datasets"][dataset]
+        if comparable(config, dataset):
+            lines.append(f"**Data:** `{dataset}` is {ds['description']}, the paper's {ds['paper_name']}.")
+        else:
+            lines.append(f"**Not comparable with the paper's numbers:** `{dataset}` is {ds['description']}. The "
+                         f"paper's {ds['paper_name']} values stand beside ours only to show which model each claim "
+                         "says is better: compare directions, not values.")
+    t, pr = config["training"], config["pruning"]
+    budget = f"**Epoch budget:** {epochs_text(t['epochs'])} per model (paper {t['paper_epochs']})"
+    if t["epochs"] < t["paper_epochs"]:
+        budget += ", cut short: expect larger errors than the paper's"
+    lines.append(f"{budget}; a pruned model is fine-tuned {epochs_text(pr['finetune_epochs'])} after pruning its "
+                 f"base model, so it trains more epochs than that base. Seeds: {config['seeds']}.")
+    return lines
+
+
+def budget_tag(epochs_better: pd.Series, epochs_worse: pd.Series, paper_epochs: int) -> str:
+    """The epochs behind a claim's two models, e.g. '2 epochs, paper 50' or '3 vs 2 epochs, paper 50'."""
+    better, worse = int(epochs_better.min()), int(epochs_worse.min())
+    trained = epochs_text(better) if better == worse else f"{better} vs {epochs_text(worse)}"
+    return f"{trained}, paper {paper_epochs}"
+
+
+def summary_blocks(claim_table: pd.DataFrame, cost_claims: pd.DataFrame, config: dict) -> list[tuple[str, object]]:
+    """results/summary.md and .html as blocks (kind, content): the caveats first, then each claim with the paper's
+    numbers, ours and whether ours supports it. Kinds: h1, h2, caveat, p (text), table (DataFrame of strings)."""
+    datasets = config["run_datasets"]
+    title = "Summary: the paper's claims against this run"
+    if not all(comparable(config, d) for d in datasets):
+        title += " (not comparable with the paper's numbers)"
+    blocks: list[tuple[str, object]] = [("h1", title)] + [("caveat", line) for line in caveat_lines(config)]
+    blocks.append(("p", "Lower MAE is better. 'supported' compares our two means; 'beyond spread' says whether the "
+                        "gap exceeds the summed standard deviations over seeds."))
+    paper_epochs = config["training"]["paper_epochs"]
     for text, group in claim_table.groupby("claim", sort=False):
         votes = (group["supported"] == "yes").sum()
-        lines += [f"## {text} (Table {group['table'].iloc[0]})", "",
-                  f"Supported at {votes} of {len(group)} dataset-horizon points.", "",
-                  "| dataset | horizon | paper: claimed better | paper: other | ours: claimed better | ours: other "
-                  "| supported | beyond spread |", "|---|---|---|---|---|---|---|---|"]
-        for _, r in group.iterrows():
-            lines.append(f"| {r['dataset']} | {r['horizon_min']} min | {r['paper_better']:.3f} | "
-                         f"{r['paper_worse']:.3f} | {r['ours_better']:.3f} | {r['ours_worse']:.3f} | "
-                         f"{r['supported']} | {r['beyond_spread']} |")
-        lines.append("")
+        tags = "; ".join(data_tag(config, d) for d in group["dataset"].unique())
+        budget = budget_tag(group["epochs_better"], group["epochs_worse"], paper_epochs)
+        rows = pd.DataFrame({
+            "dataset": group["dataset"], "horizon": group["horizon_min"].map(lambda h: f"{h} min"),
+            **{label: group[col].map(lambda v: f"{v:.3f}") for label, col in (
+                ("paper: claimed better", "paper_better"), ("paper: other", "paper_worse"),
+                ("ours: claimed better", "ours_better"), ("ours: other", "ours_worse"))},
+            "supported": group["supported"], "beyond spread": group["beyond_spread"]})
+        blocks += [("h2", f"{text} (Table {group['table'].iloc[0]}; {tags}; {budget})"),
+                   ("p", f"Supported at {votes} of {len(group)} dataset-horizon points."), ("table", rows)]
     if len(cost_claims):
-        lines += ["## The student costs a fraction of the teacher (Table 1)", "",
-                  "| dataset | quantity | paper: student / teacher | ours: student / teacher | device |",
-                  "|---|---|---|---|---|"]
-        for _, r in cost_claims.iterrows():
-            lines.append(f"| {r['dataset']} | {r['metric']} | {r['paper_ratio_to_teacher']:.3f} | "
-                         f"{r['ours_ratio_to_teacher']:.3f} | {r['device']} |")
+        tags = "; ".join(data_tag(config, d) for d in cost_claims["dataset"].unique())
+        rows = pd.DataFrame({
+            "dataset": cost_claims["dataset"], "quantity": cost_claims["metric"],
+            "paper: student / teacher": cost_claims["paper_ratio_to_teacher"].map(lambda v: f"{v:.3f}"),
+            "ours: student / teacher": cost_claims["ours_ratio_to_teacher"].map(lambda v: f"{v:.3f}"),
+            "device": cost_claims["device"]})
+        blocks += [("h2", f"The student costs a fraction of the teacher (Table 1; {tags})"), ("table", rows)]
+    return blocks
+
+
+def markdown_text(blocks: list[tuple[str, object]]) -> str:
+    """Blocks (summary_blocks) as Markdown."""
+    lines = []
+    for kind, content in blocks:
+        if kind == "table":
+            lines += ["| " + " | ".join(content.columns) + " |", "|" + "---|" * len(content.columns)]
+            lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in content.itertuples(index=False)]
+        else:
+            lines.append({"h1": "# ", "h2": "## "}.get(kind, "") + str(content))
         lines.append("")
     return "\n".join(lines)
 
@@ -479,8 +698,6 @@ def anatomy_table(dataset: str, histories: dict[str, list[pd.DataFrame]]) -> pd.
 
 def anatomy_figure(table: pd.DataFrame, title: str, path: str | Path) -> None:
     """Weighted value (log scale) and gradient share of each term, one group of bars per distillation loss."""
-    from .io import atomic_path
-
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     if table.empty:
         for ax in axes:
@@ -507,6 +724,143 @@ def anatomy_figure(table: pd.DataFrame, title: str, path: str | Path) -> None:
         axes[1].legend(fontsize=8, ncol=2)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
+
+
+PAGE_STYLE = """
+body { font-family: system-ui, sans-serif; font-size: 14px; margin: 1em 1.5em; color: #222; }
+h1 { font-size: 1.35em; } h2 { font-size: 1.1em; margin-top: 1.6em; }
+p.caveat { background: #fff4e0; border-left: 4px solid #e09000; padding: .4em .8em; }
+.scroll { overflow-x: auto; }
+table { border-collapse: collapse; margin: .5em 0; font-size: 13px; }
+th, td { border: 1px solid #ccc; padding: 3px 6px; text-align: right; white-space: nowrap; }
+th { background: #f2f2f2; text-align: center; }
+td.model { text-align: left; } td.model code { display: block; color: #777; font-size: 11px; }
+td.paper { color: #555; } td.diff { color: #777; } td.ours { border-left: 2px solid #999; }
+"""
+
+
+def inline_html(text: str) -> str:
+    """Text of a block as HTML: **bold**, `code` and L_NAME subscripts."""
+    out = html_label(text)
+    out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", out)
+
+
+def html_page(blocks: list[tuple[str, object]], title: str) -> str:
+    """Blocks as a self-contained HTML page (what the Snakemake report shows inline). Kinds as summary_blocks
+    (a caveat is a highlighted paragraph), plus html: markup written by the caller."""
+    parts = []
+    for kind, content in blocks:
+        if kind == "table":
+            head = "".join(f"<th>{html.escape(str(c))}</th>" for c in content.columns)
+            body = "".join("<tr>" + "".join(f"<td>{inline_html(str(v))}</td>" for v in row) + "</tr>"
+                           for row in content.itertuples(index=False))
+            parts.append(f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+                         "</div>")
+        elif kind == "html":
+            parts.append(str(content))
+        elif kind == "caveat":
+            parts.append(f"<p class='caveat'>{inline_html(str(content))}</p>")
+        else:
+            parts.append(f"<{kind}>{inline_html(str(content))}</{kind}>")
+    return (f"<!doctype html>\n<html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{PAGE_STYLE}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n")
+
+
+TABLE_TITLES = {
+    1: "Parameters, FLOPs and test time", 2: "L_ORD against L_RD(L2) and L_RD(KL)",
+    3: "Share of targets the overseen switch took from the teacher", 4: "L_STCD against other distillation losses",
+    5: "Ablation of L_STCD", 6: "Distillation hyper-parameters",
+    7: "Pruning the teacher with Algorithm 1 against the fixed STCD student",
+    8: "Algorithm 1 against the pruning baseline without KD", 9: "Pruning hyper-parameters"}
+METRIC_ORDER = ("MAPE", "MAE", "RMSE")
+METRIC_LABELS = {"MAPE": "MAPE (%)", "teacher_share_pct": "share from the teacher (%)", "flops": "FLOPs",
+                 "test_time_s": "test time (s)"}
+ROW_COLUMNS = {"param_pct": ("paper's parameter %", "{:.0f}"), "kept_pct": ("kept % of base", "{:.1f}"),
+               "parameters": ("parameters", "{:,.0f}"), "epochs": ("epochs", "{:.0f}")}
+CELL_COLUMNS = {"ours": "ours", "paper": "paper", "diff": "diff"}
+
+
+def number_text(value, signed: bool = False) -> str:
+    """A table number as the report pages print it: whole numbers with thousands separators, others with 3
+    decimals, very large and small ones in 3 significant digits, '–' when missing."""
+    if value is None or pd.isna(value):
+        return "–"
+    x, sign = float(value), "+" if signed else ""
+    if x == 0:
+        return "0"
+    if abs(x) >= 1e6:
+        return f"{x:{sign}#.3g}"
+    if abs(x) < 0.1:
+        return f"{x:{sign}.3g}"
+    if x == round(x):
+        return f"{x:{sign},.0f}"
+    return f"{x:{sign}.3f}"
+
+
+def cell_columns(table: pd.DataFrame) -> dict[str, str]:
+    """Values shown under each metric: ours, the paper's, the difference and any further numeric columns a table
+    adds to the common format (Table 1's ratios to the teacher)."""
+    extra = [c for c in table.columns if c not in TABLE_COLUMNS and pd.api.types.is_numeric_dtype(table[c])]
+    return CELL_COLUMNS | {c: c.replace("_ratio_to_", " ÷ ").replace("_", " ") for c in extra}
+
+
+def wide_table_html(sub: pd.DataFrame) -> str:
+    """One dataset's rows of a paper table in the paper's layout: a row per model, a column group per metric
+    (and horizon) holding ours beside the paper's and the difference."""
+    has_horizon = sub["horizon_min"].notna().any()
+    metrics = list(dict.fromkeys(sub["metric"]))
+    metrics = [m for m in METRIC_ORDER if m in metrics] + [m for m in metrics if m not in METRIC_ORDER]
+    horizons = sorted(sub["horizon_min"].dropna().unique()) if has_horizon else [None]
+    cells = cell_columns(sub)
+    row_cols = [c for c in ROW_COLUMNS if sub[c].notna().any() and c not in metrics]
+    keys = ["model", "param_pct"]
+    models = sub[keys].drop_duplicates()
+    depth = 3 if has_horizon else 2
+    head = [f"<th rowspan='{depth}'>model</th>"] + [f"<th rowspan='{depth}'>{ROW_COLUMNS[c][0]}</th>"
+                                                     for c in row_cols]
+    head += [f"<th colspan='{len(horizons) * len(cells)}'>{html.escape(METRIC_LABELS.get(m, m))}</th>"
+             for m in metrics]
+    rows = ["<tr>" + "".join(head) + "</tr>"]
+    if has_horizon:
+        rows.append("<tr>" + "".join(f"<th colspan='{len(cells)}'>{int(h)} min</th>"
+                                     for _ in metrics for h in horizons) + "</tr>")
+    rows.append("<tr>" + "".join(f"<th>{label}</th>" for _ in metrics for _ in horizons
+                                 for label in cells.values()) + "</tr>")
+    body = []
+    for _, key in models.iterrows():
+        mine = sub[(sub["model"] == key["model"]) & ((sub["param_pct"] == key["param_pct"])
+                                                      | (sub["param_pct"].isna() & pd.isna(key["param_pct"])))]
+        first = mine.iloc[0]
+        tds = [f"<td class='model'>{html_label(paper_label(first['model']))} <code>{html.escape(first['model'])}"
+               "</code></td>"]
+        tds += [f"<td>{'–' if pd.isna(first[c]) else ROW_COLUMNS[c][1].format(first[c])}</td>" for c in row_cols]
+        for metric in metrics:
+            for h in horizons:
+                hit = mine[(mine["metric"] == metric) & ((mine["horizon_min"] == h) if has_horizon else True)]
+                r = hit.iloc[0] if len(hit) else pd.Series(dtype=object)
+                for col in cells:
+                    text = number_text(r.get(col), signed=col == "diff")
+                    if col == "ours" and r.get("n_seeds", 1) > 1 and pd.notna(r.get("ours_std")):
+                        text += f" ± {number_text(r['ours_std'])}"
+                    tds.append(f"<td class='{col}'>{text}</td>")
+        body.append("<tr>" + "".join(tds) + "</tr>")
+    return (f"<div class='scroll'><table><thead>{''.join(rows)}</thead><tbody>{''.join(body)}</tbody></table></div>")
+
+
+def table_page(table: pd.DataFrame, number: int, config: dict) -> str:
+    """results/tableN.html: the caveats, then per dataset the table in the paper's layout (wide_table_html) and its
+    notes; the CSV and parquet files beside it hold every column."""
+    title = f"Table {number}: {TABLE_TITLES.get(number, '')}"
+    blocks: list[tuple[str, object]] = [("h1", title)] + [("caveat", line) for line in caveat_lines(config)]
+    for dataset, sub in table.groupby("dataset", sort=False):
+        blocks += [("h2", data_tag(config, dataset)),
+                   ("html", wide_table_html(sub))]
+        notes = list(dict.fromkeys(sub["note"].dropna()))
+        extra = [c for c in table.columns if c not in TABLE_COLUMNS and c not in cell_columns(sub)]
+        notes += [f"{c}: {', '.join(map(str, sub[c].dropna().unique()))}" for c in extra]
+        blocks += [("p", f"Note: {n}") for n in notes]
+    blocks.append(("p", f"diff = ours − paper. Every column (spread over seeds, comparisons, notes) is in "
+                        f"`results/table{number}.csv` and `.parquet`."))
+    return html_page(blocks, title)

@@ -149,13 +149,13 @@ def anatomy_runs():
 
 
 def all_outputs():
-    tables = [f"results/table{n}.{ext}" for n in range(1, 10) for ext in ("csv", "parquet")]
+    tables = [f"results/table{n}.{ext}" for n in range(1, 10) for ext in ("csv", "parquet", "html")]
     figures = expand("results/figures/figure{n}_{dataset}.png", n=(3, 4, 5), dataset=config["run_datasets"])
     tsne = [
         f"results/figures/tsne_{d}_{s}_vs_{r}.png" for d in config["run_datasets"] for s, r in tsne_pairs()
     ]
     anatomy = expand("results/figures/anatomy_{dataset}.png", dataset=config["run_datasets"])
-    return tables + figures + tsne + anatomy + ["results/summary.md"]
+    return tables + figures + tsne + anatomy + ["results/summary.md", "results/summary.html"]
 
 
 def check_raw_sources():

@@ -2,7 +2,7 @@ rule metric_table:
     input:
         lambda w: metric_table_inputs(paper_report.table_rows(int(w.number), config)),
     output:
-        csv=report("results/table{number}.csv", caption="../report/metric_table.rst", category="Tables"),
+        csv=report("results/table{number}.csv", caption="../report/metric_table.rst", category="Table downloads (CSV)"),
         parquet="results/table{number}.parquet",
     log:
         "logs/metric_table/table{number}.log",
@@ -29,7 +29,7 @@ rule teacher_share_table:
             [m for m in paper_report.SHARE_MODELS if m[len("student_"):] in config["distillation"]["losses"]]
         ),
     output:
-        csv=report("results/table3.csv", caption="../report/table3.rst", category="Tables"),
+        csv=report("results/table3.csv", caption="../report/table3.rst", category="Table downloads (CSV)"),
         parquet="results/table3.parquet",
     log:
         "logs/teacher_share_table/table3.log",
@@ -50,7 +50,7 @@ rule teacher_share_table:
 
 rule hyperparameter_table:
     output:
-        csv=report("results/table6.csv", caption="../report/table6.rst", category="Tables"),
+        csv=report("results/table6.csv", caption="../report/table6.rst", category="Table downloads (CSV)"),
         parquet="results/table6.parquet",
     log:
         "logs/hyperparameter_table/table6.log",
@@ -71,7 +71,7 @@ rule hyperparameter_table:
 
 rule pruning_hyperparameter_table:
     output:
-        csv=report("results/table9.csv", caption="../report/table9.rst", category="Tables"),
+        csv=report("results/table9.csv", caption="../report/table9.rst", category="Table downloads (CSV)"),
         parquet="results/table9.parquet",
     log:
         "logs/pruning_hyperparameter_table/table9.log",
@@ -236,7 +236,7 @@ rule cost_table:
     input:
         expand("results/{dataset}/costs.parquet", dataset=config["run_datasets"]),
     output:
-        csv=report("results/table1.csv", caption="../report/table1.rst", category="Tables"),
+        csv=report("results/table1.csv", caption="../report/table1.rst", category="Table downloads (CSV)"),
         parquet="results/table1.parquet",
     log:
         "logs/cost_table/table1.log",
@@ -255,11 +255,36 @@ rule cost_table:
         "../../scripts/cost_table.py"
 
 
+rule table_page:
+    input:
+        "results/table{number}.parquet",
+    output:
+        report("results/table{number}.html", caption="../report/table_page.rst", category="Tables"),
+    log:
+        "logs/table_page/table{number}.log",
+    benchmark:
+        "benchmarks/table_page/table{number}.tsv"
+    wildcard_constraints:
+        number="[1-9]",
+    params:
+        config=config,
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../../envs/kdstgcn.yaml"
+    script:
+        "../../scripts/table_page.py"
+
+
 rule summary:
     input:
         tables=[f"results/table{n}.parquet" for n in (1, 2, 4, 5, 7, 8)],
     output:
-        report("results/summary.md", caption="../report/summary.rst", category="Summary"),
+        markdown=report("results/summary.md", caption="../report/summary.rst", category="Summary"),
+        html=report("results/summary.html", caption="../report/summary.rst", category="Summary"),
     log:
         "logs/summary/summary.log",
     benchmark:

@@ -1,0 +1,12 @@
+"""Entry point of rule table_page: results/tableN.html, a paper table in the paper's layout for the report."""
+import use_checkout  # noqa: F401  (puts src/ on sys.path)
+import pandas as pd
+
+from kdstgcn.io import atomic_path
+from kdstgcn.report import table_page
+from kdstgcn.runner import logged
+
+with logged(snakemake.log[0]):
+    page = table_page(pd.read_parquet(snakemake.input[0]), int(snakemake.wildcards.number), snakemake.params.config)
+    with atomic_path(snakemake.output[0]) as tmp:
+        tmp.write_text(page)
