@@ -13,7 +13,7 @@ import torch
 import yaml
 from optuna.distributions import FloatDistribution
 
-from conftest import merged_config, run_snakemake, shared_data_dir
+from conftest import REPO, merged_config, run_snakemake, shared_data_dir
 from test_workflow import job_stats
 from kdstgcn import config as cfg
 from kdstgcn import tuning
@@ -53,7 +53,7 @@ def test_tuned_values_go_where_the_run_reads_them(demo_config):
     assert out["train"]["optimizer"] == "adam"
     assert {k: out["loss"]["params"][k] for k in ("alpha1", "alpha2", "alpha3")} == {"alpha1": 0.3, "alpha2": 0.2,
                                                                                     "alpha3": 0.1}
-    assert out["loss"]["readings"] == {"scalar_norm": "absolute"}
+    assert out["loss"]["readings"] == {**run["loss"]["readings"], "scalar_norm": "absolute"}
     assert out["hyperparameter_source"] == "trial 3"
     assert cfg.switch_slot(out, "distillation.scalar_norm") == (out["loss"]["readings"], "scalar_norm")
     with pytest.raises(cfg.ConfigError, match="'model.dropout'"):
@@ -110,7 +110,7 @@ def test_a_worker_fills_the_study_with_validation_mae_starting_from_the_paper_va
                                                                                     tmp_path):
     settings = small_tuning(demo_config)
     run = small_run(demo_config, synthetic_files, settings)
-    space, switches = cfg.tuning_space(demo_config, "task"), settings["switches"]
+    space, switches = cfg.tuning_space(demo_config, "task"), cfg.tuning_switches(demo_config, "task")
     study = tuning.open_study(tmp_path / "task.journal", {"run": run}, settings, worker=0)
     tuning.enqueue_paper_values(study, run, space, switches)
     tuning.enqueue_paper_values(study, run, space, switches)  # once only
@@ -259,14 +259,14 @@ def test_demo_tuning_with_two_parallel_workers_sharing_one_study(repo_copy):
 def test_tables_say_which_hyper_parameters_a_student_used(demo_config):
     from kdstgcn.report import note
 
-    assert note(demo_config, "demo", 2, "student_stcd").endswith("hyper-parameters of the paper (Table 6)")
+    assert "hyper-parameters of the paper (Table 6)" in note(demo_config, "demo", 2, model="student_stcd")
     tuned = {**demo_config, "distillation": {**demo_config["distillation"], "hyperparameter_source": "tuned"}}
-    assert note(tuned, "demo", 2, "student_stcd").endswith("tuned on validation MAE: results/demo/tuned/stcd.yaml")
-    assert "hyper-parameters" not in note(tuned, "demo", 2, "teacher")
+    assert "tuned on validation MAE: results/demo/tuned/stcd.yaml" in note(tuned, "demo", 2, model="student_stcd")
+    assert "hyper-parameters" not in note(tuned, "demo", 2, model="teacher")
     pruned = "pruned_taylor_pruning_base_50"
-    assert note(tuned, "demo", 2, pruned).endswith("hyper-parameters of the paper (Table 9)")
+    assert "hyper-parameters of the paper (Table 9)" in note(tuned, "demo", 2, model=pruned)
     tuned["pruning"] = {**demo_config["pruning"], "hyperparameter_source": "tuned"}
-    assert note(tuned, "demo", 2, pruned).endswith(f"validation MAE: results/demo/tuned/{pruned}.yaml")
+    assert f"validation MAE: results/demo/tuned/{pruned}.yaml" in note(tuned, "demo", 2, model=pruned)
 
 
 @pytest.mark.slow
@@ -283,3 +283,12 @@ def test_tuned_students_and_pruning_runs_wait_for_their_studies(repo_copy):
     assert stats["tune"] == stats["train_student"] == stats["tune_prune"] == stats["prune"] == 1
     for study in ("stcd", "pruned_kd_taylor_pruning_base_50"):
         assert f"results/demo/tuned/{study}.yaml" in result.output
+
+
+def test_a_loss_tunes_only_the_readings_it_uses():
+    config = cfg.load(REPO / "config" / "config.yaml")
+    assert set(cfg.tuning_switches(config, "stcd")) == {"training.optimizer", "distillation.scalar_norm",
+                                                        "distillation.ord_reduction", "distillation.distance_scale"}
+    assert set(cfg.tuning_switches(config, "rd_l2")) == {"training.optimizer", "distillation.scalar_norm"}
+    assert set(cfg.tuning_switches(config, "skd")) == {"training.optimizer"}
+    assert set(cfg.tuning_switches(config, "task")) == {"training.optimizer"}

@@ -292,6 +292,17 @@ def tuning_space(config: dict, loss: str) -> dict:
     return {name: config["tuning"]["space"][name] for name in names}
 
 
+# the losses each reading under test changes (a switch that changes nothing is not tuned)
+SWITCH_LOSSES = {"distillation.scalar_norm": READING_LOSSES, "distillation.ord_reduction": ("ord", "stcd", "tcd", "scd"),
+                 "distillation.distance_scale": ("stcd", "tcd", "scd")}
+
+
+def tuning_switches(config: dict, loss: str) -> dict:
+    """The categorical switches tuned for one loss: `tuning.switches` less the readings that loss does not use."""
+    return {name: values for name, values in config["tuning"]["switches"].items()
+            if loss in SWITCH_LOSSES.get(name, (loss,))}
+
+
 TUNED_KEYS = ("hyperparameters", "switches")
 
 

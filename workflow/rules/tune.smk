@@ -12,7 +12,7 @@ rule tune_worker:
     params:
         run=lambda w: cfg.tuning_run(config, w.dataset, w.loss),
         space=lambda w: cfg.tuning_space(config, w.loss),
-        switches=config["tuning"]["switches"],
+        switches=lambda w: cfg.tuning_switches(config, w.loss),
         tuning=config["tuning"],
         study=lambda w: cfg.tuning_study_path(w.dataset, w.loss),
     threads: 1
@@ -64,7 +64,7 @@ use rule tune_worker as tune_prune_worker with:
     params:
         run=lambda w: cfg.prune_tuning_run(config, w.dataset, w.method, w.base, int(w.ratio)),
         space=lambda w: cfg.tuning_space(config, prune_loss(w)),
-        switches=config["tuning"]["switches"],
+        switches=lambda w: cfg.tuning_switches(config, prune_loss(w)),
         tuning=config["tuning"],
         study=lambda w: cfg.tuning_study_path(w.dataset, cfg.pruned_name(w.method, w.base, w.ratio)),
 
