@@ -101,6 +101,7 @@ def workflow_env(workdir: Path, extra: dict | None = None) -> dict:
         env[MIRROR_ENV] = str(mirror)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(workdir / "src"), env.get("PYTHONPATH")) if p)
     env.setdefault("OMP_NUM_THREADS", "2")
+    env["KDSTGCN_VERBOSE"] = "1"  # the test reads Snakemake's per-job blocks, which the quiet console drops
     if extra:
         env.update(extra)
     # this interpreter's snakemake/python first (the Slurm jobs inherit PATH through sbatch --export=ALL)

@@ -237,7 +237,7 @@ def test_demo_tuning_with_two_parallel_workers_sharing_one_study(repo_copy):
     best = complete.loc[complete["value"].idxmin()]
     assert tuned["trial"] == best["number"] and tuned["val_mae"] == best["value"]
     assert set(tuned["hyperparameters"]) == {"learning_rate", "batch_size", "alpha1", "alpha2", "alpha3"}
-    assert set(tuned["switches"]) == {"training.optimizer"}
+    assert set(tuned["switches"]) == set(cfg.tuning_switches(merged_config("config/demo.yaml"), "stcd"))
     assert not (repo_copy / "results/demo/seed0/student_stcd").exists()  # trials write no model of the study
 
     # the objective is the validation MAE: the best trial retrained here gives it again, its test MAE differs
