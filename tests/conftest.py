@@ -117,6 +117,22 @@ def synthetic_files(tmp_path_factory) -> SyntheticFiles:
     return files
 
 
+@pytest.fixture(scope="module")
+def data(synthetic_files):
+    """The synthetic network's prepared splits, as the training code reads them."""
+    from kdstgcn.jobs import load_data
+
+    return load_data(str(synthetic_files.values), str(synthetic_files.fill_report), synthetic_files.data_spec())
+
+
+@pytest.fixture(scope="module")
+def cheb(synthetic_files):
+    """The synthetic network's Chebyshev stack (ks = 3)."""
+    from kdstgcn.jobs import load_cheb
+
+    return load_cheb(str(synthetic_files.adjacency), 3)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Snakemake in a copy of the repository
 # ----------------------------------------------------------------------------------------------------------

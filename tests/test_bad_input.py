@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, merged_config, run_snakemake
+from conftest import merged_config, run_snakemake
 from kdstgcn import config as cfg
 from kdstgcn import jobs
 from kdstgcn.data import DataError, clean, prepare, timestamps

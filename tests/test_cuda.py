@@ -15,7 +15,6 @@ import torch
 import yaml
 
 from conftest import run_snakemake
-from kdstgcn.jobs import load_cheb, load_data
 from kdstgcn.losses import SpatialCorrelationDistance, TaskLoss, TemporalCorrelationDistance
 from kdstgcn.model import STGCN, Architecture
 from kdstgcn.train import TrainSettings, load_checkpoint, train
@@ -83,16 +82,6 @@ def test_compiled_kernel_on_the_gpu_matches_cdist_and_the_cpu_on_a_float32_layer
 
 
 # ------------------------------------------------------------------------------ the training loop on a GPU
-
-@pytest.fixture(scope="module")
-def data(synthetic_files):
-    return load_data(str(synthetic_files.values), str(synthetic_files.fill_report), synthetic_files.data_spec())
-
-
-@pytest.fixture(scope="module")
-def cheb(synthetic_files):
-    return load_cheb(str(synthetic_files.adjacency), 3)
-
 
 def new_model(cheb, n_nodes):
     torch.manual_seed(0)

@@ -16,7 +16,6 @@ from torch.utils._pytree import tree_map
 from conftest import merged_config
 from kdstgcn import config as cfg
 from kdstgcn.io import save_torch
-from kdstgcn.jobs import load_cheb, load_data
 from kdstgcn.losses import OverseenResponse, TaskLoss
 from kdstgcn.model import STGCN, Architecture, load_model, save_model
 from kdstgcn.train import (DeviceError, TrainSettings, freest, load_checkpoint, make_optimizer, pick_device,
@@ -78,16 +77,6 @@ def assert_plain_cpu(obj) -> None:
     assert found
     for t in found:
         assert type(t) in (torch.Tensor, torch.nn.Parameter) and t.device.type == "cpu", (type(t), t.device)
-
-
-@pytest.fixture(scope="module")
-def data(synthetic_files):
-    return load_data(str(synthetic_files.values), str(synthetic_files.fill_report), synthetic_files.data_spec())
-
-
-@pytest.fixture(scope="module")
-def cheb(synthetic_files):
-    return load_cheb(str(synthetic_files.adjacency), 3)
 
 
 def new_model(cheb, n_nodes):

@@ -6,7 +6,6 @@ import logging
 import pytest
 import torch
 
-from kdstgcn.jobs import load_cheb, load_data
 from kdstgcn.losses import LOSSES, build_loss
 from kdstgcn.model import STGCN, Architecture
 from kdstgcn.teacher_cache import CACHE_NAME, cached_teacher_predictions
@@ -19,16 +18,6 @@ PARAMS = {"beta": 0.4, "temperature": 2.0, "alpha1": 0.3, "alpha2": 0.5, "alpha3
 RESPONSE_LOSSES = sorted(n for n, c in LOSSES.items() if c.uses_teacher and not c.uses_features)
 FEATURE_LOSSES = sorted(n for n, c in LOSSES.items() if c.uses_features)
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(scope="module")
-def data(synthetic_files):
-    return load_data(str(synthetic_files.values), str(synthetic_files.fill_report), synthetic_files.data_spec())
-
-
-@pytest.fixture(scope="module")
-def cheb(synthetic_files):
-    return load_cheb(str(synthetic_files.adjacency), 3)
 
 
 def model(cheb, n_nodes, blocks, seed):

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from kdstgcn import jobs
-from kdstgcn.jobs import load_cheb, load_data
 from kdstgcn.losses import TaskLoss
 from kdstgcn.model import STGCN, Architecture
 from kdstgcn.train import NonFiniteLoss, TrainSettings, train
@@ -18,16 +17,6 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 BLOCKS = ((1, 4, 8), (8, 4, 16))
 TIMING = ("train_seconds", "epoch_seconds")
-
-
-@pytest.fixture(scope="module")
-def data(synthetic_files):
-    return load_data(str(synthetic_files.values), str(synthetic_files.fill_report), synthetic_files.data_spec())
-
-
-@pytest.fixture(scope="module")
-def cheb(synthetic_files):
-    return load_cheb(str(synthetic_files.adjacency), 3)
 
 
 def new_model(cheb, n_nodes, seed=0):
