@@ -8,7 +8,9 @@ import numpy as np
 import torch
 
 from kdstgcn.cost import benchmark_cheb, device_name
-from kdstgcn.data import read_distances
+from kdstgcn.data import PreparedData, clean, prepare, read_distances, read_values, timestamps
+from kdstgcn.graph import chebyshev_polynomials, gaussian_adjacency
+from kdstgcn.io import write_table
 
 TEACHER = ((1, 32, 64), (64, 32, 128))
 BASE = ((1, 8, 16), (16, 8, 32))
@@ -29,6 +31,26 @@ def real_distances(name: str) -> np.ndarray:
         raise SystemExit(f"{path} not found: the benchmarks read the shared data from the repository's ../shared; "
                          f"set {SHARED_ENV}=<folder holding data/> to use another place")
     return read_distances(path, fmt, n_nodes)
+
+
+PEMS08_DIR = SHARED / "data" / "pems08"
+PEMS08_SPLIT = (50, 6, 6)
+
+
+def pems08_flow(folder: Path, data_dir: Path = PEMS08_DIR, split: tuple[int, int, int] = PEMS08_SPLIT
+                ) -> tuple[PreparedData, torch.Tensor]:
+    """PEMS08 flow through the package's loaders, as the pipeline's pemsd8_flow dataset: the raw .mat cleaned
+    (written to `folder`), split by days into windows and z-scored; the Chebyshev stack of distance.csv (Eq. 16)."""
+    for name in ("pems08_288_62_170.mat", "distance.csv"):
+        if not (data_dir / name).exists():
+            raise SystemExit(f"{data_dir / name} not found: set {SHARED_ENV}=<folder holding data/> or pass --data-dir")
+    values = read_values(data_dir / "pems08_288_62_170.mat", "mat_day_major", 170, 17856, key="T")
+    table, report = clean(values, timestamps(values.shape[0], 288, "2016-07-01", False))
+    write_table(table, folder / "values.parquet", index=True)
+    write_table(report, folder / "fill_report.csv")
+    data = prepare(folder / "values.parquet", folder / "fill_report.csv", 288, split, 12, 9)
+    w = gaussian_adjacency(read_distances(data_dir / "distance.csv", "edge_list", 170))
+    return data, chebyshev_polynomials(w, 3)
 
 
 def graph(n_nodes: int, source: str = "auto", seed: int = 0) -> tuple[torch.Tensor, str]:

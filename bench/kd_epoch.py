@@ -18,62 +18,36 @@ is a KD epoch <= 1.2 x the no-KD epoch (training loop alone, `train_seconds`).
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from common import STUDENT, TEACHER, load_now, machine
-from kdstgcn.data import clean, prepare, read_distances, read_values, timestamps
-from kdstgcn.graph import chebyshev_polynomials, gaussian_adjacency
-from kdstgcn.io import write_table
+from common import PEMS08_DIR, PEMS08_SPLIT, STUDENT, TEACHER, load_now, machine, pems08_flow
 from kdstgcn.losses import build_loss
 from kdstgcn.model import STGCN, Architecture
 from kdstgcn.teacher_cache import cached_teacher_predictions
 from kdstgcn.train import TrainSettings, train
 
-N_NODES, STEPS_PER_DAY, SPLIT = 170, 288, (50, 6, 6)
+N_NODES = 170
 TARGET_RATIO = 1.2
-REPO = Path(__file__).resolve().parents[1]
-
-
-def default_data_dir() -> Path:
-    shared = os.environ.get("KDSTGCN_SHARED")
-    return (Path(shared) if shared else REPO.parent / "shared") / "data" / "pems08"
-
-
-def load(data_dir: Path, folder: Path, days: int | None):
-    """PEMS08 flow through the package's loaders: raw .mat -> cleaned table -> day split and windows; the
-    graph from distance.csv (Eq. 16)."""
-    values = read_values(data_dir / "pems08_288_62_170.mat", "mat_day_major", N_NODES, key="T")
-    table, report = clean(values, timestamps(values.shape[0], STEPS_PER_DAY, "2016-07-01", False))
-    write_table(table, folder / "values.parquet", index=True)
-    write_table(report, folder / "fill_report.csv")
-    split = SPLIT if days is None else (days, 1, 1)
-    data = prepare(folder / "values.parquet", folder / "fill_report.csv", STEPS_PER_DAY, split, 12, 9)
-    w = gaussian_adjacency(read_distances(data_dir / "distance.csv", "edge_list", N_NODES))
-    return data, chebyshev_polynomials(w, 3)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data-dir", type=Path, default=default_data_dir(),
+    ap.add_argument("--data-dir", type=Path, default=PEMS08_DIR,
                     help="folder with pems08_288_62_170.mat and distance.csv (default: $KDSTGCN_SHARED/data/pems08, "
                          "else ../shared/data/pems08 beside the repository)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--days", type=int, default=None, help="training days (default: the split's 50)")
     args = ap.parse_args()
-    for name in ("pems08_288_62_170.mat", "distance.csv"):
-        if not (args.data_dir / name).is_file():
-            raise SystemExit(f"{args.data_dir / name} not found: pass --data-dir or set KDSTGCN_SHARED")
 
     print(machine(args.threads))
     device = torch.device("cpu")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        data, cheb = load(args.data_dir, folder, args.days)
+        data, cheb = pems08_flow(folder, args.data_dir, PEMS08_SPLIT if args.days is None else (args.days, 1, 1))
         n_train = data.inputs("train").shape[0]
         print(f"PEMS08 flow, N={N_NODES}, {n_train} training windows (batch 50), student {STUDENT}, "
               f"teacher {TEACHER} (fresh)")

@@ -6,7 +6,7 @@
                                                         # a teacher from a (running or finished) pipeline run
 
 Data through the package's own loaders: `pems08_288_62_170.mat` (flow, day-major) and `distance.csv` from
-`$KDSTGCN_SHARED/data/pems08` (default /work/shared), cleaned, split 50/6/6 days and z-scored as the pipeline
+`$KDSTGCN_SHARED/data/pems08` (default: the repository's ../shared), cleaned, split 50/6/6 days and z-scored as the pipeline
 does, adjacency by Eq. 16. Teacher [1,32,64][64,32,128] and student [1,2,4][4,2,8] from seed 0; the student as at
 the start of distillation, or first trained without KD (--student-epochs), where the ORD error has shrunk. STCD with the Table 6 PeMSD8 weights (alpha1 0.846, alpha2 0.465, alpha3 0.504),
 one training batch of 50 windows fixed by seed 0 (`kdstgcn.anatomy.anatomy_batches`). For today's readings and
@@ -17,24 +17,20 @@ the numbers and a figure to --out.
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from common import STUDENT, TEACHER, machine
+from common import STUDENT, TEACHER, machine, pems08_flow
 from kdstgcn.anatomy import anatomy_batches, loss_anatomy
-from kdstgcn.data import clean, prepare, read_distances, read_values, timestamps
-from kdstgcn.graph import chebyshev_polynomials, gaussian_adjacency
 from kdstgcn.io import write_table
 from kdstgcn.losses import build_loss
 from kdstgcn.model import STGCN, Architecture
 from kdstgcn.report import anatomy_figure
 from kdstgcn.train import TrainSettings, train
 
-PEMS08 = Path(os.environ.get("KDSTGCN_SHARED", "/work/shared")) / "data/pems08"
 STCD = {"alpha1": 0.846, "alpha2": 0.465, "alpha3": 0.504}
 TODAY = {"scalar_norm": "squared", "ord_reduction": "mean", "distance_scale": "raw"}
 VARIANTS = {
@@ -44,16 +40,6 @@ VARIANTS = {
     "mean_normalised": {**TODAY, "distance_scale": "mean_normalised"},
     "all literal": {"scalar_norm": "absolute", "ord_reduction": "sum", "distance_scale": "mean_normalised"},
 }
-
-
-def pems08_flow(folder: Path):
-    values = read_values(PEMS08 / "pems08_288_62_170.mat", "mat_day_major", 170, 17856, key="T")
-    table, report = clean(values, timestamps(values.shape[0], 288, "2016-07-01", False))
-    write_table(table, folder / "values.parquet", index=True)
-    write_table(report, folder / "fill_report.csv")
-    data = prepare(folder / "values.parquet", folder / "fill_report.csv", 288, (50, 6, 6), 12, 9)
-    w = gaussian_adjacency(read_distances(PEMS08 / "distance.csv", "edge_list", 170), 10.0, 0.5, 1000.0)
-    return data, chebyshev_polynomials(w, 3)
 
 
 def main() -> None:
