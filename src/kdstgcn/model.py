@@ -453,7 +453,7 @@ def save_model(model: STGCN, path, extra: dict | None = None) -> None:
     """Save a model whole: architecture, graph and weights (masks included), loadable without other files."""
     from .io import save_torch
 
-    masks = {name: layer.mask.flatten().bool().cpu() for name, layer in model.prunable_layers().items()
+    masks = {name: layer.mask.flatten().bool() for name, layer in model.prunable_layers().items()
              if layer.mask is not None}
     save_torch({"arch": model.arch.to_dict(), "cheb": model.cheb, "state_dict": model.state_dict(),
                 "masks": masks, "extra": extra or {}}, path)
