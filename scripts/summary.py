@@ -11,7 +11,7 @@ from kdstgcn.runner import logged
 with logged(snakemake.log[0]) as log:
     tables = {int(re.search(r"table(\d+)", p).group(1)): pd.read_parquet(p) for p in snakemake.input.tables}
     blocks = summary_blocks(claim_rows(tables, snakemake.params.config), cost_claim_rows(tables[1]),
-                            snakemake.params.config)
+                            snakemake.params.config, pd.read_parquet(snakemake.input.verdict))
     text = markdown_text(blocks)
     log.info("\n%s", text)
     for path, content in ((snakemake.output.markdown, text), (snakemake.output.html, html_page(blocks, "Summary"))):

@@ -4,6 +4,7 @@ t-SNE, summary) and the Snakemake report opened in a real headless browser."""
 import json
 import shutil
 import time
+from pathlib import Path
 from html.parser import HTMLParser
 
 import numpy as np
@@ -358,3 +359,73 @@ def test_report_shows_every_table_and_figure_in_a_browser(demo_study):
                f"{first['ours_worse']:.3f}" in summary
     finally:
         driver.quit()
+
+
+def write_fake_metrics(dataset: str, seed: int, model: str, mae: dict[int, float], epochs: int) -> None:
+    folder = run_dir(dataset, seed, model)
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    pd.DataFrame([{"model": model, "horizon_min": h, "metric": m, "ours": mae[h] * (1 + k), "parameters": 3_000,
+                   "epochs_run": epochs} for h in (15, 30, 45) for k, m in enumerate(("MAE", "RMSE", "MAPE"))]
+                 ).to_csv(f"{folder}/metrics.csv", index=False)
+
+
+def test_verdict_sets_paper_and_tuned_effects_beside_the_paper_with_spread_and_anatomy(tmp_path, monkeypatch):
+    """Three seeds of fake metrics with known means and spreads: every number of the verdict row follows."""
+    monkeypatch.chdir(tmp_path)
+    config = merged_config("config/demo.yaml")
+    config["seeds"] = [0, 1, 2]
+    config["verdict"] = {"losses": ["task", "stcd"], "pruning_ratios": [50]}
+    # better model: 10 + seed (mean 11, std 1); other: 12 (std 0) with paper values, 10.5 + 0.1 seed when tuned
+    runs = {"student_stcd": lambda s: 10 + s, "student_task": lambda s: 12.0,
+            "student_stcd_tuned": lambda s: 10 + s, "student_task_tuned": lambda s: 10.5 + 0.1 * s,
+            "pruned_kd_taylor_pruning_base_50": lambda s: 20.0, "pruned_taylor_pruning_base_50": lambda s: 19.0,
+            "pruned_kd_taylor_pruning_base_50_tuned": lambda s: 18.0,
+            "pruned_taylor_pruning_base_50_tuned": lambda s: 19.0}
+    for model, mae in runs.items():
+        for seed in config["seeds"]:
+            write_fake_metrics("demo", seed, model, {h: mae(seed) + h / 100 for h in (15, 30, 45)}, epochs=2)
+    history = pd.DataFrame({"epoch": [1, 2], "grad_share_ord": [0.9, 0.6], "grad_share_scd": [0.08, 0.22],
+                            "grad_share_tcd": [0.02, 0.18]})
+    table = report.verdict_table(config, {("demo", "student_stcd"): [history] * 3})
+    assert list(table.columns) == report.VERDICT_COLUMNS
+    assert len(table) == 2 * 3
+    row = table[(table["better"] == "student_stcd") & (table["horizon_min"] == 15)].iloc[0]
+    published = pd.read_csv(REPO / "src/kdstgcn/paper_tables/table4.csv").set_index(["dataset", "model"])
+    assert row["published_better"] == published.loc[("PeMSD7", "student_stcd"), "MAE_15"]
+    assert row["published_other"] == published.loc[("PeMSD7", "student_no_kd"), "MAE_15"]
+    assert row["published_effect"] == pytest.approx(row["published_better"] - row["published_other"])
+    assert (row["paper_values_better"], row["paper_values_better_std"], row["paper_values_other"]) == pytest.approx(
+        (11.15, 1.0, 12.15))
+    assert (row["paper_values_effect"], row["paper_values_spread"]) == pytest.approx((-1.0, 1.0))
+    assert (row["paper_values_supported"], row["paper_values_beyond_spread"]) == ("yes", "no")
+    assert (row["tuned_values_other"], row["tuned_values_other_std"]) == pytest.approx((10.75, 0.1))
+    assert (row["tuned_values_effect"], row["tuned_values_supported"], row["tuned_values_beyond_spread"]) == (
+        pytest.approx(0.4), "no", "no")
+    assert (row["paper_values_seeds"], row["tuned_values_epochs"]) == (3, 2)
+    assert row["anatomy"].startswith("Student L_STCD (ours) (paper values): ORD leads; share of the student's "
+                                     "gradient, mean over 2 epochs and 3 seed(s): ORD 75 %, SCD 15 %, TCD 10 %.")
+    assert "(tuned values): one loss term, no anatomy." in row["anatomy"]
+    pruning = table[table["better"] == "pruned_kd_taylor_pruning_base_50"].iloc[0]
+    table8 = pd.read_csv(REPO / "src/kdstgcn/paper_tables/table8.csv")
+    paper8 = table8[(table8["dataset"] == "PeMSD7") & (table8["param_pct"] == 50)].set_index("model")["MAE_15"]
+    assert (pruning["published_better"], pruning["published_other"]) == (paper8["pruned_stcd"],
+                                                                          paper8["pruned_no_kd"])
+    assert (pruning["paper_values_effect"], pruning["paper_values_supported"]) == (pytest.approx(1.0), "no")
+    assert (pruning["tuned_values_effect"], pruning["tuned_values_supported"],
+            pruning["tuned_values_beyond_spread"]) == (pytest.approx(-1.0), "yes", "yes")
+    text = report.markdown_text(report.verdict_blocks(table, config))
+    assert "| 15 min | " in text and "11.15 ± 1.00" in text
+    assert "With paper values (2 epochs, paper 50; 3 seed(s)): holds at 3 of 3 horizons, beyond the spread at 0" in text
+    assert ("With tuned values (2 epochs, paper 50; 3 seed(s)): holds at 0 of 3 horizons, beyond the spread at 0; "
+            "contradicted beyond the spread at 0.") in text
+    assert "With tuned values (2 epochs, paper 50; 3 seed(s)): holds at 3 of 3 horizons, beyond the spread at 3" in text
+
+
+def test_verdict_runs_each_setting_once_under_the_name_the_tables_use(fake_study):
+    from kdstgcn.config import sourced_model
+
+    assert sourced_model(fake_study, "student_stcd", "paper") == "student_stcd"
+    assert sourced_model(fake_study, "student_stcd", "tuned") == "student_stcd_tuned"
+    tuned = {**fake_study, "pruning": {**fake_study["pruning"], "hyperparameter_source": "tuned"}}
+    assert sourced_model(tuned, "pruned_taylor_pruning_base_50", "tuned") == "pruned_taylor_pruning_base_50"
+    assert sourced_model(tuned, "pruned_taylor_pruning_base_50", "paper") == "pruned_taylor_pruning_base_50_paper"

@@ -147,6 +147,21 @@ def check(config: dict) -> None:
             if str(ratio) not in pr["hyperparameters"].get(paper, {}):
                 raise ConfigError(f"pruning.hyperparameters.{paper}.\"{ratio}\": missing (dataset {name!r} "
                                   f"prunes {ratio} %)")
+    verdict = config["verdict"]
+    for loss in verdict["losses"]:
+        if loss not in kd["losses"]:
+            raise ConfigError(f"verdict.losses: {loss!r} is not a trained student; allowed: those of "
+                              f"distillation.losses {kd['losses']}")
+    if verdict["losses"] and "stcd" not in verdict["losses"]:
+        raise ConfigError(f"verdict.losses: {verdict['losses']} holds no 'stcd', the loss every claim is about; "
+                          "add it, or leave the list empty for no student claims")
+    for ratio in verdict["pruning_ratios"]:
+        if ratio not in pr["base_ratios"]:
+            raise ConfigError(f"verdict.pruning_ratios: {ratio} is not pruned; allowed: those of "
+                              f"pruning.base_ratios {pr['base_ratios']}")
+    if verdict["pruning_ratios"] and set(pr["methods"]) != {"kd_taylor", "taylor"}:
+        raise ConfigError("verdict.pruning_ratios: comparing Algorithm 1 with the baseline needs both in "
+                          f"pruning.methods (now {pr['methods']}); or set verdict.pruning_ratios: []")
     for name, spec in config["tuning"]["space"].items():
         if "low" in spec and spec["low"] > spec["high"]:
             raise ConfigError(f"tuning.space.{name}: low {spec['low']} exceeds high {spec['high']}")
@@ -248,14 +263,15 @@ def loss_spec(config: dict, name: str, params: dict) -> dict:
     return spec
 
 
-def student_run(config: dict, dataset: str, loss: str, seed: int) -> dict:
-    """Specification of the fixed student [1,2,4][4,2,8] trained with one loss (Table 6 hyper-parameters)."""
+def student_run(config: dict, dataset: str, loss: str, seed: int, role: str | None = None) -> dict:
+    """Specification of the fixed student [1,2,4][4,2,8] trained with one loss (Table 6 hyper-parameters);
+    `role` names its folder when that is not student_<loss> (a verdict variant, `sourced_model`)."""
     paper = config["datasets"][dataset]["paper_name"]
     hyper = dict(config["distillation"]["hyperparameters"][paper][loss])
     if loss == "rd_kl":
         hyper["temperature"] = config["distillation"]["kl_temperature"]
     train = train_settings(config, seed, batch_size=hyper["batch_size"], learning_rate=hyper["learning_rate"])
-    return {"dataset": dataset, "role": f"student_{loss}", "data": data_spec(config, dataset),
+    return {"dataset": dataset, "role": role or f"student_{loss}", "data": data_spec(config, dataset),
             "arch": architecture(config, dataset, "student"), "train": train,
             "loss": loss_spec(config, loss, hyper), "device": config["device"]}
 
@@ -349,7 +365,8 @@ def pruned_name(method: str, base: str, ratio: int) -> str:
     return f"pruned_{method}_{base}_{ratio}"
 
 
-def prune_run(config: dict, dataset: str, method: str, base: str, ratio: int, seed: int) -> dict:
+def prune_run(config: dict, dataset: str, method: str, base: str, ratio: int, seed: int,
+              role: str | None = None) -> dict:
     """Specification of one pruning run: base model, importance loss, ranking, budget and fine-tuning (Table 9).
 
     `loss` gives the importance; `finetune_loss` the fine-tuning after pruning: L_STCD or the task loss for
@@ -364,7 +381,28 @@ def prune_run(config: dict, dataset: str, method: str, base: str, ratio: int, se
     interval = pr["pruning_minibatch"] * (pr["baseline_interval_factor"] if method == "taylor" else 1)
     train = train_settings(config, seed, batch_size=hyper["batch_size"], learning_rate=hyper["learning_rate"],
                            epochs=pr["finetune_epochs"])
-    return {"dataset": dataset, "role": pruned_name(method, base, ratio), "method": method, "base": base,
+    return {"dataset": dataset, "role": role or pruned_name(method, base, ratio), "method": method, "base": base,
             "ratio": int(ratio), "data": data_spec(config, dataset), "train": train, "loss": loss,
             "finetune_loss": finetune_loss, "pruning_minibatch": interval, "step_fraction": pr["step_fraction"],
             "ranking": pr["ranking"], "device": config["device"]}
+
+
+HYPERPARAMETER_SOURCES = ("paper", "tuned")
+
+
+def source_section(model: str) -> str:
+    """The config section whose `hyperparameter_source` a student or pruned model follows."""
+    if model.startswith("student_"):
+        return "distillation"
+    if model.startswith("pruned_"):
+        return "pruning"
+    raise ConfigError(f"{model!r} has no tunable hyper-parameters: only students and pruned models do")
+
+
+def sourced_model(config: dict, model: str, source: str) -> str:
+    """The folder name of a student or pruned `model` trained with the `source` values (paper or tuned): the
+    tables' own run where its section's hyperparameter_source is `source`, else `<model>_<source>`, a variant
+    trained only for the verdict (one run per setting: nothing is trained twice)."""
+    if source not in HYPERPARAMETER_SOURCES:
+        raise ConfigError(f"unknown hyper-parameter source {source!r}; choose one of {list(HYPERPARAMETER_SOURCES)}")
+    return model if config[source_section(model)]["hyperparameter_source"] == source else f"{model}_{source}"

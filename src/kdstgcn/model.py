@@ -131,9 +131,22 @@ class TemporalConv(MaskedLayer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv(x) if x.shape[2] != self.kt else self._one_position(x)
+        return self._activate(h, x[:, :, self.kt - 1:])
+
+    def step(self, window: "PositionRing") -> torch.Tensor:
+        """forward() of the kt positions held by `window` -> [B, C', 1, N]: one product with the kernel's taps
+        put in the ring's slot order, so the positions are never moved (the streaming step)."""
+        b, _, c, n = window.buffer.shape
+        taps = self.conv.weight[..., 0].permute(0, 2, 1)[:, window.time_of_slot()]  # [C', kt slots, C]
+        h = torch.baddbmm(self.conv.bias.view(1, -1, 1), taps.reshape(-1, self.kt * c).expand(b, -1, -1),
+                          window.buffer.view(b, self.kt * c, n))
+        return self._activate(h.unsqueeze(2), window.newest())
+
+    def _activate(self, h: torch.Tensor, newest_input: torch.Tensor) -> torch.Tensor:
+        """The layer's output from its conv `h` and its input at the output's positions (for the residual)."""
         if self.act == "sigmoid":
             return self.apply_mask(torch.sigmoid(h))
-        res = self.residual(x[:, :, self.kt - 1:])
+        res = self.residual(newest_input)
         if self.act == "glu":
             out = (h[:, : self.width] + res) * torch.sigmoid(h[:, self.width:])
         else:
@@ -317,24 +330,44 @@ class STConvBlock(nn.Module):
             features["temporal"] += [t1, t2]
             features["spatial"].append(g)
         if stream is not None:
-            stream["input"] = _last_positions(x, self.temporal1.kt - 1)
-            stream["graph"] = _last_positions(g, self.temporal2.kt - 1)
+            stream["input"] = PositionRing(x, self.temporal1.kt)
+            stream["graph"] = PositionRing(g, self.temporal2.kt)
         return self.dropout(self.norm(t2, self.temporal2.mask))
 
     def step(self, x_new: torch.Tensor, cheb_terms: ChebyshevTerms, stream: dict) -> torch.Tensor:
         """The block's output at the newest position [B, C', 1, N] once the input window moved on by x_new
         [B, C, 1, N]: only the newest position of each layer is computed, the older ones are in `stream`."""
-        window = torch.cat([stream["input"], x_new], dim=2)
-        stream["input"] = window[:, :, 1:]
-        g = self.graph(self.temporal1(window), cheb_terms)
-        window = torch.cat([stream["graph"], g], dim=2)
-        stream["graph"] = window[:, :, 1:]
-        return self.dropout(self.norm(self.temporal2(window), self.temporal2.mask))
+        stream["input"].push(x_new)
+        g = self.graph(self.temporal1.step(stream["input"]), cheb_terms)
+        stream["graph"].push(g)
+        return self.dropout(self.norm(self.temporal2.step(stream["graph"]), self.temporal2.mask))
 
 
-def _last_positions(x: torch.Tensor, count: int) -> torch.Tensor:
-    """The last `count` time positions of x [B, C, T, N] (none for count 0)."""
-    return x[:, :, x.shape[2] - count:]
+class PositionRing:
+    """The last `size` time positions of a layer's input for streaming, in a buffer [B, size, C, N] whose slots
+    are written in turn: a new position overwrites the oldest, and the conv reads the slots in place with its
+    kernel taps reordered (`time_of_slot`), so no position is copied twice."""
+
+    def __init__(self, x: torch.Tensor, size: int):
+        """Start from the last size - 1 positions of x [B, C, T, N]; `push` then completes the window."""
+        b, c, t, n = x.shape
+        self.size = size
+        self.buffer = x.new_empty(b, size, c, n)
+        self.buffer[:, : size - 1] = x[:, :, t - size + 1:].transpose(1, 2)
+        self.written = size - 2  # the slot of the newest position so far
+
+    def push(self, x_new: torch.Tensor) -> None:
+        """Add the newest position [B, C, 1, N], dropping the oldest."""
+        self.written = (self.written + 1) % self.size
+        self.buffer[:, self.written] = x_new[:, :, 0]
+
+    def newest(self) -> torch.Tensor:
+        return self.buffer[:, self.written].unsqueeze(2)
+
+    def time_of_slot(self) -> list[int]:
+        """For each slot, the position (0 = oldest) of the window it holds."""
+        oldest = (self.written + 1) % self.size
+        return [(slot - oldest) % self.size for slot in range(self.size)]
 
 
 class OutputLayer(nn.Module):
@@ -354,8 +387,14 @@ class OutputLayer(nn.Module):
         self.gate.set_mask(mask)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.norm(self.temporal(x), self.temporal.mask)
-        h = self.gate(h)  # [B, C, 1, N]
+        return self._head(self.temporal(x))
+
+    def step(self, window: PositionRing) -> torch.Tensor:
+        """forward() of the window held by `window` (TemporalConv.step)."""
+        return self._head(self.temporal.step(window))
+
+    def _head(self, h: torch.Tensor) -> torch.Tensor:
+        h = self.gate(self.norm(h, self.temporal.mask))  # [B, C, 1, N]
         return torch.einsum("bctn,c->bn", h, self.fc_weight) + self.fc_bias
 
 
@@ -409,7 +448,7 @@ class STGCN(nn.Module):
         for block in self.blocks:
             state.append({})
             h = block(h, self.cheb_terms, stream=state[-1])
-        state.append({"blocks": _last_positions(h, self.arch.time_after_blocks - 1)})
+        state.append({"blocks": PositionRing(h, self.arch.time_after_blocks)})
         return self.output(h), state
 
     def stream_step(self, newest: torch.Tensor, state: list[dict]) -> torch.Tensor:
@@ -419,9 +458,8 @@ class STGCN(nn.Module):
         h = newest[:, None, None, :]
         for block, stream in zip(self.blocks, state):
             h = block.step(h, self.cheb_terms, stream)
-        window = torch.cat([state[-1]["blocks"], h], dim=2)
-        state[-1]["blocks"] = window[:, :, 1:]
-        return self.output(window)
+        state[-1]["blocks"].push(h)
+        return self.output.step(state[-1]["blocks"])
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from . import paper  # noqa: E402
-from .config import pruned_name, quantity, run_dir, tuned_path  # noqa: E402
+from .config import pruned_name, quantity, run_dir, sourced_model, tuned_path  # noqa: E402
 
 TABLE_COLUMNS = ["table", "dataset", "paper_dataset", "model", "paper_model", "param_pct", "kept_pct", "metric",
                  "horizon_min",
@@ -623,14 +623,19 @@ def budget_tag(epochs_better: pd.Series, epochs_worse: pd.Series, paper_epochs: 
     return f"{trained}, paper {paper_epochs}"
 
 
-def summary_blocks(claim_table: pd.DataFrame, cost_claims: pd.DataFrame, config: dict) -> list[tuple[str, object]]:
-    """results/summary.md and .html as blocks (kind, content): the caveats first, then each claim with the paper's
-    numbers, ours and whether ours supports it. Kinds: h1, h2, caveat, p (text), table (DataFrame of strings)."""
+def summary_blocks(claim_table: pd.DataFrame, cost_claims: pd.DataFrame, config: dict,
+                   verdict: pd.DataFrame | None = None) -> list[tuple[str, object]]:
+    """results/summary.md and .html as blocks (kind, content): the caveats first, then the verdict (`verdict_table`,
+    when given), then each claim of the tables with the paper's numbers, ours and whether ours supports it.
+    Kinds: h1, h2, caveat, p (text), table (DataFrame of strings)."""
     datasets = config["run_datasets"]
     title = "Summary: the paper's claims against this run"
     if not all(comparable(config, d) for d in datasets):
         title += " (not comparable with the paper's numbers)"
     blocks: list[tuple[str, object]] = [("h1", title)] + [("caveat", line) for line in caveat_lines(config)]
+    if verdict is not None:
+        blocks += verdict_blocks(verdict, config)
+        blocks.append(("h2", "Every claim of the tables (the hyper-parameters the study is configured with)"))
     blocks.append(("p", "Lower MAE is better. 'supported' compares our two means; 'beyond spread' says whether the "
                         "gap exceeds the summed standard deviations over seeds."))
     paper_epochs = config["training"]["paper_epochs"]
@@ -864,3 +869,150 @@ def table_page(table: pd.DataFrame, number: int, config: dict) -> str:
     blocks.append(("p", f"diff = ours − paper. Every column (spread over seeds, comparisons, notes) is in "
                         f"`results/table{number}.csv` and `.parquet`."))
     return html_page(blocks, title)
+
+
+# ------------------------------------------------------------------------- the verdict (issue 12)
+
+VERDICT_SOURCES = ("paper", "tuned")
+VERDICT_METRIC = "MAE"
+
+
+def verdict_claims(config: dict) -> list[Claim]:
+    """The paper's two central claims as the config asks for them: L_STCD beats each other student of
+    verdict.losses (Tables 4-5) and Algorithm 1 beats the Molchanov baseline at each of verdict.pruning_ratios
+    (Table 8)."""
+    verdict = config["verdict"]
+    found = [Claim(4 if loss in ("task", "rd_l2", "rd_kl", "skd") else 5,
+                   f"The student trained with L_STCD beats {'the student without KD' if loss == 'task' else paper_label(f'student_{loss}')}",
+                   "student_stcd", f"student_{loss}")
+             for loss in verdict["losses"] if loss != "stcd"]
+    found += [Claim(8, f"Algorithm 1 beats the Molchanov baseline at {r} % pruning",
+                    pruned_name("kd_taylor", "pruning_base", r), pruned_name("taylor", "pruning_base", r))
+              for r in verdict["pruning_ratios"]]
+    return found
+
+
+def paper_values(config: dict, dataset: str, number: int, model: str) -> pd.DataFrame:
+    """The paper's MAE per horizon (horizon_min, paper) of one of our models in table `number`."""
+    row = next(r for r in [*KD_TABLES.get(number, []), *(pruning_rows(number, config) if number in (7, 8) else [])]
+               if r.model == model)
+    published = paper.metric_rows(config["datasets"][dataset]["paper_name"], row.paper_model, (number,), row.param_pct)
+    return published[published["metric"] == VERDICT_METRIC][["horizon_min", "paper"]]
+
+
+def seed_spread(dataset: str, model: str, seeds) -> pd.DataFrame:
+    """Our MAE per horizon over seeds: mean, sample std (NaN for one seed), seeds and the epochs trained."""
+    ours = seed_metrics(dataset, model, seeds)
+    ours = ours[ours["metric"] == VERDICT_METRIC]
+    return spread_summary(ours, ["horizon_min"]).assign(epochs=int(ours["epochs_run"].min()))
+
+
+def gradient_shares(histories: list[pd.DataFrame]) -> dict[str, float]:
+    """Each loss term's share of the student's gradient (kdstgcn.anatomy), averaged over epochs and seeds."""
+    terms = sorted({c[len("grad_share_"):] for h in histories for c in h.columns if c.startswith("grad_share_")})
+    return {t: float(np.mean([h[f"grad_share_{t}"].mean() for h in histories if f"grad_share_{t}" in h])) for t in terms}
+
+
+def anatomy_sentence(label: str, histories: list[pd.DataFrame]) -> str:
+    """One sentence on where the gradient of the model said to be better comes from (or that it has one term)."""
+    shares = gradient_shares(histories)
+    if not shares:
+        return f"{label}: one loss term, no anatomy."
+    epochs = int(min(h["epoch"].max() for h in histories))
+    parts = ", ".join(f"{term.upper()} {100 * share:.0f} %" for term, share in
+                      sorted(shares.items(), key=lambda kv: -abs(kv[1])))
+    top, share = max(shares.items(), key=lambda kv: kv[1])
+    verdict = (f"{top.upper()} dominates" if share > 0.8 else f"{top.upper()} leads" if share > 0.5
+               else "no term dominates")
+    return (f"{label}: {verdict}; share of the student's gradient, mean over {epochs_text(epochs)} and "
+            f"{len(histories)} seed(s): {parts}.")
+
+
+def verdict_table(config: dict, histories: dict[tuple[str, str], list[pd.DataFrame]]) -> pd.DataFrame:
+    """One row per claim, dataset and horizon: the paper's two published MAEs and effect, then for the paper's and
+    the tuned values (columns paper_values_*, tuned_values_*) our two means, their spreads over seeds, the effect (claimed better - other; below 0 supports the
+    claim), whether it exceeds the summed spreads, and a sentence per source on the better model's loss anatomy.
+
+    `histories` maps (dataset, better model as run) to its seeds' histories."""
+    seeds = config["seeds"]
+    rows = []
+    for claim in verdict_claims(config):
+        for dataset in config["run_datasets"]:
+            paper_better = paper_values(config, dataset, claim.table, claim.better).set_index("horizon_min")["paper"]
+            paper_worse = paper_values(config, dataset, claim.table, claim.worse).set_index("horizon_min")["paper"]
+            ours, anatomy = {}, []
+            for source in VERDICT_SOURCES:
+                better, worse = (sourced_model(config, m, source) for m in (claim.better, claim.worse))
+                ours[source] = (seed_spread(dataset, better, seeds).set_index("horizon_min"),
+                                seed_spread(dataset, worse, seeds).set_index("horizon_min"))
+                anatomy.append(anatomy_sentence(f"{paper_label(claim.better)} ({source} values)",
+                                                histories.get((dataset, better), [])))
+            for h in ours["paper"][0].index:
+                row = {"claim": claim.text, "table": claim.table, "dataset": dataset, "metric": VERDICT_METRIC,
+                       "horizon_min": int(h), "better": claim.better, "other": claim.worse,
+                       "published_better": paper_better.get(h, np.nan), "published_other": paper_worse.get(h, np.nan)}
+                row["published_effect"] = row["published_better"] - row["published_other"]
+                for source, (b, w) in ours.items():
+                    effect = b.loc[h, "ours"] - w.loc[h, "ours"]
+                    spread = b.loc[h, "ours_std"] + w.loc[h, "ours_std"]
+                    row.update({
+                        f"{source}_values_{key}": value for key, value in {
+                            "better": b.loc[h, "ours"], "better_std": b.loc[h, "ours_std"],
+                            "other": w.loc[h, "ours"], "other_std": w.loc[h, "ours_std"],
+                            "effect": effect, "spread": spread, "supported": "yes" if effect < 0 else "no",
+                            "beyond_spread": ("n/a (one seed)" if pd.isna(spread) else
+                                              "yes" if abs(effect) > spread else "no"),
+                            "seeds": int(min(b.loc[h, "n_seeds"], w.loc[h, "n_seeds"])),
+                            "epochs": int(min(b["epochs"].min(), w["epochs"].min()))}.items()})
+                row["anatomy"] = " ".join(anatomy)
+                row["paper_epochs"] = config["training"]["paper_epochs"]
+                rows.append(row)
+    return pd.DataFrame(rows, columns=VERDICT_COLUMNS)
+
+
+VERDICT_COLUMNS = (["claim", "table", "dataset", "metric", "horizon_min", "better", "other", "published_better",
+                    "published_other", "published_effect"]
+                   + [f"{s}_values_{c}" for s in VERDICT_SOURCES for c in ("better", "better_std", "other", "other_std",
+                                                                    "effect", "spread", "supported", "beyond_spread",
+                                                                    "seeds", "epochs")]
+                   + ["paper_epochs", "anatomy"])
+
+
+def mean_std_text(mean: float, std: float) -> str:
+    return f"{mean:.2f}" if pd.isna(std) else f"{mean:.2f} ± {std:.2f}"
+
+
+def verdict_blocks(table: pd.DataFrame, config: dict) -> list[tuple[str, object]]:
+    """The verdict as summary blocks: per claim a table of the paper's and our numbers at each horizon for both
+    sources of hyper-parameters, a line saying how often it holds and beyond the spread, and the anatomy."""
+    if table.empty:
+        return []
+    blocks: list[tuple[str, object]] = [
+        ("h2", "Verdict: the paper's central claims with its hyper-parameters and with tuned ones"),
+        ("p", "MAE, mean ± std over seeds. Effect = claimed better - other: below 0 supports the claim; 'beyond "
+              "spread' when its size exceeds the two standard deviations summed. Tuned values come from the "
+              "`tuning` studies on the validation days (the test days are never used for tuning).")]
+    for (text, dataset), group in table.groupby(["claim", "dataset"], sort=False):
+        cells = {"horizon": group["horizon_min"].map(lambda h: f"{h} min"),
+                 "published: better / other": [f"{b:.2f} / {o:.2f}" for b, o in zip(group["published_better"],
+                                                                                      group["published_other"])]}
+        lines = []
+        for source in VERDICT_SOURCES:
+            col = f"{source}_values_"
+            cells[f"ours, {source} values: better"] = [mean_std_text(m, s) for m, s in
+                                                       zip(group[col + "better"], group[col + "better_std"])]
+            cells[f"ours, {source} values: other"] = [mean_std_text(m, s) for m, s in
+                                                      zip(group[col + "other"], group[col + "other_std"])]
+            cells[f"{source}: effect"] = group[col + "effect"].map(lambda v: f"{v:+.2f}")
+            cells[f"{source}: beyond spread"] = group[col + "beyond_spread"]
+            held = (group[col + "supported"] == "yes").sum()
+            beyond = ((group[col + "supported"] == "yes") & (group[col + "beyond_spread"] == "yes")).sum()
+            against = ((group[col + "supported"] == "no") & (group[col + "beyond_spread"] == "yes")).sum()
+            lines.append(f"With {source} values ({epochs_text(group[col + 'epochs'].min())}, paper "
+                         f"{group['paper_epochs'].iloc[0]}; {group[col + 'seeds'].min()} seed(s)): holds at "
+                         f"{held} of {len(group)} horizons, beyond the spread at {beyond}; contradicted beyond the "
+                         f"spread at {against}.")
+        blocks += [("h2", f"{text} ({data_tag(config, dataset)})"), ("table", pd.DataFrame(cells))]
+        blocks += [("p", line) for line in lines]
+        blocks.append(("p", f"Loss anatomy: {group['anatomy'].iloc[0]}"))
+    return blocks

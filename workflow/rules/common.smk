@@ -23,10 +23,11 @@ wildcard_constraints:
     seed=r"\d+",
     filename="|".join(re.escape(n) for n in RAW_NAMES) or "(?!)",
     loss="|".join(config["distillation"]["losses"]),
-    model=r"teacher|pruning_base|student_[a-z0-9_]+|pruned_(kd_taylor|taylor)_(teacher|pruning_base)_\d+",
+    model=r"teacher|pruning_base|student_[a-z0-9_]+|pruned_(kd_taylor|taylor)_(teacher|pruning_base)_\d+(_paper|_tuned)?",
     method="kd_taylor|taylor",
     base="teacher|pruning_base",
     ratio=r"\d+",
+    source="|".join(cfg.HYPERPARAMETER_SOURCES),
 
 
 def seeds():
@@ -47,12 +48,18 @@ def prepared_inputs(wildcards):
     }
 
 
+def hyperparameter_source(wildcards, section):
+    """Where a run's values come from: its {source} wildcard (a verdict variant), else the section's setting."""
+    return wildcards.get("source", config[section]["hyperparameter_source"])
+
+
 def student_inputs(wildcards):
-    """A student reads the prepared data and, when its loss distils, the teacher of the same seed."""
+    """A student reads the prepared data, when its loss distils the teacher of the same seed, and when its values
+    are tuned its loss's tuning result."""
     inputs = prepared_inputs(wildcards)
     if wildcards.loss != "task":
         inputs["teacher"] = f"{cfg.run_dir(wildcards.dataset, wildcards.seed, 'teacher')}/model.pt"
-    if config["distillation"]["hyperparameter_source"] == "tuned":
+    if hyperparameter_source(wildcards, "distillation") == "tuned":
         inputs["tuned"] = cfg.tuned_path(wildcards.dataset, wildcards.loss)
     return inputs
 
@@ -91,7 +98,7 @@ def prune_inputs(wildcards):
     inputs["base"] = f"{cfg.run_dir(wildcards.dataset, wildcards.seed, wildcards.base)}/model.pt"
     if wildcards.method == "kd_taylor":
         inputs["teacher"] = f"{cfg.run_dir(wildcards.dataset, wildcards.seed, 'teacher')}/model.pt"
-    if config["pruning"]["hyperparameter_source"] == "tuned":
+    if hyperparameter_source(wildcards, "pruning") == "tuned":
         name = cfg.pruned_name(wildcards.method, wildcards.base, wildcards.ratio)
         inputs["tuned"] = cfg.tuned_path(wildcards.dataset, name)
     return inputs
@@ -148,6 +155,26 @@ def anatomy_runs():
     return [(loss, s) for loss in config["distillation"]["losses"] if loss != "task" for s in seeds()]
 
 
+def verdict_models():
+    """(claimed better, other) model of every verdict claim, each trained with the paper's and the tuned values."""
+    return [(c.better, c.worse) for c in paper_report.verdict_claims(config)]
+
+
+def verdict_inputs(wildcards):
+    """Metrics of every verdict model, both sources, all seeds; histories of the models claimed better."""
+    runs = [
+        (d, s, cfg.sourced_model(config, m, source), m == better)
+        for d in config["run_datasets"]
+        for s in seeds()
+        for better, worse in verdict_models()
+        for m in (better, worse)
+        for source in cfg.HYPERPARAMETER_SOURCES
+    ]
+    metrics = sorted({f"{cfg.run_dir(d, s, m)}/metrics.csv" for d, s, m, _ in runs})
+    histories = sorted({f"{cfg.run_dir(d, s, m)}/history.parquet" for d, s, m, better in runs if better})
+    return {"metrics": metrics, "histories": histories}
+
+
 def all_outputs():
     tables = [f"results/table{n}.{ext}" for n in range(1, 10) for ext in ("csv", "parquet", "html")]
     figures = expand("results/figures/figure{n}_{dataset}.png", n=(3, 4, 5), dataset=config["run_datasets"])
@@ -155,7 +182,8 @@ def all_outputs():
         f"results/figures/tsne_{d}_{s}_vs_{r}.png" for d in config["run_datasets"] for s, r in tsne_pairs()
     ]
     anatomy = expand("results/figures/anatomy_{dataset}.png", dataset=config["run_datasets"])
-    return tables + figures + tsne + anatomy + ["results/summary.md", "results/summary.html"]
+    verdict = ["results/verdict.csv", "results/verdict.parquet"]
+    return tables + figures + tsne + anatomy + verdict + ["results/summary.md", "results/summary.html"]
 
 
 def check_raw_sources():

@@ -279,9 +279,33 @@ rule table_page:
         "../../scripts/table_page.py"
 
 
+rule verdict_table:
+    input:
+        unpack(verdict_inputs),
+    output:
+        csv=report("results/verdict.csv", caption="../report/verdict.rst", category="Table downloads (CSV)"),
+        parquet="results/verdict.parquet",
+    log:
+        "logs/verdict_table/verdict.log",
+    benchmark:
+        "benchmarks/verdict_table/verdict.tsv"
+    params:
+        config=config,
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../../envs/kdstgcn.yaml"
+    script:
+        "../../scripts/verdict_table.py"
+
+
 rule summary:
     input:
         tables=[f"results/table{n}.parquet" for n in (1, 2, 4, 5, 7, 8)],
+        verdict="results/verdict.parquet",
     output:
         markdown=report("results/summary.md", caption="../report/summary.rst", category="Summary"),
         html=report("results/summary.html", caption="../report/summary.rst", category="Summary"),

@@ -53,6 +53,22 @@ use rule train_teacher as train_student with:
         checkpoint=lambda w: f"{cfg.run_dir(w.dataset, w.seed, f'student_{w.loss}')}/checkpoint.pt",
 
 
+use rule train_teacher as train_sourced_student with:
+    input:
+        unpack(student_inputs),
+    output:
+        model="results/{dataset}/seed{seed}/student_{loss}_{source}/model.pt",
+        history="results/{dataset}/seed{seed}/student_{loss}_{source}/history.parquet",
+        info="results/{dataset}/seed{seed}/student_{loss}_{source}/info.json",
+    log:
+        "logs/train_student/{dataset}/seed{seed}/{loss}_{source}.log",
+    benchmark:
+        "benchmarks/train_student/{dataset}/seed{seed}/{loss}_{source}.tsv"
+    params:
+        run=lambda w: cfg.student_run(config, w.dataset, w.loss, w.seed, role=f"student_{w.loss}_{w.source}"),
+        checkpoint=lambda w: f"{cfg.run_dir(w.dataset, w.seed, f'student_{w.loss}_{w.source}')}/checkpoint.pt",
+
+
 rule evaluate:
     input:
         unpack(prepared_inputs),
@@ -108,3 +124,20 @@ rule prune:
         "../../envs/kdstgcn.yaml"
     script:
         "../../scripts/prune.py"
+
+
+use rule prune as prune_sourced with:
+    output:
+        model="results/{dataset}/seed{seed}/pruned_{method}_{base}_{ratio}_{source}/model.pt",
+        masked="results/{dataset}/seed{seed}/pruned_{method}_{base}_{ratio}_{source}/masked_model.pt",
+        steps="results/{dataset}/seed{seed}/pruned_{method}_{base}_{ratio}_{source}/pruning_steps.parquet",
+        history="results/{dataset}/seed{seed}/pruned_{method}_{base}_{ratio}_{source}/history.parquet",
+        info="results/{dataset}/seed{seed}/pruned_{method}_{base}_{ratio}_{source}/info.json",
+    log:
+        "logs/prune/{dataset}/seed{seed}/{method}_{base}_{ratio}_{source}.log",
+    benchmark:
+        "benchmarks/prune/{dataset}/seed{seed}/{method}_{base}_{ratio}_{source}.tsv"
+    params:
+        run=lambda w: cfg.prune_run(config, w.dataset, w.method, w.base, int(w.ratio), w.seed,
+                                    role=f"{cfg.pruned_name(w.method, w.base, w.ratio)}_{w.source}"),
+        checkpoint=lambda w: f"{cfg.run_dir(w.dataset, w.seed, cfg.pruned_name(w.method, w.base, w.ratio))}_{w.source}/checkpoint.pt",
