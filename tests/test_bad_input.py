@@ -81,6 +81,11 @@ BAD_VALUES = {
                                 ["maximum of 1"]),
     "unknown_tuning_switch": ("tuning.switches", {"distillation.nope": ["a"]}, "tuning.switches",
                               ["'distillation.nope' was unexpected"]),
+    "verdict_loss_not_trained": ("distillation.losses", ["task", "ord"], "verdict.losses",
+                                 ["'stcd' is not a trained student", "distillation.losses ['task', 'ord']"]),
+    "verdict_without_stcd": ("verdict.losses", ["task"], "verdict.losses", ["holds no 'stcd'"]),
+    "verdict_ratio_not_pruned": ("verdict.pruning_ratios", [60], "verdict.pruning_ratios",
+                                 ["60 is not pruned", "pruning.base_ratios [25, 50, 75]"]),
     "unknown_tuned_optimizer": ("tuning.switches", {"training.optimizer": ["sgd"]},
                                 "tuning.switches.training.optimizer.0", ["'sgd' is not one of", "'adam'"]),
 }

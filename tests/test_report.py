@@ -245,6 +245,16 @@ def test_all_writes_every_table_beside_the_paper(demo_study):
     cost = pd.read_csv(results / "table1.csv")
     student_time = cost[(cost["model"] == "student_task") & (cost["metric"] == "flops")]
     assert (student_time["ours_ratio_to_teacher"] < 0.2).all()
+    verdict = pd.read_parquet(results / "verdict.parquet")
+    assert list(verdict.columns) == report.VERDICT_COLUMNS
+    assert set(verdict["claim"]) == {"The student trained with L_STCD beats the student without KD",
+                                     "Algorithm 1 beats the Molchanov baseline at 50 % pruning"}
+    for source in ("paper", "tuned"):
+        assert np.isfinite(verdict[[f"{source}_values_better", f"{source}_values_other"]]).all().all(), source
+        assert np.allclose(verdict[f"{source}_values_effect"],
+                           verdict[f"{source}_values_better"] - verdict[f"{source}_values_other"])
+    tuned = json.loads((results / "demo/seed0/student_stcd_tuned/info.json").read_text())
+    assert tuned["run"]["hyperparameter_source"].startswith("tuned: results/demo/tuned/stcd.yaml")
     assert "steps (100%) done" in result.output
 
 
@@ -418,7 +428,8 @@ def test_verdict_sets_paper_and_tuned_effects_beside_the_paper_with_spread_and_a
     assert "With paper values (2 epochs, paper 50; 3 seed(s)): holds at 3 of 3 horizons, beyond the spread at 0" in text
     assert ("With tuned values (2 epochs, paper 50; 3 seed(s)): holds at 0 of 3 horizons, beyond the spread at 0; "
             "contradicted beyond the spread at 0.") in text
-    assert "With tuned values (2 epochs, paper 50; 3 seed(s)): holds at 3 of 3 horizons, beyond the spread at 3" in text
+    assert ("With tuned values (fine-tuned 2 epochs after pruning; 3 seed(s)): holds at 3 of 3 horizons, beyond the "
+            "spread at 3") in text
 
 
 def test_verdict_runs_each_setting_once_under_the_name_the_tables_use(fake_study):

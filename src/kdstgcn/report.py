@@ -919,7 +919,7 @@ def anatomy_sentence(label: str, histories: list[pd.DataFrame]) -> str:
     if not shares:
         return f"{label}: one loss term, no anatomy."
     epochs = int(min(h["epoch"].max() for h in histories))
-    parts = ", ".join(f"{term.upper()} {100 * share:.0f} %" for term, share in
+    parts = ", ".join(f"{term.upper()} {round(100 * share):d} %" for term, share in
                       sorted(shares.items(), key=lambda kv: -abs(kv[1])))
     top, share = max(shares.items(), key=lambda kv: kv[1])
     verdict = (f"{top.upper()} dominates" if share > 0.8 else f"{top.upper()} leads" if share > 0.5
@@ -1008,8 +1008,10 @@ def verdict_blocks(table: pd.DataFrame, config: dict) -> list[tuple[str, object]
             held = (group[col + "supported"] == "yes").sum()
             beyond = ((group[col + "supported"] == "yes") & (group[col + "beyond_spread"] == "yes")).sum()
             against = ((group[col + "supported"] == "no") & (group[col + "beyond_spread"] == "yes")).sum()
-            lines.append(f"With {source} values ({epochs_text(group[col + 'epochs'].min())}, paper "
-                         f"{group['paper_epochs'].iloc[0]}; {group[col + 'seeds'].min()} seed(s)): holds at "
+            trained = epochs_text(group[col + "epochs"].min())
+            trained = (f"fine-tuned {trained} after pruning" if group["better"].iloc[0].startswith("pruned_") else
+                       f"{trained}, paper {group['paper_epochs'].iloc[0]}")
+            lines.append(f"With {source} values ({trained}; {group[col + 'seeds'].min()} seed(s)): holds at "
                          f"{held} of {len(group)} horizons, beyond the spread at {beyond}; contradicted beyond the "
                          f"spread at {against}.")
         blocks += [("h2", f"{text} ({data_tag(config, dataset)})"), ("table", pd.DataFrame(cells))]
