@@ -8,7 +8,7 @@ import torch
 
 from kdstgcn.losses import LOSSES, build_loss
 from kdstgcn.model import STGCN, Architecture
-from kdstgcn.teacher_cache import CACHE_NAME, cached_teacher_predictions
+from kdstgcn.teacher_cache import CACHE_NAME, TeacherFeatureStore, cached_teacher_predictions
 from kdstgcn.train import Outputs, TrainSettings, forward, loss_step, train
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -110,3 +110,54 @@ def test_inference_mode_teacher_gives_the_no_grad_loss_and_gradients(name, data,
     assert torch.equal(v_inf, v_ref)
     for a, b in zip(g_inf, g_ref, strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", FEATURE_LOSSES)
+def test_feature_store_trains_the_same_student_as_a_teacher_forward_per_batch(name, data, cheb, synthetic_files,
+                                                                             tmp_path):
+    """float32 store: the outputs the forward computes, so the same student to float rounding."""
+    n = synthetic_files.n_nodes
+    teacher = model(cheb, n, TEACHER, seed=5).eval()
+    runs = {}
+    for how in ("live", "float32"):
+        settings = TrainSettings(epochs=2, batch_size=50, learning_rate=3e-3, eval_batch_size=200, teacher_features=how)
+        loss = build_loss(name, PARAMS, "cdist")
+        store = None if how == "live" else TeacherFeatureStore.open(
+            teacher, data.inputs("train"), tmp_path / "store", how, loss.feature_groups, 50, CPU)
+        student, history = train(model(cheb, n, STUDENT, seed=0), data, loss, settings,
+                                 tmp_path / how / "checkpoint.pt", teacher, CPU, teacher_store=store)
+        runs[how] = (student.state_dict(), history)
+    for key, value in runs["live"][0].items():
+        torch.testing.assert_close(runs["float32"][0][key], value, rtol=1e-4, atol=1e-5)
+    assert runs["float32"][1]["train_loss"].tolist() == pytest.approx(runs["live"][1]["train_loss"].tolist(), rel=1e-4)
+
+
+def test_feature_store_holds_the_forward_per_window_built_once_and_keyed(data, cheb, synthetic_files, tmp_path,
+                                                                         caplog):
+    n = synthetic_files.n_nodes
+    teacher = model(cheb, n, TEACHER, seed=5).eval()
+    inputs = data.inputs("train")
+    idx = torch.tensor([7, 0, 123, 45])
+    with torch.no_grad():
+        prediction, features = teacher(inputs[idx], return_features=True)
+    with caplog.at_level(logging.INFO):
+        exact = TeacherFeatureStore.open(teacher, inputs, tmp_path, "float32", ("temporal", "spatial", "hidden"), 50,
+                                         CPU)
+        again = TeacherFeatureStore.open(teacher, inputs, tmp_path, "float32", ("temporal", "spatial", "hidden"), 50,
+                                         CPU)
+    assert caplog.text.count("computed once") == 1 and "read from" in caplog.text
+    half = TeacherFeatureStore.open(teacher, inputs, tmp_path, "float16", ("spatial",), 50, CPU)
+    for store, tolerance in ((exact, 1e-5), (again, 1e-5), (half, 1e-3)):
+        out = store.batch(idx)
+        torch.testing.assert_close(out.prediction, prediction, rtol=tolerance, atol=tolerance)
+        for group in store.features:
+            stored = out.features[group] if group != "hidden" else [out.features[group]]
+            live = features[group] if group != "hidden" else [features[group]]
+            assert len(stored) == len(live)
+            for s, t in zip(stored, live):
+                torch.testing.assert_close(s, t, rtol=tolerance, atol=tolerance)
+    assert set(half.features) == {"spatial"} and torch.is_tensor(exact.batch(idx).features["hidden"])
+    other = model(cheb, n, TEACHER, seed=6).eval()
+    TeacherFeatureStore.open(other, inputs, tmp_path, "float32", ("spatial",), 50, CPU)
+    assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 3  # one per teacher, precision and groups
+    assert not list(tmp_path.glob("*.partial"))

@@ -270,7 +270,8 @@ def student_run(config: dict, dataset: str, loss: str, seed: int, role: str | No
     hyper = dict(config["distillation"]["hyperparameters"][paper][loss])
     if loss == "rd_kl":
         hyper["temperature"] = config["distillation"]["kl_temperature"]
-    train = train_settings(config, seed, batch_size=hyper["batch_size"], learning_rate=hyper["learning_rate"])
+    train = train_settings(config, seed, batch_size=hyper["batch_size"], learning_rate=hyper["learning_rate"],
+                           teacher_features=config["distillation"]["teacher_features"])
     return {"dataset": dataset, "role": role or f"student_{loss}", "data": data_spec(config, dataset),
             "arch": architecture(config, dataset, "student"), "train": train,
             "loss": loss_spec(config, loss, hyper), "device": config["device"]}

@@ -17,7 +17,7 @@ from .losses import Loss, build_loss
 from .model import STGCN, Architecture, count_parameters, load_model, save_model, weights_digest
 from .optim import make_optimizer
 from .paper import beside_paper
-from .teacher_cache import cached_teacher_predictions
+from .teacher_cache import STORE_FOLDER, TeacherFeatureStore, cached_teacher_predictions
 from .train import TrainSettings, loss_step, pick_device, train
 
 log = logging.getLogger(__name__)
@@ -67,13 +67,17 @@ def fit_run(run: dict, values: str, fill_report: str, adjacency: str, checkpoint
     device = pick_device(run["device"])
     log.info("%s on %s: %s, %d parameters, loss %s, %d training windows, device %s", run["role"], run["dataset"],
              run["arch"]["blocks"], count_parameters(model), run["loss"], data.inputs("train").shape[0], device)
-    teacher_predictions = None
+    teacher_predictions = teacher_store = None
     if loss.uses_teacher and not loss.uses_features:  # response-only: the teacher's outputs once per run
         teacher_predictions = cached_teacher_predictions(teacher, data.inputs("train"), Path(checkpoint).parent,
                                                          settings.batch_size, device)
+    elif loss.uses_features and settings.teacher_features != "live":  # once per teacher, shared by its students
+        teacher_store = TeacherFeatureStore.open(teacher, data.inputs("train"), Path(teacher_path).parent / STORE_FOLDER,
+                                                 settings.teacher_features, loss.feature_groups, settings.batch_size,
+                                                 device)
     model, history = train(model, data, loss, settings, checkpoint, teacher, device,
                            run_config=resume_identity(run, ("dataset", "role", "data", "loss"), teacher),
-                           teacher_predictions=teacher_predictions, on_epoch=on_epoch)
+                           teacher_predictions=teacher_predictions, teacher_store=teacher_store, on_epoch=on_epoch)
     return model, history, loss
 
 

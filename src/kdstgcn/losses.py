@@ -60,6 +60,7 @@ class Loss(nn.Module):
 
     uses_teacher = False
     uses_features = False
+    feature_groups: tuple[str, ...] = ()  # the teacher's hidden-layer outputs the loss reads (Outputs.features)
 
     def terms(self, student: Outputs, target: torch.Tensor, teacher: Outputs | None = None
               ) -> dict[str, tuple[float, torch.Tensor]]:
@@ -347,6 +348,7 @@ class CorrelationDistance(Loss):
             raise ValueError(f"unknown correlation kernel {kernel!r}; choose one of {sorted(CORRELATION_KERNELS)}")
         self.kernel = CORRELATION_KERNELS[kernel]()
         self.readings = readings
+        self.feature_groups = (self.layers,)
 
     def terms(self, student, target, teacher):
         group = type(self).groups
@@ -384,6 +386,7 @@ class SpatioTemporalCorrelation(Loss):
         self.ord = OverseenResponse(alpha1, readings)
         self.scd = SpatialCorrelationDistance(kernel, readings)
         self.tcd = TemporalCorrelationDistance(kernel, readings)
+        self.feature_groups = (("temporal",) if alpha2 < 1 else ()) + (("spatial",) if alpha2 > 0 else ())
 
     def terms(self, student, target, teacher):
         terms = self.ord.terms(student, target, teacher)
@@ -409,6 +412,7 @@ class StructureKD(Loss):
 
     uses_teacher = True
     uses_features = True
+    feature_groups = ("hidden",)
 
     def __init__(self, alpha: float):
         super().__init__()

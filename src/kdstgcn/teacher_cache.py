@@ -1,4 +1,5 @@
-"""The frozen teacher's one-step predictions on the training windows, computed once per run and kept on disk.
+"""The frozen teacher's outputs on the training windows, computed once and kept on disk: its one-step
+predictions per run (response losses), and optionally its hidden-layer outputs per teacher (feature losses).
 
 Response-only distillation losses (rd_l2, rd_kl, ord) read nothing of the teacher but its prediction, and the
 teacher never changes during a run, so a teacher forward in every batch of every epoch recomputes the same
@@ -8,13 +9,20 @@ other digests (a retrained teacher, other data) is recomputed and replaced.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import json
 import logging
+import os
+import shutil
+import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .io import save_torch
+from .losses import Outputs
 from .model import weights_digest
 
 log = logging.getLogger(__name__)
@@ -56,3 +64,106 @@ def cached_teacher_predictions(teacher: torch.nn.Module, inputs: torch.Tensor, f
     save_torch({"key": key, "predictions": predictions}, path)
     log.info("teacher predictions for %d training windows computed once and written to %s", inputs.shape[0], path)
     return predictions
+
+
+TEACHER_FEATURES = ("live", "float32", "float16")
+STORE_FOLDER = "feature_store"  # beside the teacher's model.pt
+STORE_DTYPES = {"float32": np.float32, "float16": np.float16}
+
+
+class TeacherFeatureStore:
+    """The frozen teacher's prediction and the hidden-layer outputs a feature loss reads, for every training
+    window, computed once per teacher, data and precision and kept on disk as memory-mapped arrays that every
+    student of that teacher (tuning trials included) reads by window index instead of a teacher forward per
+    batch (`distillation.teacher_features`). float32 holds what the forward computes; float16 halves the disk
+    and page cache (relative rounding 5e-4 of each feature).
+
+    A store is a folder `<root>/<key digest>_<groups>` written whole and renamed into place under a file lock, so
+    workers that start together compute it once and never read a half-written store.
+    """
+
+    def __init__(self, folder: str | Path):
+        folder = Path(folder)
+        self.meta = json.loads((folder / "meta.json").read_text())
+        self.prediction = np.load(folder / "prediction.npy", mmap_mode="r")
+        self.features = {group: [np.load(folder / f"{group}_{i}.npy", mmap_mode="r") for i in range(count)]
+                         for group, count in self.meta["layers"].items()}
+
+    @classmethod
+    def open(cls, teacher: torch.nn.Module, inputs: torch.Tensor, root: str | Path, precision: str,
+             groups: tuple[str, ...], batch_size: int, device: torch.device) -> "TeacherFeatureStore":
+        """The store of `teacher` on `inputs` [W, n_his, N] with `groups` in `precision`, built first if missing."""
+        if precision not in STORE_DTYPES:
+            raise ValueError(f"teacher feature store precision {precision!r}: choose one of {list(STORE_DTYPES)}")
+        key = {"teacher": weights_digest(teacher), "inputs": tensor_digest(inputs), "precision": precision,
+               "groups": sorted(groups)}
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        root = Path(root)
+        root.mkdir(parents=True, exist_ok=True)
+        folder = root / f"{digest}_{'-'.join(sorted(groups))}"
+        with open(root / f"{folder.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (folder / "meta.json").exists():
+                build_store(teacher, inputs, folder, key, batch_size, device)
+            else:
+                log.info("teacher outputs for %d training windows read from %s", inputs.shape[0], folder)
+        return cls(folder)
+
+    def batch(self, idx: torch.Tensor) -> Outputs:
+        """The teacher's outputs for windows `idx` as float32 CPU tensors (features: only the stored groups)."""
+        rows = idx.cpu().numpy()
+
+        def take(array: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.asarray(array[rows], dtype=np.float32))
+
+        features = {}
+        for group, arrays in self.features.items():
+            layers = [take(a) for a in arrays]
+            features[group] = layers[0] if group in self.meta["single"] else layers
+        return Outputs(take(self.prediction), features)
+
+
+def as_layers(value) -> list[torch.Tensor]:
+    """A feature group of Outputs.features (a list of layer outputs, or one tensor for "hidden") as a list."""
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def build_store(teacher: torch.nn.Module, inputs: torch.Tensor, folder: Path, key: dict, batch_size: int,
+                device: torch.device) -> None:
+    """Run the teacher over `inputs` in batches of `batch_size` (inference mode) and write `folder` whole: the
+    arrays in a temporary sibling folder, renamed into place last."""
+    dtype = STORE_DTYPES[key["precision"]]
+    teacher = teacher.to(device).eval()
+    scratch = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir()
+    arrays: dict[str, list[np.ndarray]] = {}
+    tic = time.perf_counter()
+    with torch.inference_mode():
+        for start in range(0, inputs.shape[0], batch_size):
+            prediction, features = teacher(inputs[start:start + batch_size].to(device), return_features=True)
+            layers = {group: as_layers(features[group]) for group in key["groups"]}
+            if start == 0:
+                arrays["prediction"] = [np.lib.format.open_memmap(
+                    scratch / "prediction.npy", "w+", dtype, (inputs.shape[0], *prediction.shape[1:]))]
+                for group, outputs in layers.items():
+                    arrays[group] = [np.lib.format.open_memmap(scratch / f"{group}_{i}.npy", "w+", dtype,
+                                                               (inputs.shape[0], *out.shape[1:]))
+                                     for i, out in enumerate(outputs)]
+            stop = start + prediction.shape[0]
+            arrays["prediction"][0][start:stop] = prediction.cpu().numpy()
+            for group, outputs in layers.items():
+                for array, out in zip(arrays[group], outputs):
+                    array[start:stop] = out.cpu().numpy()
+    for group_arrays in arrays.values():
+        for array in group_arrays:
+            array.flush()
+    meta = {"key": key, "windows": int(inputs.shape[0]),
+            "layers": {group: len(arrays[group]) for group in key["groups"]},
+            "single": [group for group in key["groups"] if torch.is_tensor(features[group])]}
+    (scratch / "meta.json").write_text(json.dumps(meta, indent=2))
+    shutil.rmtree(folder, ignore_errors=True)
+    os.rename(scratch, folder)
+    size = sum(f.stat().st_size for f in folder.iterdir())
+    log.info("teacher outputs for %d training windows computed once in %.0fs and written to %s (%.1f GB, %s)",
+             inputs.shape[0], time.perf_counter() - tic, folder, size / 1e9, key["precision"])

@@ -21,6 +21,7 @@ from .evaluate import evaluate
 from .io import save_torch
 from .losses import Loss, Outputs
 from .optim import make_optimizer
+from .teacher_cache import TeacherFeatureStore
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +42,17 @@ class TrainSettings:
     horizons: tuple[int, ...] = (3, 6, 9)
     eval_batch_size: int = 1140
     compile: str = "auto"
+    teacher_features: str = "live"
 
     def fingerprint(self, *parts) -> str:
         """Identity of a run for resuming: everything but the epoch budget (so a run can also be extended) and
-        whether the step is compiled (the same arithmetic)."""
+        whether the step is compiled (the same arithmetic); the teacher's features only where they are read from
+        a store (`live`, the teacher forward per batch, is what runs without the key)."""
         settings = asdict(self)
         settings.pop("epochs")
         settings.pop("compile")
+        if settings["teacher_features"] == "live":
+            settings.pop("teacher_features")
         blob = json.dumps([settings, *parts], sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -120,14 +125,11 @@ def teacher_forward(teacher: torch.nn.Module, x: torch.Tensor, features: bool) -
 
 
 def loss_step(model, teacher, loss: Loss, x: torch.Tensor, y: torch.Tensor,
-              teacher_prediction: torch.Tensor | None = None) -> torch.Tensor:
+              teacher_out: Outputs | None = None) -> torch.Tensor:
     """One forward of the student (and, without gradients, of the frozen teacher) and the loss.
-    `teacher_prediction`: the teacher's cached prediction for this batch (response-only losses), which
-    replaces the teacher forward."""
-    teacher_out = None
-    if teacher_prediction is not None:
-        teacher_out = Outputs(teacher_prediction)
-    elif loss.uses_teacher:
+    `teacher_out`: the teacher's stored outputs for this batch (kdstgcn.teacher_cache), which replace the
+    teacher forward."""
+    if teacher_out is None and loss.uses_teacher:
         teacher_out = teacher_forward(teacher, x, loss.uses_features)
     return loss(forward(model, x, loss.uses_features), y, teacher_out)
 
@@ -185,21 +187,21 @@ class FirstNonFinite:
 
 
 def training_step(model, teacher, loss: Loss, optimizer, compiled: bool, device: torch.device):
-    """step(x, y, teacher_prediction) -> loss of the batch (a device tensor, not synced): loss_step, backward, optimiser step.
+    """step(x, y, teacher_out) -> loss of the batch (a device tensor, not synced): loss_step, backward, optimiser step.
 
     `compiled` captures loss_step's forward and backward with torch.compile: CUDA graphs on a GPU
     (mode reduce-overhead: one launch per graph instead of one per kernel), fused C++ loops on the CPU."""
-    def forward_loss(x, y, teacher_prediction):
-        return loss_step(model, teacher, loss, x, y, teacher_prediction)
+    def forward_loss(x, y, teacher_out):
+        return loss_step(model, teacher, loss, x, y, teacher_out)
 
     graphs = compiled and device.type == "cuda"
     if compiled:
         forward_loss = torch.compile(forward_loss, mode="reduce-overhead" if graphs else None, dynamic=False)
 
-    def step(x: torch.Tensor, y: torch.Tensor, teacher_prediction: torch.Tensor | None = None) -> torch.Tensor:
+    def step(x: torch.Tensor, y: torch.Tensor, teacher_out: Outputs | None = None) -> torch.Tensor:
         if graphs:
             torch.compiler.cudagraph_mark_step_begin()
-        value = forward_loss(x, y, teacher_prediction)
+        value = forward_loss(x, y, teacher_out)
         optimizer.zero_grad(set_to_none=True)
         value.backward()
         optimizer.step()
@@ -211,7 +213,7 @@ def training_step(model, teacher, loss: Loss, optimizer, compiled: bool, device:
 def train(model: torch.nn.Module, data: PreparedData, loss: Loss, settings: TrainSettings,
           checkpoint_path: str | Path, teacher: torch.nn.Module | None = None,
           device: torch.device | None = None, run_config: dict | None = None,
-          teacher_predictions: torch.Tensor | None = None,
+          teacher_predictions: torch.Tensor | None = None, teacher_store: TeacherFeatureStore | None = None,
           on_epoch: Callable[[int, dict], None] | None = None) -> tuple[torch.nn.Module, pd.DataFrame]:
     """Train with the one-step target; keep the epoch with the best validation MAE (mean over horizons).
 
@@ -221,7 +223,8 @@ def train(model: torch.nn.Module, data: PreparedData, loss: Loss, settings: Trai
     (on CPU) and the per-epoch history. `run_config` (loss, data, seed...) goes into the fingerprint.
     The training split lives on `device` for the whole run; a checkpoint written on one device resumes on
     another. `teacher_predictions` [W, N]: the teacher's predictions for the training windows
-    (`teacher_cache.cached_teacher_predictions`), used instead of a teacher forward per batch.
+    (`teacher_cache.cached_teacher_predictions`), used instead of a teacher forward per batch; `teacher_store`
+    the same for a feature loss (`teacher_cache.TeacherFeatureStore`: prediction and hidden-layer outputs).
     `on_epoch(epoch, row)` is called after each epoch's checkpoint with its history row; an exception it
     raises (e.g. optuna.TrialPruned) ends training there.
     """
@@ -271,7 +274,13 @@ def train(model: torch.nn.Module, data: PreparedData, loss: Loss, settings: Trai
         non_finite = FirstNonFinite(device)
         for batch, start in enumerate(range(0, n, settings.batch_size), start=1):
             idx = order[start:start + settings.batch_size]
-            cached = None if teacher_predictions is None else teacher_predictions[idx]
+            if teacher_store is not None:
+                stored = teacher_store.batch(idx)
+                cached = Outputs(stored.prediction.to(device), {
+                    group: value.to(device) if torch.is_tensor(value) else [v.to(device) for v in value]
+                    for group, value in stored.features.items()})
+            else:
+                cached = None if teacher_predictions is None else Outputs(teacher_predictions[idx])
             value = step(x_train[idx], y_train[idx], cached)
             total += value.detach()
             non_finite.record(value, batch)
