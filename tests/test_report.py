@@ -393,7 +393,8 @@ def test_verdict_sets_paper_and_tuned_effects_beside_the_paper_with_spread_and_a
             "pruned_taylor_pruning_base_50_tuned": lambda s: 19.0}
     for model, mae in runs.items():
         for seed in config["seeds"]:
-            write_fake_metrics("demo", seed, model, {h: mae(seed) + h / 100 for h in (15, 30, 45)}, epochs=2)
+            write_fake_metrics("demo", seed, model, {h: mae(seed) + h / 100 for h in (15, 30, 45)},
+                               epochs=3 if model == "student_task" else 2)
     history = pd.DataFrame({"epoch": [1, 2], "grad_share_ord": [0.9, 0.6], "grad_share_scd": [0.08, 0.22],
                             "grad_share_tcd": [0.02, 0.18]})
     table = report.verdict_table(config, {("demo", "student_stcd"): [history] * 3})
@@ -411,7 +412,8 @@ def test_verdict_sets_paper_and_tuned_effects_beside_the_paper_with_spread_and_a
     assert (row["tuned_values_other"], row["tuned_values_other_std"]) == pytest.approx((10.75, 0.1))
     assert (row["tuned_values_effect"], row["tuned_values_supported"], row["tuned_values_beyond_spread"]) == (
         pytest.approx(0.4), "no", "no")
-    assert (row["paper_values_seeds"], row["tuned_values_epochs"]) == (3, 2)
+    assert (row["paper_values_seeds"], row["tuned_values_better_epochs"], row["tuned_values_other_epochs"]) == (3, 2, 2)
+    assert (row["paper_values_better_epochs"], row["paper_values_other_epochs"]) == (2, 3)
     assert row["anatomy"].startswith("Student L_STCD (ours) (paper values): ORD leads; share of the student's "
                                      "gradient, mean over 2 epochs and 3 seed(s): ORD 75 %, SCD 15 %, TCD 10 %.")
     assert "(tuned values): one loss term, no anatomy." in row["anatomy"]
@@ -425,7 +427,7 @@ def test_verdict_sets_paper_and_tuned_effects_beside_the_paper_with_spread_and_a
             pruning["tuned_values_beyond_spread"]) == (pytest.approx(-1.0), "yes", "yes")
     text = report.markdown_text(report.verdict_blocks(table, config))
     assert "| 15 min | " in text and "11.15 ± 1.00" in text
-    assert "With paper values (2 epochs, paper 50; 3 seed(s)): holds at 3 of 3 horizons, beyond the spread at 0" in text
+    assert "With paper values (2 vs 3 epochs, paper 50; 3 seed(s)): holds at 3 of 3 horizons, beyond the spread at 0" in text
     assert ("With tuned values (2 epochs, paper 50; 3 seed(s)): holds at 0 of 3 horizons, beyond the spread at 0; "
             "contradicted beyond the spread at 0.") in text
     assert ("With tuned values (fine-tuned 2 epochs after pruning; 3 seed(s)): holds at 3 of 3 horizons, beyond the "

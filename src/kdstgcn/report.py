@@ -963,7 +963,7 @@ def verdict_table(config: dict, histories: dict[tuple[str, str], list[pd.DataFra
                             "beyond_spread": ("n/a (one seed)" if pd.isna(spread) else
                                               "yes" if abs(effect) > spread else "no"),
                             "seeds": int(min(b.loc[h, "n_seeds"], w.loc[h, "n_seeds"])),
-                            "epochs": int(min(b["epochs"].min(), w["epochs"].min()))}.items()})
+                            "better_epochs": int(b["epochs"].min()), "other_epochs": int(w["epochs"].min())}.items()})
                 row["anatomy"] = " ".join(anatomy)
                 row["paper_epochs"] = config["training"]["paper_epochs"]
                 rows.append(row)
@@ -974,7 +974,7 @@ VERDICT_COLUMNS = (["claim", "table", "dataset", "metric", "horizon_min", "bette
                     "published_other", "published_effect"]
                    + [f"{s}_values_{c}" for s in VERDICT_SOURCES for c in ("better", "better_std", "other", "other_std",
                                                                     "effect", "spread", "supported", "beyond_spread",
-                                                                    "seeds", "epochs")]
+                                                                    "seeds", "better_epochs", "other_epochs")]
                    + ["paper_epochs", "anatomy"])
 
 
@@ -1008,7 +1008,9 @@ def verdict_blocks(table: pd.DataFrame, config: dict) -> list[tuple[str, object]
             held = (group[col + "supported"] == "yes").sum()
             beyond = ((group[col + "supported"] == "yes") & (group[col + "beyond_spread"] == "yes")).sum()
             against = ((group[col + "supported"] == "no") & (group[col + "beyond_spread"] == "yes")).sum()
-            trained = epochs_text(group[col + "epochs"].min())
+            better_epochs, other_epochs = group[col + "better_epochs"].min(), group[col + "other_epochs"].min()
+            trained = epochs_text(better_epochs) if better_epochs == other_epochs else (
+                f"{better_epochs} vs {epochs_text(other_epochs)}")
             trained = (f"fine-tuned {trained} after pruning" if group["better"].iloc[0].startswith("pruned_") else
                        f"{trained}, paper {group['paper_epochs'].iloc[0]}")
             lines.append(f"With {source} values ({trained}; {group[col + 'seeds'].min()} seed(s)): holds at "
