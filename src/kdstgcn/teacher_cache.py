@@ -66,7 +66,6 @@ def cached_teacher_predictions(teacher: torch.nn.Module, inputs: torch.Tensor, f
     return predictions
 
 
-TEACHER_FEATURES = ("live", "float32", "float16")
 STORE_FOLDER = "feature_store"  # beside the teacher's model.pt
 STORE_DTYPES = {"float32": np.float32, "float16": np.float16}
 
@@ -109,12 +108,12 @@ class TeacherFeatureStore:
                 log.info("teacher outputs for %d training windows read from %s", inputs.shape[0], folder)
         return cls(folder)
 
-    def batch(self, idx: torch.Tensor) -> Outputs:
-        """The teacher's outputs for windows `idx` as float32 CPU tensors (features: only the stored groups)."""
+    def batch(self, idx: torch.Tensor, device: torch.device = torch.device("cpu")) -> Outputs:
+        """The teacher's outputs for windows `idx` as float32 tensors on `device` (features: the stored groups)."""
         rows = idx.cpu().numpy()
 
         def take(array: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(np.asarray(array[rows], dtype=np.float32))
+            return torch.from_numpy(np.asarray(array[rows], dtype=np.float32)).to(device)
 
         features = {}
         for group, arrays in self.features.items():

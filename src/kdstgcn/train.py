@@ -275,10 +275,7 @@ def train(model: torch.nn.Module, data: PreparedData, loss: Loss, settings: Trai
         for batch, start in enumerate(range(0, n, settings.batch_size), start=1):
             idx = order[start:start + settings.batch_size]
             if teacher_store is not None:
-                stored = teacher_store.batch(idx)
-                cached = Outputs(stored.prediction.to(device), {
-                    group: value.to(device) if torch.is_tensor(value) else [v.to(device) for v in value]
-                    for group, value in stored.features.items()})
+                cached = teacher_store.batch(idx, device)
             else:
                 cached = None if teacher_predictions is None else Outputs(teacher_predictions[idx])
             value = step(x_train[idx], y_train[idx], cached)
