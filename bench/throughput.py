@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from common import REAL_GRAPHS, SHAPES, graph, load_now, machine, real_distances
+from kdstgcn import evaluate as evaluate_module
 from kdstgcn import model as model_module
 from kdstgcn.cost import benchmark_cheb, count_flops, test_batch, time_rollout
 from kdstgcn.model import STGCN, Architecture, ChebyshevTerms, count_parameters, csr_matmul, format_blocks
@@ -102,6 +103,45 @@ def graph_product_table(device: torch.device, columns: int, repeats: int) -> Non
           f"{model_module.SPARSE_MAX_DENSITY.get(device.type, 0.0)}")
 
 
+def temporal_conv_table(models: dict, batch: int, device: torch.device, repeats: int) -> None:
+    """Forward + backward of each temporal conv of the models at the training batch: conv2d against the batched
+    matrix product `TemporalConv._as_matmul` (the data behind which one a layer runs on a CPU)."""
+    print(f"\ntemporal convs: forward + backward at batch {batch}, median of {repeats} (input gradient on all but the "
+          f"one-channel input layer)")
+    print(f"{'model':8} {'layer':18} {'input':>20} {'conv2d ms':>10} {'matmul ms':>10} {'matmul/conv2d':>14}")
+    for name, m in models.items():
+        t = m.arch.n_his
+        layers = [(f"block{b}.{kind}", getattr(block, kind)) for b, block in enumerate(m.blocks)
+                  for kind in ("temporal1", "temporal2")] + [("output.temporal", m.output.temporal)]
+        for label, layer in layers:
+            shape = (batch, layer.conv.in_channels, t, m.arch.n_nodes)
+            x = torch.randn(shape, device=device, requires_grad=shape[1] > 1)
+            conv_s = seconds(lambda: layer.conv(x).sum().backward(), device, repeats)
+            matmul_s = seconds(lambda: layer._as_matmul(x).sum().backward(), device, repeats)
+            print(f"{name:8} {label:18} {str(list(shape)):>20} {1e3 * conv_s:>10.2f} {1e3 * matmul_s:>10.2f} "
+                  f"{matmul_s / conv_s:>14.2f}")
+            t -= layer.kt - 1
+
+
+def chunk_table(models: dict, x: torch.Tensor, steps: int) -> None:
+    """Streaming rollout of the batch on a CPU for several chunk budgets (`kdstgcn.evaluate.CPU_CHUNK_BYTES`)."""
+    budgets = [8 * 2**20, 32 * 2**20, 128 * 2**20, None]
+    print(f"\nCPU chunks: {steps}-step streaming rollout of {x.shape[0]} windows by chunk budget "
+          f"(None = the whole batch in one pass); the package uses {evaluate_module.CPU_CHUNK_BYTES // 2**20} MiB")
+    print(f"{'model':8} " + " ".join(f"{'whole' if b is None else f'{b // 2**20} MiB':>16}" for b in budgets))
+    chosen = evaluate_module.CPU_CHUNK_BYTES
+    for name, m in models.items():
+        cells = []
+        for budget in budgets:
+            evaluate_module.CPU_CHUNK_BYTES = budget or 2**62
+            try:
+                windows = evaluate_module.cpu_chunk(m, x.shape[0])
+                cells.append(f"{time_rollout(m, x, steps=steps, runs=1, warmup=0)['mean_s']:.3f} s ({windows:>4})")
+            finally:
+                evaluate_module.CPU_CHUNK_BYTES = chosen
+        print(f"{name:8} " + " ".join(f"{c:>16}" for c in cells))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nodes", type=int, default=228)
@@ -118,6 +158,7 @@ def main() -> None:
     ap.add_argument("--graph", choices=("auto", "pemsd7", "pems08", "random"), default="auto")
     ap.add_argument("--product-repeats", type=int, default=5, help="timed calls per graph product")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--chunks", action="store_true", help="also time the CPU rollout at several chunk budgets")
     ap.add_argument("--quick", action="store_true", help="small run: 5 train steps, 1 rollout of 285 windows")
     args = ap.parse_args()
     if args.quick:
@@ -213,6 +254,10 @@ def main() -> None:
         print(f"\nstudent / teacher: params {s['params'] / t['params']:.4f}, FLOPs {s['flops'] / t['flops']:.4f}, "
               f"training throughput {s['train_wps'] / t['train_wps']:.1f}x, streaming rollout time "
               f"{s['streaming'] / t['streaming']:.3f} (full recompute {s['full'] / t['full']:.3f})")
+    if device.type == "cpu":
+        temporal_conv_table(models, args.train_batch, device, args.product_repeats)
+        if args.chunks:
+            chunk_table(models, x_infer, args.steps)
     graph_product_table(device, columns=args.infer_batch * 32, repeats=args.product_repeats)
     print(f"load average at the end: {load_now()}")
 

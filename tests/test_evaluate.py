@@ -2,7 +2,9 @@
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
+from kdstgcn import evaluate as evaluate_module
 from kdstgcn.data import Scaler
 from kdstgcn.evaluate import denormalise, horizon_metrics, rollout
 from kdstgcn.graph import chebyshev_polynomials
@@ -89,6 +91,47 @@ def test_rollout_batch_size_does_not_change_results(model):
     for batch_size in (1, 4, 11):
         torch.testing.assert_close(rollout(model, inputs, steps=3, batch_size=batch_size), full,
                                    rtol=1e-5, atol=1e-5)
+
+
+class LargestOutput(TorchDispatchMode):
+    """Records the largest number of elements of any new tensor (not a view) an op returns."""
+
+    def __init__(self):
+        super().__init__()
+        self.numel = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if all(r.alias_info is None for r in func._schema.returns):
+            for t in out if isinstance(out, (tuple, list)) else (out,):
+                if isinstance(t, torch.Tensor):
+                    self.numel = max(self.numel, t.numel())
+        return out
+
+
+def largest_tensor_of_one_window(model) -> int:
+    with torch.no_grad(), LargestOutput() as recorder:
+        model(torch.randn(1, 12, model.arch.n_nodes))
+    return recorder.numel
+
+
+@pytest.mark.parametrize("blocks", [((1, 4, 8), (8, 4, 16)), ((1, 1, 8), (8, 1, 16)), ((1, 32, 64), (64, 32, 128))])
+def test_largest_activation_is_the_largest_tensor_of_a_forward(model, blocks):
+    m = STGCN(Architecture(6, blocks), model.cheb).eval()
+    assert m.largest_activation_floats() == largest_tensor_of_one_window(m)
+
+
+def test_cpu_chunks_hold_about_the_byte_budget_and_do_not_change_results(model, monkeypatch):
+    inputs = torch.randn(11, 12, 6)
+    whole = rollout(model, inputs, steps=3, batch_size=1140)
+    per_window = 4 * model.largest_activation_floats()
+    assert evaluate_module.cpu_chunk(model, 1140) == min(1140, evaluate_module.CPU_CHUNK_BYTES // per_window)
+    assert evaluate_module.cpu_chunk(model, 5) == 5
+    monkeypatch.setattr(evaluate_module, "CPU_CHUNK_BYTES", 3 * per_window)
+    assert evaluate_module.cpu_chunk(model, 1140) == 3
+    torch.testing.assert_close(rollout(model, inputs, steps=3, batch_size=1140), whole, rtol=1e-5, atol=1e-5)
+    monkeypatch.setattr(evaluate_module, "CPU_CHUNK_BYTES", 1)
+    assert evaluate_module.cpu_chunk(model, 1140) == 1
 
 
 def test_denormalise_inverts_the_scaler():

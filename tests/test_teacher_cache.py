@@ -161,3 +161,32 @@ def test_feature_store_holds_the_forward_per_window_built_once_and_keyed(data, c
     TeacherFeatureStore.open(other, inputs, tmp_path, "float32", ("spatial",), 50, CPU)
     assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 3  # one per teacher, precision and groups
     assert not list(tmp_path.glob("*.partial"))
+
+
+def test_pruned_teacher_fine_tunes_with_l_stcd_from_the_store_as_from_the_live_teacher(synthetic_files, tmp_path):
+    """Algorithm 1's L_STCD fine-tuning after pruning reads the teacher's store (jobs.fit_prune): float32 gives the
+    compact model the live teacher forward gives, and the store lies beside the teacher."""
+    from kdstgcn import jobs
+    from kdstgcn.model import save_model
+
+    cheb = jobs.load_cheb(str(synthetic_files.adjacency), 3)
+    teacher_dir = tmp_path / "teacher"
+    teacher_dir.mkdir()
+    save_model(model(cheb, synthetic_files.n_nodes, TEACHER, seed=5), teacher_dir / "model.pt")
+    stcd = {"name": "stcd", "params": {"alpha1": 0.3, "alpha2": 0.5, "alpha3": 0.7}, "correlation_kernel": "cdist"}
+    compact = {}
+    for how in ("live", "float32"):
+        run = {"dataset": "synthetic", "role": "pruned_kd_taylor_teacher_50", "method": "kd_taylor", "base": "teacher",
+               "ratio": 50, "data": synthetic_files.data_spec(),
+               "train": {"epochs": 1, "batch_size": 50, "learning_rate": 1e-3, "lr_decay": 0.7, "lr_step_epochs": 5,
+                         "optimizer": "rmsprop", "seed": 0, "horizons": [3, 6, 9], "eval_batch_size": 200,
+                         "teacher_features": how},
+               "loss": stcd, "finetune_loss": stcd, "pruning_minibatch": 2, "step_fraction": 0.25,
+               "ranking": "per_layer", "device": "cpu"}
+        compact[how], *_ = jobs.fit_prune(run, str(synthetic_files.values), str(synthetic_files.fill_report),
+                                         str(teacher_dir / "model.pt"), str(teacher_dir / "model.pt"),
+                                         str(tmp_path / how / "checkpoint.pt"))
+    assert compact["float32"].arch.kept == compact["live"].arch.kept
+    for key, value in compact["live"].state_dict().items():
+        torch.testing.assert_close(compact["float32"].state_dict()[key], value, rtol=1e-4, atol=1e-5)
+    assert len(list((teacher_dir / "feature_store").iterdir())) >= 1

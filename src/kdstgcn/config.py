@@ -380,8 +380,10 @@ def prune_run(config: dict, dataset: str, method: str, base: str, ratio: int, se
             if method == "kd_taylor" else task)
     finetune_loss = loss if pr["finetune_loss"] == "stcd" else task
     interval = pr["pruning_minibatch"] * (pr["baseline_interval_factor"] if method == "taylor" else 1)
+    distils = method == "kd_taylor" and pr["finetune_loss"] == "stcd"  # then it reads the teacher's store as students do
+    reads_teacher = {"teacher_features": config["distillation"]["teacher_features"]} if distils else {}
     train = train_settings(config, seed, batch_size=hyper["batch_size"], learning_rate=hyper["learning_rate"],
-                           epochs=pr["finetune_epochs"])
+                           epochs=pr["finetune_epochs"], **reads_teacher)
     return {"dataset": dataset, "role": role or pruned_name(method, base, ratio), "method": method, "base": base,
             "ratio": int(ratio), "data": data_spec(config, dataset), "train": train, "loss": loss,
             "finetune_loss": finetune_loss, "pruning_minibatch": interval, "step_fraction": pr["step_fraction"],

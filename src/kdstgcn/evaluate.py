@@ -9,12 +9,26 @@ from .data import PreparedData, Scaler
 
 
 ROLLOUT_MODES = ("streaming", "full")
+# On a CPU a batch of windows passes through in chunks whose largest activation is about this many bytes
+# (`STGCN.largest_activation_floats`): the teacher's 1140-window rollout ran ~2.4x faster in chunks of ~30-60
+# windows than in one pass (1 thread, N = 228), because each step's activations stay in cache and freed memory
+# is reused instead of paged in afresh; the student, whose activations are 16x smaller, gets chunks of ~500.
+# bench/throughput.py --chunks times the choice against others.
+CPU_CHUNK_BYTES = 32 * 2**20
+
+
+def cpu_chunk(model: torch.nn.Module, batch_size: int) -> int:
+    """Windows per pass of `rollout` on a CPU: at most batch_size, and about CPU_CHUNK_BYTES of activations."""
+    per_window = 4 * model.largest_activation_floats()
+    return max(1, min(batch_size, CPU_CHUNK_BYTES // per_window))
 
 
 @torch.no_grad()
 def rollout(model: torch.nn.Module, inputs: torch.Tensor, steps: int, batch_size: int = 1140,
             mode: str = "streaming") -> torch.Tensor:
     """Predict `steps` steps ahead for windows [W, n_his, N] by feeding predictions back: [W, steps, N] on the CPU.
+
+    At most `batch_size` windows pass through the model at once; on a CPU fewer (`cpu_chunk`, faster there).
 
     mode "full" recomputes the whole forward pass of each moved window (what the paper timed); "streaming"
     (default) runs the full pass once and then only the newest time position of each layer per step
@@ -25,6 +39,8 @@ def rollout(model: torch.nn.Module, inputs: torch.Tensor, steps: int, batch_size
         raise ValueError(f"rollout mode {mode!r} is not one of {ROLLOUT_MODES}")
     model.eval()
     device = next(model.parameters()).device
+    if device.type == "cpu":
+        batch_size = cpu_chunk(model, batch_size)
     out = []
     for start in range(0, inputs.shape[0], batch_size):
         window = inputs[start:start + batch_size].to(device, non_blocking=True)

@@ -67,18 +67,29 @@ def fit_run(run: dict, values: str, fill_report: str, adjacency: str, checkpoint
     device = pick_device(run["device"])
     log.info("%s on %s: %s, %d parameters, loss %s, %d training windows, device %s", run["role"], run["dataset"],
              run["arch"]["blocks"], count_parameters(model), run["loss"], data.inputs("train").shape[0], device)
-    teacher_predictions = teacher_store = None
-    if loss.uses_teacher and not loss.uses_features:  # response-only: the teacher's outputs once per run
-        teacher_predictions = cached_teacher_predictions(teacher, data.inputs("train"), Path(checkpoint).parent,
-                                                         settings.batch_size, device)
-    elif loss.uses_features and settings.teacher_features != "live":  # once per teacher, shared by its students
-        teacher_store = TeacherFeatureStore.open(teacher, data.inputs("train"), Path(teacher_path).parent / STORE_FOLDER,
-                                                 settings.teacher_features, loss.feature_groups, settings.batch_size,
-                                                 device)
     model, history = train(model, data, loss, settings, checkpoint, teacher, device,
                            run_config=resume_identity(run, ("dataset", "role", "data", "loss"), teacher),
-                           teacher_predictions=teacher_predictions, teacher_store=teacher_store, on_epoch=on_epoch)
+                           **precomputed_teacher(loss, settings, teacher, teacher_path, data, checkpoint, device),
+                           on_epoch=on_epoch)
     return model, history, loss
+
+
+def precomputed_teacher(loss: Loss, settings: TrainSettings, teacher: STGCN | None, teacher_path: str | None,
+                        data: PreparedData, checkpoint: str, device: torch.device) -> dict:
+    """`train`'s teacher_predictions or teacher_store, where the loss lets the teacher's outputs be computed once
+    instead of a teacher forward per batch: a response-only loss caches the predictions beside the run's
+    checkpoint; a feature loss reads the teacher's store (beside the teacher, shared by all who distil from it)
+    when `settings.teacher_features` is not live."""
+    if loss.uses_teacher and not loss.uses_features:
+        return {"teacher_predictions": cached_teacher_predictions(teacher, data.inputs("train"),
+                                                                  Path(checkpoint).parent, settings.batch_size,
+                                                                  device)}
+    if loss.uses_features and settings.teacher_features != "live":
+        return {"teacher_store": TeacherFeatureStore.open(teacher, data.inputs("train"),
+                                                          Path(teacher_path).parent / STORE_FOLDER,
+                                                          settings.teacher_features, loss.feature_groups,
+                                                          settings.batch_size, device)}
+    return {}
 
 
 def train_run(run: dict, values: str, fill_report: str, adjacency: str, model_out: str, history_out: str,
@@ -189,7 +200,9 @@ def fit_prune(run: dict, values: str, fill_report: str, base_path: str, teacher_
     log.info("fine-tuning the compact model with %s", run["finetune_loss"]["name"])
     identity = resume_identity(run, PRUNE_RESUME_KEYS, teacher, base=base_digest)
     dense, history = train(compact(model), data, finetune_loss, settings, checkpoint, teacher, device,
-                           run_config=identity, on_epoch=on_epoch)
+                           run_config=identity, on_epoch=on_epoch,
+                           **precomputed_teacher(finetune_loss, settings, teacher, teacher_path, data, checkpoint,
+                                                 device))
     dense = dense.cpu().eval()
     return dense, expand(dense, model).cpu(), history, finetune_loss, steps, base_parameters
 

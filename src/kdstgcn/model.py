@@ -130,7 +130,7 @@ class TemporalConv(MaskedLayer):
         self.residual = None if act == "sigmoid" else make_residual(in_ids, out_ids, original_in, original_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv(x) if x.shape[2] != self.kt else self._one_position(x)
+        h = self._as_matmul(x) if self.runs_as_matmul(x.shape[2], x.device.type) else self.conv(x)
         return self._activate(h, x[:, :, self.kt - 1:])
 
     def step(self, window: "PositionRing") -> torch.Tensor:
@@ -153,14 +153,23 @@ class TemporalConv(MaskedLayer):
             out = torch.relu(h + res)
         return self.apply_mask(out)
 
-    def _one_position(self, x: torch.Tensor) -> torch.Tensor:
-        """The conv of a window of exactly kt positions [B, C, kt, N] -> [B, C', 1, N], as one batched matrix
-        product over (channel, position): the same sums as the conv, several times faster than conv2d when
-        it yields a single position (the output layer, and every layer in a streaming step)."""
-        b, c, kt, n = x.shape
-        weight = self.conv.weight.reshape(self.conv.out_channels, c * kt)
-        h = torch.baddbmm(self.conv.bias.view(1, -1, 1), weight.expand(b, -1, -1), x.reshape(b, c * kt, n))
-        return h.unsqueeze(2)
+    def runs_as_matmul(self, positions: int, device_type: str) -> bool:
+        """Whether forward() of a window of that many positions runs `_as_matmul` (else conv2d)."""
+        return positions == self.kt or (self.conv.in_channels == 1 and device_type == "cpu")
+
+    def _as_matmul(self, x: torch.Tensor) -> torch.Tensor:
+        """The conv as one batched matrix product over (channel, tap): x [B, C, T, N] -> [B, C', T - kt + 1, N],
+        the same sums as conv2d. Used where it beats conv2d (bench/throughput.py, temporal conv table): a window
+        of exactly kt positions (the output layer, every streaming step) and, on a CPU, the one-channel input
+        layer (forward + backward 0.3-0.7x conv2d's there); wider layers with longer windows keep conv2d."""
+        b, c, t, n = x.shape
+        positions = t - self.kt + 1
+        taps = x.unsqueeze(3) if positions == 1 else torch.stack(
+            [x[:, :, k:k + positions] for k in range(self.kt)], dim=2)  # [B, C, kt, T', N]
+        weight = self.conv.weight.reshape(self.conv.out_channels, c * self.kt)
+        h = torch.baddbmm(self.conv.bias.view(1, -1, 1), weight.expand(b, -1, -1),
+                          taps.reshape(b, c * self.kt, positions * n))
+        return h.view(b, -1, positions, n)
 
 
 # Largest share of non-zero entries at which a Chebyshev term T_k is multiplied as a sparse (CSR) matrix,
@@ -248,8 +257,7 @@ class ChebyshevTerms(nn.Module):
         b, ks, r, n = z.shape
         device_type = self.meta_follows if z.device.type == "meta" else z.device.type
         out = None
-        for k, mode in enumerate(self.modes(device_type)):
-            zk = z[:, k]
+        for k, (mode, zk) in enumerate(zip(self.modes(device_type), z.unbind(1))):
             if mode == "dense":  # [B, R, N] @ T_k^T, batched over B with the matrix shared (no copy of z)
                 matrix = self.dense[k].t().expand(b, n, n)
                 out = torch.bmm(zk, matrix) if out is None else out.baddbmm(zk, matrix)
@@ -438,6 +446,23 @@ class STGCN(nn.Module):
             return y
         features["hidden"] = h
         return y, features
+
+    def largest_activation_floats(self) -> int:
+        """Floats of the largest tensor one window makes in a forward pass on a CPU (a temporal conv's stacked
+        taps or output, the graph conv's ks stacked terms): what sizes the rollout's chunks there."""
+        t, sizes = self.arch.n_his, []
+        convs = [(block.temporal1, block.graph, block.temporal2) for block in self.blocks]
+        for temporal1, graph, temporal2 in convs:
+            for conv, stacked in ((temporal1, graph), (temporal2, None)):
+                if conv.runs_as_matmul(t, "cpu"):
+                    sizes.append(conv.conv.in_channels * conv.kt * (t - conv.kt + 1))
+                t -= conv.kt - 1
+                sizes.append(conv.conv.out_channels * t)
+                if stacked is not None:
+                    sizes.append(stacked.theta.shape[0] * stacked.width * t)
+        head = self.output.temporal.conv
+        sizes += [head.in_channels * head.kernel_size[0], head.out_channels]
+        return max(sizes) * self.arch.n_nodes
 
     def start_stream(self, x: torch.Tensor) -> tuple[torch.Tensor, list[dict]]:
         """The forward pass of windows [B, n_his, N] (-> [B, N]), plus the per-layer state `stream_step`
