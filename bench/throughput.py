@@ -40,14 +40,22 @@ def sync(device: torch.device) -> None:
 
 
 @contextlib.contextmanager
-def dense_products(device: torch.device):
-    """Every Chebyshev term multiplied densely while inside (the sparse threshold of the device set to 0)."""
-    before = model_module.SPARSE_MAX_DENSITY.get(device.type, 0.0)
-    model_module.SPARSE_MAX_DENSITY[device.type] = 0.0
+def forced_products(device: torch.device, sparse: bool):
+    """Every non-identity Chebyshev term multiplied sparsely or densely while inside (the device's thresholds
+    set to take all or nothing)."""
+    before = {table: table.get(device.type, 0) for table in (model_module.SPARSE_MAX_DENSITY,
+                                                              model_module.SPARSE_MAX_BLOCK_BYTES)}
+    model_module.SPARSE_MAX_DENSITY[device.type] = 1.0 if sparse else 0.0
+    model_module.SPARSE_MAX_BLOCK_BYTES[device.type] = 2**62
     try:
         yield
     finally:
-        model_module.SPARSE_MAX_DENSITY[device.type] = before
+        for table, value in before.items():
+            table[device.type] = value
+
+
+def dense_products(device: torch.device):
+    return forced_products(device, sparse=False)
 
 
 def seconds(fn, device: torch.device, repeats: int) -> float:
@@ -81,7 +89,7 @@ def graph_product_table(device: torch.device, columns: int, repeats: int) -> Non
     for name, (n_nodes, _, _) in REAL_GRAPHS.items():
         cheb = benchmark_cheb(n_nodes, distance_m=real_distances(name))
         terms = ChebyshevTerms(cheb)
-        for k, mode in enumerate(terms.modes(device.type)):
+        for k, mode in enumerate(terms.modes(device.type, 4 * n_nodes * columns)):
             if terms.identity[k]:
                 print(f"{name + f' (N={n_nodes})':28} {'T' + str(k):>4} {terms.density[k]:>8.4f} {'identity: no product':>34}")
                 continue
@@ -101,6 +109,30 @@ def graph_product_table(device: torch.device, columns: int, repeats: int) -> Non
               f"{sparse_s / dense_s:>13.2f} {'':>11}")
     print(f"sparse faster up to density {crossover} here; kdstgcn.model.SPARSE_MAX_DENSITY[{device.type!r}] = "
           f"{model_module.SPARSE_MAX_DENSITY.get(device.type, 0.0)}")
+
+
+def graph_block_table(device: torch.device, repeats: int) -> None:
+    """All three Chebyshev terms of the real graphs applied as the model applies them (`ChebyshevTerms`, the
+    node-major copies of the sparse product included), dense against sparse, over operand sizes: streaming chunks
+    (teacher, student), training batches (student, teacher blocks 1 and 0) and a 1140-window streaming pass."""
+    shapes = [(38, 32), (613, 2), (50, 20), (50, 192), (50, 320), (1140, 32)]
+    print(f"\ngraph product by block: sum_k T_k z_k for z [B, 3, R, N] as ChebyshevTerms runs it, median of {repeats}")
+    print(f"{'graph':16} {'B x R':>10} {'operand MiB':>12} {'dense ms':>9} {'sparse ms':>10} {'sparse/dense':>13} "
+          f"{'model uses':>11}")
+    for name, (n_nodes, _, _) in REAL_GRAPHS.items():
+        terms = ChebyshevTerms(benchmark_cheb(n_nodes, distance_m=real_distances(name))).to(device)
+        for b, r in shapes:
+            z = torch.randn(b, 3, r, n_nodes, device=device)
+            block = z[:, 0].numel() * z.element_size()
+            timed = {}
+            for sparse in (False, True):
+                with forced_products(device, sparse):
+                    timed[sparse] = seconds(lambda: terms(z), device, repeats)
+            uses = "sparse" if "sparse" in terms.modes(device.type, block) else "dense"
+            print(f"{name:16} {f'{b} x {r}':>10} {block / 2**20:>12.2f} {1e3 * timed[False]:>9.2f} "
+                  f"{1e3 * timed[True]:>10.2f} {timed[True] / timed[False]:>13.2f} {uses:>11}")
+    print(f"kdstgcn.model.SPARSE_MAX_BLOCK_BYTES[{device.type!r}] = "
+          f"{model_module.SPARSE_MAX_BLOCK_BYTES.get(device.type, 0) / 2**20:g} MiB")
 
 
 def temporal_conv_table(models: dict, batch: int, device: torch.device, repeats: int) -> None:
@@ -175,7 +207,9 @@ def main() -> None:
     for name in names:
         torch.manual_seed(0)
         models[name] = STGCN(Architecture(args.nodes, SHAPES[name]), cheb).to(device)
-    print(f"graph products on {device.type}: {models[names[0]].cheb_terms.modes(device.type)} "
+    print(f"graph products on {device.type} (operands up to "
+          f"{model_module.SPARSE_MAX_BLOCK_BYTES.get(device.type, 0) / 2**20:g} MiB; dense above): "
+          f"{models[names[0]].cheb_terms.modes(device.type)} "
           f"(densities {[round(d, 4) for d in models[names[0]].cheb_terms.density]})")
 
     rows = {name: {"blocks": format_blocks(SHAPES[name]), "params": count_parameters(m)}
@@ -259,6 +293,7 @@ def main() -> None:
         if args.chunks:
             chunk_table(models, x_infer, args.steps)
     graph_product_table(device, columns=args.infer_batch * 32, repeats=args.product_repeats)
+    graph_block_table(device, repeats=args.product_repeats)
     print(f"load average at the end: {load_now()}")
 
 

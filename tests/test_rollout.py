@@ -89,15 +89,19 @@ def test_streaming_rollout_in_batches_and_for_one_step():
 
 def product_modes(monkeypatch, sparse: bool) -> None:
     monkeypatch.setitem(model_module.SPARSE_MAX_DENSITY, "cpu", 1.0 if sparse else 0.0)
+    monkeypatch.setitem(model_module.SPARSE_MAX_BLOCK_BYTES, "cpu", 2**62)
 
 
-def test_terms_are_identity_sparse_or_dense_by_density(monkeypatch):
+def test_terms_are_identity_sparse_or_dense_by_density_and_operand_size(monkeypatch):
     terms = ChebyshevTerms(ring_cheb())
     assert terms.density[0] == pytest.approx(1 / N) and terms.identity == [True, False, False]
     assert terms.density[1] < terms.density[2] < 1  # T_2 is denser than L
     monkeypatch.setitem(model_module.SPARSE_MAX_DENSITY, "cpu", terms.density[1])
     assert terms.modes("cpu") == ["identity", "sparse", "dense"]
     assert terms.modes("cuda") == ["identity", "dense", "dense"]
+    limit = model_module.SPARSE_MAX_BLOCK_BYTES["cpu"]
+    assert terms.modes("cpu", limit) == ["identity", "sparse", "dense"]
+    assert terms.modes("cpu", limit + 1) == ["identity", "dense", "dense"]  # the node-major copies cost more
 
 
 def test_sparse_and_dense_products_give_the_same_outputs_and_gradients(monkeypatch):

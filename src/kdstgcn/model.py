@@ -177,6 +177,11 @@ class TemporalConv(MaskedLayer):
 # product table times both products per term and over a density sweep): on CPU the sparse product was
 # faster up to about this density. CUDA: not yet measured on a GPU, so every term stays dense there.
 SPARSE_MAX_DENSITY = {"cpu": 0.08, "cuda": 0.0}
+# Largest operand (B x rows x N floats, in bytes) a sparse product takes, per device type. The CSR product needs
+# the operand node-major: two copies that a dense product does not make. Past about this size, those copies cost
+# more than the FLOPs saved (bench/throughput.py, graph product by block table, 1 thread: ~1 MiB operands 0.3-0.9x
+# the dense time, 15-33 MiB operands 1.05-2.6x; a teacher training batch makes 9-15 MiB operands).
+SPARSE_MAX_BLOCK_BYTES = {"cpu": 4 * 2**20, "cuda": 0}
 
 
 @torch.library.custom_op("kdstgcn::csr_matmul", mutates_args=())
@@ -220,8 +225,8 @@ csr_matmul.register_autograd(_csr_matmul_backward, setup_context=_csr_matmul_con
 class ChebyshevTerms(nn.Module):
     """The graph products T_k x of a Chebyshev stack [ks, N, N], each term multiplied the cheapest way:
     no product for the identity (T_0), a sparse CSR product where the term's share of non-zeros is at most
-    `SPARSE_MAX_DENSITY` of the device type, a dense one otherwise (the choice is made per call, so a model
-    moved between devices follows that device's threshold).
+    `SPARSE_MAX_DENSITY` of the device type and the operand at most `SPARSE_MAX_BLOCK_BYTES`, a dense one
+    otherwise (the choice is made per call, so a model moved between devices follows that device's thresholds).
 
     Built once from the stack given to `STGCN` (its buffers are not saved: `STGCN.cheb` is).
     """
@@ -246,10 +251,12 @@ class ChebyshevTerms(nn.Module):
             self.register_buffer(f"col{k}", sparse.col_indices(), persistent=False)
             self.register_buffer(f"values{k}", sparse.values(), persistent=False)
 
-    def modes(self, device_type: str) -> list[str]:
-        """How each term is multiplied on this device type: identity, sparse or dense."""
+    def modes(self, device_type: str, block_bytes: int = 0) -> list[str]:
+        """How each term is multiplied on this device type for an operand of `block_bytes`: identity, sparse or
+        dense."""
         limit = SPARSE_MAX_DENSITY.get(device_type, 0.0)
-        return ["identity" if eye else "sparse" if density <= limit else "dense"
+        small = block_bytes <= SPARSE_MAX_BLOCK_BYTES.get(device_type, 0)
+        return ["identity" if eye else "sparse" if density <= limit and small else "dense"
                 for eye, density in zip(self.identity, self.density)]
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -257,7 +264,8 @@ class ChebyshevTerms(nn.Module):
         b, ks, r, n = z.shape
         device_type = self.meta_follows if z.device.type == "meta" else z.device.type
         out = None
-        for k, (mode, zk) in enumerate(zip(self.modes(device_type), z.unbind(1))):
+        for k, (mode, zk) in enumerate(zip(self.modes(device_type, z[:, 0].numel() * z.element_size()),
+                                           z.unbind(1))):
             if mode == "dense":  # [B, R, N] @ T_k^T, batched over B with the matrix shared (no copy of z)
                 matrix = self.dense[k].t().expand(b, n, n)
                 out = torch.bmm(zk, matrix) if out is None else out.baddbmm(zk, matrix)
