@@ -43,14 +43,14 @@ def sync(device: torch.device) -> None:
 def forced_products(device: torch.device, sparse: bool):
     """Every non-identity Chebyshev term multiplied sparsely or densely while inside (the device's thresholds
     set to take all or nothing)."""
-    before = {table: table.get(device.type, 0) for table in (model_module.SPARSE_MAX_DENSITY,
-                                                              model_module.SPARSE_MAX_BLOCK_BYTES)}
+    tables = (model_module.SPARSE_MAX_DENSITY, model_module.SPARSE_MAX_BLOCK_BYTES)
+    before = [table.get(device.type, 0) for table in tables]
     model_module.SPARSE_MAX_DENSITY[device.type] = 1.0 if sparse else 0.0
     model_module.SPARSE_MAX_BLOCK_BYTES[device.type] = 2**62
     try:
         yield
     finally:
-        for table, value in before.items():
+        for table, value in zip(tables, before):
             table[device.type] = value
 
 
