@@ -28,7 +28,8 @@ import torch
 from common import TEACHER, graph, load_now, machine
 from kdstgcn.data import PreparedData, Scaler
 from kdstgcn.losses import build_loss
-from kdstgcn.model import STGCN, Architecture, count_parameters, format_blocks
+from kdstgcn.model import STGCN, Architecture, count_parameters
+from kdstgcn.spec import format_blocks
 from kdstgcn.prune import apply_masks, compact, current_masks, removed_share, select_masks
 from kdstgcn.train import TrainSettings, loss_step, train
 

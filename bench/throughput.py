@@ -29,7 +29,8 @@ from common import REAL_GRAPHS, SHAPES, graph, load_now, machine, real_distances
 from kdstgcn import evaluate as evaluate_module
 from kdstgcn import model as model_module
 from kdstgcn.cost import benchmark_cheb, count_flops, test_batch, time_rollout
-from kdstgcn.model import STGCN, Architecture, ChebyshevTerms, count_parameters, csr_matmul, format_blocks
+from kdstgcn.model import STGCN, Architecture, ChebyshevTerms, count_parameters, csr_matmul
+from kdstgcn.spec import format_blocks
 
 EPOCH_WINDOWS = 13_400
 

@@ -20,7 +20,8 @@ import torch
 from common import SHAPES, graph, load_now, machine
 from kdstgcn.data import PreparedData, Scaler
 from kdstgcn.losses import TaskLoss
-from kdstgcn.model import STGCN, Architecture, format_blocks
+from kdstgcn.model import STGCN, Architecture
+from kdstgcn.spec import format_blocks
 from kdstgcn.train import TrainSettings, pick_device, train
 
 

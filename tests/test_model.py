@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from kdstgcn.model import STGCN, Architecture, count_parameters, load_model, parse_blocks, save_model
+from kdstgcn.model import STGCN, Architecture, count_parameters, load_model, save_model
+from kdstgcn.spec import parse_blocks
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Iterator
 
 import pandas as pd
-import torch
 
 
 @contextlib.contextmanager
@@ -54,6 +53,8 @@ def write_json(obj, path: str | os.PathLike) -> None:
 
 def to_cpu(obj):
     """`obj` with every tensor in it (nested in dicts, lists and tuples) on the CPU."""
+    import torch  # here, not at the top: the table and page jobs import this module without needing torch
+
     if isinstance(obj, torch.Tensor):
         return obj.detach().cpu()
     if isinstance(obj, dict):
@@ -65,5 +66,7 @@ def to_cpu(obj):
 
 def save_torch(obj, path: str | os.PathLike) -> None:
     """torch.save with every tensor moved to the CPU first: what a GPU job writes loads on any machine."""
+    import torch
+
     with atomic_path(path) as tmp:
         torch.save(to_cpu(obj), tmp)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from .spec import LOSS_PARAMETERS, READING_CHOICES, READING_LOSSES
 from torch import nn
 
 log = logging.getLogger(__name__)
@@ -23,10 +25,6 @@ class Outputs:
 
     prediction: torch.Tensor
     features: dict | None = None
-
-
-READING_CHOICES = {"scalar_norm": ("squared", "absolute"), "ord_reduction": ("mean", "sum"),
-                   "distance_scale": ("raw", "mean_normalised")}
 
 
 @dataclass(frozen=True)
@@ -452,14 +450,6 @@ LOSSES = {
 }
 
 CORRELATION_LOSSES = ("stcd", "tcd", "scd")
-
-READING_LOSSES = ("rd_l2", "rd_kl", "ord", "stcd", "tcd", "scd")
-
-LOSS_PARAMETERS = {
-    "task": (), "rd_l2": ("beta",), "rd_kl": ("beta", "temperature"), "ord": ("alpha1",),
-    "skd": ("alpha",), "stcd": ("alpha1", "alpha2", "alpha3"),
-    "tcd": ("alpha1", "alpha3"), "scd": ("alpha1", "alpha3"),
-}
 
 
 def build_loss(name: str, params: dict | None = None, correlation_kernel: str = "auto",

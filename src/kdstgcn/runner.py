@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-
-import torch
+import sys
 
 from .console import job_console_handler
 
@@ -19,7 +18,9 @@ def logged(log_path: str | None, threads: int = 1):
         handlers[0].setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handlers.append(job_console_handler(log_path))
     logging.basicConfig(level=logging.INFO, handlers=handlers, force=True)
-    torch.set_num_threads(max(1, int(threads)))
+    torch = sys.modules.get("torch")  # a job that computes has imported it; tables and pages never load it
+    if torch is not None:
+        torch.set_num_threads(max(1, int(threads)))
     log = logging.getLogger("kdstgcn")
     try:
         yield log
