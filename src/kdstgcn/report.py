@@ -558,17 +558,23 @@ def claim_rows(tables: dict[int, pd.DataFrame], config: dict) -> pd.DataFrame:
             if better.empty or worse.empty:
                 continue
             for h in better.index:
-                gap = better.loc[h, "ours"] - worse.loc[h, "ours"]
-                spread = better.loc[h, "ours_std"] + worse.loc[h, "ours_std"]
+                judged = judge_claim(better.loc[h], worse.loc[h])
                 rows.append({
                     "claim": claim.text, "table": claim.table, "dataset": dataset, "metric": claim.metric,
                     "horizon_min": int(h), "paper_better": better.loc[h, "paper"], "paper_worse": worse.loc[h, "paper"],
                     "ours_better": better.loc[h, "ours"], "ours_worse": worse.loc[h, "ours"],
-                    "supported": "yes" if gap < 0 else "no",
-                    "beyond_spread": "n/a (one seed)" if pd.isna(spread) else ("yes" if abs(gap) > spread else "no"),
+                    "supported": judged["supported"], "beyond_spread": judged["beyond_spread"],
                     "epochs_better": better.loc[h, "epochs"], "epochs_worse": worse.loc[h, "epochs"],
                 })
     return pd.DataFrame(rows)
+
+
+def judge_claim(better: pd.Series, other: pd.Series) -> dict:
+    """A lower-is-better claim on our two means (`ours`, `ours_std` over seeds): the effect (better - other), the
+    summed spread, whether the means support it, and whether the effect's size exceeds the spread."""
+    effect, spread = better["ours"] - other["ours"], better["ours_std"] + other["ours_std"]
+    return {"effect": effect, "spread": spread, "supported": "yes" if effect < 0 else "no",
+            "beyond_spread": "n/a (one seed)" if pd.isna(spread) else ("yes" if abs(effect) > spread else "no")}
 
 
 def cost_claim_rows(table1: pd.DataFrame) -> pd.DataFrame:
@@ -953,15 +959,11 @@ def verdict_table(config: dict, histories: dict[tuple[str, str], list[pd.DataFra
                        "published_better": paper_better.get(h, np.nan), "published_other": paper_worse.get(h, np.nan)}
                 row["published_effect"] = row["published_better"] - row["published_other"]
                 for source, (b, w) in ours.items():
-                    effect = b.loc[h, "ours"] - w.loc[h, "ours"]
-                    spread = b.loc[h, "ours_std"] + w.loc[h, "ours_std"]
                     row.update({
                         f"{source}_values_{key}": value for key, value in {
                             "better": b.loc[h, "ours"], "better_std": b.loc[h, "ours_std"],
                             "other": w.loc[h, "ours"], "other_std": w.loc[h, "ours_std"],
-                            "effect": effect, "spread": spread, "supported": "yes" if effect < 0 else "no",
-                            "beyond_spread": ("n/a (one seed)" if pd.isna(spread) else
-                                              "yes" if abs(effect) > spread else "no"),
+                            **judge_claim(b.loc[h], w.loc[h]),
                             "seeds": int(min(b.loc[h, "n_seeds"], w.loc[h, "n_seeds"])),
                             "better_epochs": int(b["epochs"].min()), "other_epochs": int(w["epochs"].min())}.items()})
                 row["anatomy"] = " ".join(anatomy)
