@@ -179,8 +179,8 @@ class TemporalConv(MaskedLayer):
 SPARSE_MAX_DENSITY = {"cpu": 0.08, "cuda": 0.0}
 # Largest operand (B x rows x N floats, in bytes) a sparse product takes, per device type. The CSR product needs
 # the operand node-major: two copies that a dense product does not make. Past about this size, those copies cost
-# more than the FLOPs saved (bench/throughput.py, graph product by block table, 1 thread: ~1 MiB operands 0.3-0.9x
-# the dense time, 15-33 MiB operands 1.05-2.6x; a teacher training batch makes 9-15 MiB operands).
+# more than the FLOPs saved (bench/throughput.py, graph product by block table, 2 threads: operands of at most
+# 1.1 MiB took 0.15-0.99x the dense time, operands of 6-32 MiB 1.07-1.62x; a teacher training batch makes 6-14 MiB).
 SPARSE_MAX_BLOCK_BYTES = {"cpu": 4 * 2**20, "cuda": 0}
 
 
@@ -459,9 +459,8 @@ class STGCN(nn.Module):
         """Floats of the largest tensor one window makes in a forward pass on a CPU (a temporal conv's stacked
         taps or output, the graph conv's ks stacked terms): what sizes the rollout's chunks there."""
         t, sizes = self.arch.n_his, []
-        convs = [(block.temporal1, block.graph, block.temporal2) for block in self.blocks]
-        for temporal1, graph, temporal2 in convs:
-            for conv, stacked in ((temporal1, graph), (temporal2, None)):
+        for block in self.blocks:
+            for conv, stacked in ((block.temporal1, block.graph), (block.temporal2, None)):
                 if conv.runs_as_matmul(t, "cpu"):
                     sizes.append(conv.conv.in_channels * conv.kt * (t - conv.kt + 1))
                 t -= conv.kt - 1
