@@ -93,13 +93,6 @@ def main() -> None:
           f"{count_parameters(small)} parameters, widths {widths}")
     data = random_data(args.nodes, args.fraction)
     stcd = build_loss("stcd", STCD_97, correlation_kernel=args.kernel)
-    variants = {
-        "teacher": (teacher, build_loss("task"), 50, None, False),
-        "masked_stcd": (masked, stcd, 25, teacher, False),
-        "compact_stcd": (small, stcd, 25, teacher, False),
-        "compact_stcd_store": (small, stcd, 25, teacher, True),
-        "compact_task": (small, build_loss("task"), 25, None, False),
-    }
     seconds = {}
     with tempfile.TemporaryDirectory() as folder:
         tic = time.perf_counter()
@@ -108,7 +101,14 @@ def main() -> None:
         build_s = (time.perf_counter() - tic) * PEMS08_WINDOWS["train"] / data.windows["train"].shape[0]
         print(f"float16 teacher store: built once per teacher in {build_s:.1f} s (scaled to the whole training "
               f"split), not counted below", flush=True)
-        for name, (model, loss, batch, source_model, from_store) in variants.items():
+        variants = {  # model, loss, batch, teacher, teacher store
+            "teacher": (teacher, build_loss("task"), 50, None, None),
+            "masked_stcd": (masked, stcd, 25, teacher, None),
+            "compact_stcd": (small, stcd, 25, teacher, None),
+            "compact_stcd_store": (small, stcd, 25, teacher, store),
+            "compact_task": (small, build_loss("task"), 25, None, None),
+        }
+        for name, (model, loss, batch, source_model, teacher_store) in variants.items():
             start = STGCN(model.arch, model.cheb)
             start.load_state_dict(model.state_dict())
             start.set_masks(current_masks(model) if model is masked else None)
@@ -117,7 +117,7 @@ def main() -> None:
             loss_step(start, source_model, loss, x, y).backward()  # warm-up: compiles the correlation kernel
             start.zero_grad(set_to_none=True)
             _, history = train(start, data, loss, settings, Path(folder) / f"{name}.pt", source_model,
-                               torch.device("cpu"), teacher_store=store if from_store else None)
+                               torch.device("cpu"), teacher_store=teacher_store)
             row = history.iloc[0]
             train_s = row["train_seconds"] * PEMS08_WINDOWS["train"] / data.windows["train"].shape[0]
             val_s = (row["epoch_seconds"] - row["train_seconds"]) * PEMS08_WINDOWS["val"] / data.windows["val"].shape[0]

@@ -55,10 +55,6 @@ def forced_products(device: torch.device, sparse: bool):
             table[device.type] = value
 
 
-def dense_products(device: torch.device):
-    return forced_products(device, sparse=False)
-
-
 def seconds(fn, device: torch.device, repeats: int) -> float:
     """Median wall time of fn() over `repeats` calls after one untimed call, synchronised on a GPU."""
     fn()
@@ -257,13 +253,13 @@ def main() -> None:
     variants = {"full": ("full", False), "streaming": ("streaming", False), "streaming_dense": ("streaming", True)}
     for name in models:  # warm-up on a small batch
         for mode, dense in variants.values():
-            with dense_products(device) if dense else contextlib.nullcontext():
+            with forced_products(device, sparse=False) if dense else contextlib.nullcontext():
                 time_rollout(models[name], x_infer[:args.warmup_batch], steps=args.steps, runs=1, warmup=0, mode=mode)
     roll = {(name, v): [] for name in models for v in variants}
     for _ in range(args.infer_runs):
         for name, m in models.items():
             for variant, (mode, dense) in variants.items():
-                with dense_products(device) if dense else contextlib.nullcontext():
+                with forced_products(device, sparse=False) if dense else contextlib.nullcontext():
                     roll[name, variant].append(time_rollout(m, x_infer, steps=args.steps, runs=1, warmup=0,
                                                             mode=mode)["mean_s"])
     for name in models:

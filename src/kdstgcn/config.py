@@ -379,8 +379,9 @@ def prune_run(config: dict, dataset: str, method: str, base: str, ratio: int, se
             if method == "kd_taylor" else task)
     finetune_loss = loss if pr["finetune_loss"] == "stcd" else task
     interval = pr["pruning_minibatch"] * (pr["baseline_interval_factor"] if method == "taylor" else 1)
-    distils = method == "kd_taylor" and pr["finetune_loss"] == "stcd"  # then it reads the teacher's store as students do
-    reads_teacher = {"teacher_features": config["distillation"]["teacher_features"]} if distils else {}
+    # L_STCD fine-tuning reads the teacher's outputs as the students do (distillation.teacher_features)
+    reads_teacher = ({"teacher_features": config["distillation"]["teacher_features"]}
+                     if finetune_loss["name"] == "stcd" else {})
     train = train_settings(config, seed, batch_size=hyper["batch_size"], learning_rate=hyper["learning_rate"],
                            epochs=pr["finetune_epochs"], **reads_teacher)
     return {"dataset": dataset, "role": role or pruned_name(method, base, ratio), "method": method, "base": base,

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from .spec import LOSS_PARAMETERS, READING_CHOICES, READING_LOSSES
-from torch import nn
 
 log = logging.getLogger(__name__)
 
