@@ -123,7 +123,7 @@ def profile_step(student, teacher, loss, optimizer, x, y, rows: int = 12) -> Non
 
 
 def l1_matrices(groups: torch.Tensor) -> torch.Tensor:
-    """[G, C, P] -> [G, P, P] L1 distances, the teacher's half of the compiled kernel's residual."""
+    """Groups [G, C, P, V] -> [G, P, P, V] L1 distances, the teacher's half of the compiled kernel's residual."""
     return (groups.unsqueeze(3) - groups.unsqueeze(2)).abs().sum(1)
 
 

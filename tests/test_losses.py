@@ -274,8 +274,8 @@ B, C, T, N = 2, 3, 4, 5
 def test_temporal_correlation_matches_literal_loop_and_is_symmetric():
     f = randn(B, C, T, N, seed=10)
     tcd = temporal_correlation(f)
-    assert tcd.shape == (B * N, T, T)
-    torch.testing.assert_close(tcd.reshape(B, N, T, T), literal_tcd(f))
+    assert tcd.shape == (B, N, T, T)
+    torch.testing.assert_close(tcd, literal_tcd(f))
     torch.testing.assert_close(tcd, tcd.transpose(-1, -2), rtol=0, atol=0)
     assert (torch.diagonal(tcd, dim1=-2, dim2=-1) == 0).all()
 
@@ -283,8 +283,8 @@ def test_temporal_correlation_matches_literal_loop_and_is_symmetric():
 def test_spatial_correlation_matches_literal_loop_and_is_symmetric():
     f = randn(B, C, T, N, seed=11)
     scd = spatial_correlation(f)
-    assert scd.shape == (B * T, N, N)
-    torch.testing.assert_close(scd.reshape(B, T, N, N), literal_scd(f))
+    assert scd.shape == (B, T, N, N)
+    torch.testing.assert_close(scd, literal_scd(f))
     torch.testing.assert_close(scd, scd.transpose(-1, -2), rtol=0, atol=0)
     assert (torch.diagonal(scd, dim1=-2, dim2=-1) == 0).all()
 
@@ -391,12 +391,13 @@ def test_correlation_losses_have_correct_gradients(kernel, readings):
     assert torch.autograd.gradcheck(scd, [f.clone().requires_grad_(True) for f in spatial_s])
 
 
-def test_compiled_kernel_matches_cdist_on_a_float32_layer():
+@pytest.mark.parametrize("loss_cls", [TemporalCorrelationDistance, SpatialCorrelationDistance])
+def test_compiled_kernel_matches_cdist_on_a_float32_layer(loss_cls):
     fs, ft = randn(3, 2, 5, 40, seed=120).float(), randn(3, 16, 5, 40, seed=121).float()
     values, grads = [], []
     for kernel in KERNELS:
         f = fs.clone().requires_grad_(True)
-        value = SpatialCorrelationDistance(kernel)(feature_outputs(None, [], [f]), None, feature_outputs(None, [], [ft]))
+        value = loss_cls(kernel)(feature_outputs(None, [f], [f]), None, feature_outputs(None, [ft], [ft]))
         value.backward()
         values.append(value.item()), grads.append(f.grad)
     assert values[0] == pytest.approx(values[1], rel=1e-5)
