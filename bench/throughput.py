@@ -153,21 +153,25 @@ def temporal_conv_table(models: dict, batch: int, device: torch.device, repeats:
 
 
 def chunk_table(models: dict, x: torch.Tensor, steps: int) -> None:
-    """Streaming rollout of the batch on a CPU for several chunk budgets (`kdstgcn.evaluate.CPU_CHUNK_BYTES`)."""
-    budgets = [8 * 2**20, 32 * 2**20, 128 * 2**20, None]
-    print(f"\nCPU chunks: {steps}-step streaming rollout of {x.shape[0]} windows by chunk budget "
-          f"(None = the whole batch in one pass); the package uses {evaluate_module.CPU_CHUNK_BYTES // 2**20} MiB")
-    print(f"{'model':8} " + " ".join(f"{'whole' if b is None else f'{b // 2**20} MiB':>16}" for b in budgets))
-    chosen = evaluate_module.CPU_CHUNK_BYTES
+    """Streaming rollout of the batch on a CPU for several chunk limits (`kdstgcn.evaluate.CPU_CHUNK_BYTES` and
+    `CPU_CHUNK_WINDOWS`): byte budgets with no window cap, then the package's byte budget under window caps."""
+    chosen = evaluate_module.CPU_CHUNK_BYTES, evaluate_module.CPU_CHUNK_WINDOWS
+    limits = [(8 * 2**20, None), (32 * 2**20, None), (128 * 2**20, None), (None, None),
+              (chosen[0], 64), (chosen[0], 128), (chosen[0], 256)]
+    print(f"\nCPU chunks: {steps}-step streaming rollout of {x.shape[0]} windows by chunk limits (MiB of "
+          f"activations / windows; 'whole' = the batch in one pass); the package uses {chosen[0] // 2**20} MiB / "
+          f"{chosen[1]} windows")
+    labels = ["whole" if b is None else f"{b // 2**20} MiB" + ("" if w is None else f" / {w}") for b, w in limits]
+    print(f"{'model':8} " + " ".join(f"{label:>16}" for label in labels))
     for name, m in models.items():
         cells = []
-        for budget in budgets:
-            evaluate_module.CPU_CHUNK_BYTES = budget or 2**62
+        for budget, windows_cap in limits:
+            evaluate_module.CPU_CHUNK_BYTES, evaluate_module.CPU_CHUNK_WINDOWS = budget or 2**62, windows_cap or 2**62
             try:
                 windows = evaluate_module.cpu_chunk(m, x.shape[0])
                 cells.append(f"{time_rollout(m, x, steps=steps, runs=1, warmup=0)['mean_s']:.3f} s ({windows:>4})")
             finally:
-                evaluate_module.CPU_CHUNK_BYTES = chosen
+                evaluate_module.CPU_CHUNK_BYTES, evaluate_module.CPU_CHUNK_WINDOWS = chosen
         print(f"{name:8} " + " ".join(f"{c:>16}" for c in cells))
 
 

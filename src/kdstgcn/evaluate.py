@@ -15,12 +15,17 @@ ROLLOUT_MODES = ("streaming", "full")
 # activations stay in cache and freed memory is reused instead of paged in afresh; the student, whose
 # activations are 16x smaller, gets chunks of ~600 (0.56 s against 0.62 s).
 CPU_CHUNK_BYTES = 32 * 2**20
+# ... and at most this many windows: a narrow model's streaming step is ~200 small ops, each memory-bound, and
+# chunks of 76-153 student windows kept them in cache (0.28-0.36 s for the 1140-window rollout) where 613
+# windows, all its byte budget allows, took 0.37-0.45 s (2 threads, N = 228).
+CPU_CHUNK_WINDOWS = 128
 
 
 def cpu_chunk(model: torch.nn.Module, batch_size: int) -> int:
-    """Windows per pass of `rollout` on a CPU: at most batch_size, and about CPU_CHUNK_BYTES of activations."""
+    """Windows per pass of `rollout` on a CPU: at most batch_size and CPU_CHUNK_WINDOWS, and about
+    CPU_CHUNK_BYTES of activations."""
     per_window = 4 * model.largest_activation_floats()
-    return max(1, min(batch_size, CPU_CHUNK_BYTES // per_window))
+    return max(1, min(batch_size, CPU_CHUNK_WINDOWS, CPU_CHUNK_BYTES // per_window))
 
 
 @torch.no_grad()

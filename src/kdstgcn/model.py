@@ -74,23 +74,17 @@ class Architecture:
 
 
 class ChannelAlign(nn.Module):
-    """Parameter-free residual: carries input channel id k to output channel id k (STGCN's identity or zero-pad)."""
+    """Parameter-free residual: carries input channel id k to output channel id k (STGCN's identity or zero-pad).
+    The layers fold it into their weights as the 0/1 matrix `matrix` [C_out, C_in] instead of calling it."""
 
     def __init__(self, in_ids: tuple[int, ...], out_ids: tuple[int, ...]):
         super().__init__()
-        self.identity = tuple(in_ids) == tuple(out_ids)
         position = {cid: p for p, cid in enumerate(in_ids)}
-        pairs = [(position[cid], j) for j, cid in enumerate(out_ids) if cid in position]
-        self.n_out = len(out_ids)
-        self.register_buffer("src", torch.tensor([p for p, _ in pairs], dtype=torch.long), persistent=False)
-        self.register_buffer("dst", torch.tensor([j for _, j in pairs], dtype=torch.long), persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.identity:
-            return x
-        out = x.new_zeros(x.shape[0], self.n_out, *x.shape[2:])
-        out[:, self.dst] = x[:, self.src]
-        return out
+        matrix = torch.zeros(len(out_ids), len(in_ids))
+        for j, cid in enumerate(out_ids):
+            if cid in position:
+                matrix[j, position[cid]] = 1.0
+        self.register_buffer("matrix", matrix, persistent=False)
 
 
 def make_residual(in_ids, out_ids, original_in: int, original_out: int) -> nn.Module:
@@ -98,6 +92,11 @@ def make_residual(in_ids, out_ids, original_in: int, original_out: int) -> nn.Mo
     if original_in > original_out:
         return nn.Conv2d(len(in_ids), len(out_ids), (1, 1), bias=False)
     return ChannelAlign(in_ids, out_ids)
+
+
+def residual_matrix(residual: nn.Module) -> torch.Tensor:
+    """A residual as the matrix [C_out, C_in] it multiplies the input channels by."""
+    return residual.weight[:, :, 0, 0] if isinstance(residual, nn.Conv2d) else residual.matrix
 
 
 class MaskedLayer(nn.Module):
@@ -130,43 +129,65 @@ class TemporalConv(MaskedLayer):
         self.residual = None if act == "sigmoid" else make_residual(in_ids, out_ids, original_in, original_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self._as_matmul(x) if self.runs_as_matmul(x.shape[2], x.device.type) else self.conv(x)
-        return self._activate(h, x[:, :, self.kt - 1:])
+        weight = self.folded_weight()
+        if self.runs_as_matmul(x.shape[2], x.device.type):
+            return self._activate(self._as_matmul(x, weight))
+        return self._activate(F.conv2d(x, weight, self.conv.bias))
+
+    def folded_weight(self) -> torch.Tensor:
+        """The conv's weight [C', C, kt, 1] with the residual added to its newest tap (for GLU: to the linear
+        half), so that one product gives conv + residual: the residual is never a tensor of its own."""
+        weight = self.conv.weight
+        if self.residual is None:
+            return weight
+        matrix = residual_matrix(self.residual)
+        newest = torch.cat([matrix, matrix.new_zeros(weight.shape[0] - matrix.shape[0], matrix.shape[1])])
+        return torch.cat([weight[:, :, :-1], weight[:, :, -1:] + newest[:, :, None, None]], dim=2)
 
     def step(self, window: "PositionRing") -> torch.Tensor:
         """forward() of the kt positions held by `window` -> [B, C', 1, N]: one product with the kernel's taps
         put in the ring's slot order, so the positions are never moved (the streaming step)."""
         b, _, c, n = window.buffer.shape
-        taps = self.conv.weight[..., 0].permute(0, 2, 1)[:, window.time_of_slot()]  # [C', kt slots, C]
-        h = torch.baddbmm(self.conv.bias.view(1, -1, 1), taps.reshape(-1, self.kt * c).expand(b, -1, -1),
+        h = torch.baddbmm(self.conv.bias.view(1, -1, 1), window.weight().expand(b, -1, -1),
                           window.buffer.view(b, self.kt * c, n))
-        return self._activate(h.unsqueeze(2), window.newest())
+        return self._activate(h.unsqueeze(2))
 
-    def _activate(self, h: torch.Tensor, newest_input: torch.Tensor) -> torch.Tensor:
-        """The layer's output from its conv `h` and its input at the output's positions (for the residual)."""
+    def slot_weights(self) -> list[torch.Tensor]:
+        """The folded weight as [C', kt x C] matrices with the taps in the slot order of a `PositionRing` whose
+        newest position is in slot s, for s = 0 .. kt-1 (what `step` multiplies the ring's buffer by)."""
+        taps = self.folded_weight()[..., 0].permute(0, 2, 1)  # [C', kt, C]
+        matrices = []
+        for newest in range(self.kt):
+            oldest = (newest + 1) % self.kt
+            order = [(slot - oldest) % self.kt for slot in range(self.kt)]  # window position held by each slot
+            matrices.append(taps[:, order].reshape(taps.shape[0], -1))
+        return matrices
+
+    def _activate(self, h: torch.Tensor) -> torch.Tensor:
+        """The layer's output from its conv `h` (the residual already in it)."""
         if self.act == "sigmoid":
-            return self.apply_mask(torch.sigmoid(h))
-        res = self.residual(newest_input)
-        if self.act == "glu":
-            out = (h[:, : self.width] + res) * torch.sigmoid(h[:, self.width:])
+            out = torch.sigmoid(h)
+        elif self.act == "glu":
+            out = h[:, : self.width] * torch.sigmoid(h[:, self.width:])
         else:
-            out = torch.relu(h + res)
+            out = torch.relu(h)
         return self.apply_mask(out)
 
     def runs_as_matmul(self, positions: int, device_type: str) -> bool:
         """Whether forward() of a window of that many positions runs `_as_matmul` (else conv2d)."""
         return positions == self.kt or (self.conv.in_channels == 1 and device_type == "cpu")
 
-    def _as_matmul(self, x: torch.Tensor) -> torch.Tensor:
-        """The conv as one batched matrix product over (channel, tap): x [B, C, T, N] -> [B, C', T - kt + 1, N],
-        the same sums as conv2d. Used where it beats conv2d (bench/throughput.py, temporal conv table): a window
-        of exactly kt positions (the output layer, every streaming step) and, on a CPU, the one-channel input
-        layer (forward + backward 0.3-0.7x conv2d's there); wider layers with longer windows keep conv2d."""
+    def _as_matmul(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """The conv (of `weight`, bias included) as one batched matrix product over (channel, tap): x [B, C, T, N]
+        -> [B, C', T - kt + 1, N], the same sums as conv2d. Used where it beats conv2d (bench/throughput.py,
+        temporal conv table): a window of exactly kt positions (the output layer, every streaming step) and, on
+        a CPU, the one-channel input layer (forward + backward 0.3-0.7x conv2d's there); wider layers with
+        longer windows keep conv2d."""
         b, c, t, n = x.shape
         positions = t - self.kt + 1
         taps = x.unsqueeze(3) if positions == 1 else torch.stack(
             [x[:, :, k:k + positions] for k in range(self.kt)], dim=2)  # [B, C, kt, T', N]
-        weight = self.conv.weight.reshape(self.conv.out_channels, c * self.kt)
+        weight = weight.reshape(self.conv.out_channels, c * self.kt)
         h = torch.baddbmm(self.conv.bias.view(1, -1, 1), weight.expand(b, -1, -1),
                           taps.reshape(b, c * self.kt, positions * n))
         return h.view(b, -1, positions, n)
@@ -237,9 +258,13 @@ class ChebyshevTerms(nn.Module):
         n = cheb.shape[-1]
         self.meta_follows = "cpu"  # on the meta device (shape-only FLOP counting): the products of this device type
         self.register_buffer("dense", cheb.clone(), persistent=False)
-        if cheb.is_meta:  # no values to look at (a shape-only model, e.g. for counting parameters): all dense
-            self.identity, self.density = [False] * cheb.shape[0], [1.0] * cheb.shape[0]
+        if cheb.is_meta:  # no values to look at (a shape-only model, e.g. for counting parameters): T_0 = I, dense
+            self.identity, self.density = [k == 0 for k in range(cheb.shape[0])], [1.0] * cheb.shape[0]
             return
+        if not torch.equal(cheb[0], torch.eye(n, device=cheb.device)):
+            raise ValueError("the first term of a Chebyshev stack must be the identity (T_0 = I): the graph conv "
+                             "folds its bias and residual into that term; build the stack with "
+                             "kdstgcn.graph.chebyshev_polynomials")
         self.identity, self.density = [], []
         for k, term in enumerate(cheb):
             with warnings.catch_warnings():  # "sparse CSR support is in beta": the products used here are tested
@@ -263,18 +288,23 @@ class ChebyshevTerms(nn.Module):
         """sum_k T_k z_k over the node axis: z [B, ks, R, N] -> [B, R, N] (R: any rows, e.g. channels x time)."""
         b, ks, r, n = z.shape
         device_type = self.meta_follows if z.device.type == "meta" else z.device.type
-        out = None
+        out, owned = None, False  # owned: `out` is a sum made here, so later terms may be added to it in place
         for k, (mode, zk) in enumerate(zip(self.modes(device_type, z[:, 0].numel() * z.element_size()),
                                            z.unbind(1))):
             if mode == "dense":  # [B, R, N] @ T_k^T, batched over B with the matrix shared (no copy of z)
                 matrix = self.dense[k].t().expand(b, n, n)
-                out = torch.bmm(zk, matrix) if out is None else out.baddbmm(zk, matrix)
+                out, owned = (torch.bmm(zk, matrix) if out is None else torch.baddbmm(out, zk, matrix)), True
                 continue
             if mode == "sparse":  # node-major for the CSR product: [N, B * R]
                 nodes_first = zk.permute(2, 0, 1).reshape(n, b * r)
                 zk = csr_matmul(getattr(self, f"crow{k}"), getattr(self, f"col{k}"), getattr(self, f"values{k}"),
                                 nodes_first).view(n, b, r).permute(1, 2, 0)
-            out = zk.contiguous() if out is None else out + zk
+            if out is None:
+                out = zk
+            elif owned:
+                out.add_(zk)
+            else:
+                out, owned = out + zk, True
         return out
 
 
@@ -288,15 +318,26 @@ class ChebGraphConv(MaskedLayer):
         nn.init.xavier_uniform_(self.theta.view(ks * len(in_ids), len(out_ids)))
         self.residual = make_residual(in_ids, out_ids, original_width, original_width)
 
-    def forward(self, x: torch.Tensor, cheb_terms: ChebyshevTerms) -> torch.Tensor:
-        """sum_k T_k x theta_k: the channel mixing first (theta_k^T x for all k in one batched product on the
-        [B, C, T, N] layout as it is), then the graph products over the node axis."""
+    def forward(self, x: torch.Tensor, cheb_terms: ChebyshevTerms,
+                mixing: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """ReLU(sum_k T_k x theta_k + bias + residual): the channel mixing first (theta_k^T x for all k in one
+        batched product on the [B, C, T, N] layout as it is, `folded_mixing`, made here unless given), then the
+        graph products over the node axis."""
         b, c, t, n = x.shape
         ks, _, o = self.theta.shape
-        mixing = self.theta.permute(0, 2, 1).reshape(ks * o, c).expand(b, ks * o, c)
-        z = torch.bmm(mixing, x.reshape(b, c, t * n)).view(b, ks, o * t, n)
-        h = cheb_terms(z).view(b, o, t, n) + self.bias.view(1, -1, 1, 1)
-        return self.apply_mask(torch.relu(h + self.residual(x)))
+        matrix, bias = self.folded_mixing() if mixing is None else mixing
+        z = torch.baddbmm(bias, matrix.expand(b, -1, -1), x.reshape(b, c, t * n)).view(b, ks, o * t, n)
+        return self.apply_mask(torch.relu(cheb_terms(z).view(b, o, t, n)))
+
+    def folded_mixing(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """theta_k^T for all k as one matrix [ks x C_out, C_in] and its bias [1, ks x C_out, 1], the bias and
+        the residual folded into the k = 0 rows (T_0 is the identity, so they pass the graph product as they
+        are): one product gives every term's input."""
+        ks, c, o = self.theta.shape
+        theta = self.theta.permute(0, 2, 1)  # [ks, o, c]
+        first = theta[0] + residual_matrix(self.residual)
+        matrix = torch.cat([first[None], theta[1:]]).reshape(ks * o, c)
+        return matrix, torch.cat([self.bias, self.bias.new_zeros((ks - 1) * o)]).view(1, ks * o, 1)
 
 
 class NodeChannelNorm(nn.Module):
@@ -346,44 +387,43 @@ class STConvBlock(nn.Module):
             features["temporal"] += [t1, t2]
             features["spatial"].append(g)
         if stream is not None:
-            stream["input"] = PositionRing(x, self.temporal1.kt)
-            stream["graph"] = PositionRing(g, self.temporal2.kt)
+            stream["input"] = PositionRing(x, self.temporal1)
+            stream["graph"] = PositionRing(g, self.temporal2)
+            stream["mixing"] = self.graph.folded_mixing()
         return self.dropout(self.norm(t2, self.temporal2.mask))
 
     def step(self, x_new: torch.Tensor, cheb_terms: ChebyshevTerms, stream: dict) -> torch.Tensor:
         """The block's output at the newest position [B, C', 1, N] once the input window moved on by x_new
         [B, C, 1, N]: only the newest position of each layer is computed, the older ones are in `stream`."""
         stream["input"].push(x_new)
-        g = self.graph(self.temporal1.step(stream["input"]), cheb_terms)
+        g = self.graph(self.temporal1.step(stream["input"]), cheb_terms, stream["mixing"])
         stream["graph"].push(g)
         return self.dropout(self.norm(self.temporal2.step(stream["graph"]), self.temporal2.mask))
 
 
 class PositionRing:
-    """The last `size` time positions of a layer's input for streaming, in a buffer [B, size, C, N] whose slots
-    are written in turn: a new position overwrites the oldest, and the conv reads the slots in place with its
-    kernel taps reordered (`time_of_slot`), so no position is copied twice."""
+    """The last kt positions of a temporal conv's input for streaming, in a buffer [B, kt, C, N] whose slots are
+    written in turn: a new position overwrites the oldest, and the conv reads the slots in place with its
+    kernel taps in slot order (`TemporalConv.slot_weights`, made once per stream), so no position is copied
+    twice."""
 
-    def __init__(self, x: torch.Tensor, size: int):
-        """Start from the last size - 1 positions of x [B, C, T, N]; `push` then completes the window."""
+    def __init__(self, x: torch.Tensor, conv: TemporalConv):
+        """Start from the last kt - 1 positions of x [B, C, T, N]; `push` then completes the window."""
         b, c, t, n = x.shape
-        self.size = size
-        self.buffer = x.new_empty(b, size, c, n)
-        self.buffer[:, : size - 1] = x[:, :, t - size + 1:].transpose(1, 2)
-        self.written = size - 2  # the slot of the newest position so far
+        self.size = conv.kt
+        self.buffer = x.new_empty(b, self.size, c, n)
+        self.buffer[:, : self.size - 1] = x[:, :, t - self.size + 1:].transpose(1, 2)
+        self.written = self.size - 2  # the slot of the newest position so far
+        self.slot_weights = conv.slot_weights()
 
     def push(self, x_new: torch.Tensor) -> None:
         """Add the newest position [B, C, 1, N], dropping the oldest."""
         self.written = (self.written + 1) % self.size
         self.buffer[:, self.written] = x_new[:, :, 0]
 
-    def newest(self) -> torch.Tensor:
-        return self.buffer[:, self.written].unsqueeze(2)
-
-    def time_of_slot(self) -> list[int]:
-        """For each slot, the position (0 = oldest) of the window it holds."""
-        oldest = (self.written + 1) % self.size
-        return [(slot - oldest) % self.size for slot in range(self.size)]
+    def weight(self) -> torch.Tensor:
+        """The conv's weight [C', kt x C] in the slot order of the window held now."""
+        return self.slot_weights[self.written]
 
 
 class OutputLayer(nn.Module):
@@ -480,7 +520,7 @@ class STGCN(nn.Module):
         for block in self.blocks:
             state.append({})
             h = block(h, self.cheb_terms, stream=state[-1])
-        state.append({"blocks": PositionRing(h, self.arch.time_after_blocks)})
+        state.append({"blocks": PositionRing(h, self.output.temporal)})
         return self.output(h), state
 
     def stream_step(self, newest: torch.Tensor, state: list[dict]) -> torch.Tensor:
