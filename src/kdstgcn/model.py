@@ -167,8 +167,8 @@ class TemporalConv(MaskedLayer):
         """The layer's output from its conv `h` (the residual already in it)."""
         if self.act == "sigmoid":
             out = torch.sigmoid(h)
-        elif self.act == "glu":
-            out = h[:, : self.width] * torch.sigmoid(h[:, self.width:])
+        elif self.act == "glu":  # h[:, :C] * sigmoid(h[:, C:]), its backward writes the whole gradient at once
+            out = F.glu(h, dim=1)
         else:
             out = torch.relu(h)
         return self.apply_mask(out)
