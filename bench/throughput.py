@@ -145,8 +145,9 @@ def temporal_conv_table(models: dict, batch: int, device: torch.device, repeats:
         for label, layer in layers:
             shape = (batch, layer.conv.in_channels, t, m.arch.n_nodes)
             x = torch.randn(shape, device=device, requires_grad=shape[1] > 1)
-            conv_s = seconds(lambda: layer.conv(x).sum().backward(), device, repeats)
-            matmul_s = seconds(lambda: layer._as_matmul(x).sum().backward(), device, repeats)
+            conv_s = seconds(lambda: F.conv2d(x, layer.folded_weight(), layer.conv.bias).sum().backward(), device,
+                             repeats)
+            matmul_s = seconds(lambda: layer._as_matmul(x, layer.folded_weight()).sum().backward(), device, repeats)
             print(f"{name:8} {label:18} {str(list(shape)):>20} {1e3 * conv_s:>10.2f} {1e3 * matmul_s:>10.2f} "
                   f"{matmul_s / conv_s:>14.2f}")
             t -= layer.kt - 1

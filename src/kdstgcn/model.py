@@ -118,6 +118,14 @@ class MaskedLayer(nn.Module):
         return x if self.mask is None else x * self.mask.to(x.device)
 
 
+# On a CPU a temporal conv whose contraction (input channels x kernel taps) is at least this wide runs as conv2d
+# (oneDNN), a narrower one as a batched matrix product: bench/throughput.py, temporal conv table, 2 threads, N = 228:
+# forward + backward of the narrow layers (contraction 3-12) took 0.64-0.92x conv2d's time as a product, the wide
+# ones (96-512) 1.4-3.0x; a streaming step's product over a ring of contraction 96-512 took half the batched
+# product's time as a 1x1 conv2d, and one of contraction 3-12 three to six times as long.
+CPU_CONV2D_MIN_CONTRACTION = 32
+
+
 class TemporalConv(MaskedLayer):
     """Temporal gated/plain conv of kernel (kt, 1) with STGCN's residual; act in {glu, relu, sigmoid}."""
 
@@ -146,11 +154,15 @@ class TemporalConv(MaskedLayer):
 
     def step(self, window: "PositionRing") -> torch.Tensor:
         """forward() of the kt positions held by `window` -> [B, C', 1, N]: one product with the kernel's taps
-        put in the ring's slot order, so the positions are never moved (the streaming step)."""
+        put in the ring's slot order, so the positions are never moved (the streaming step). The product runs
+        as forward() would run this window: a batched matrix product or (as a 1x1 conv over the ring) conv2d."""
         b, _, c, n = window.buffer.shape
-        h = torch.baddbmm(self.conv.bias.view(1, -1, 1), window.weight().expand(b, -1, -1),
-                          window.buffer.view(b, self.kt * c, n))
-        return self._activate(h.unsqueeze(2))
+        weight, buffer = window.weight(), window.buffer.view(b, self.kt * c, n)
+        if self.runs_as_matmul(self.kt, buffer.device.type):
+            h = torch.baddbmm(self.conv.bias.view(1, -1, 1), weight.expand(b, -1, -1), buffer).unsqueeze(2)
+        else:
+            h = F.conv2d(buffer.unsqueeze(2), weight[:, :, None, None], self.conv.bias)
+        return self._activate(h)
 
     def slot_weights(self) -> list[torch.Tensor]:
         """The folded weight as [C', kt x C] matrices with the taps in the slot order of a `PositionRing` whose
@@ -174,15 +186,16 @@ class TemporalConv(MaskedLayer):
         return self.apply_mask(out)
 
     def runs_as_matmul(self, positions: int, device_type: str) -> bool:
-        """Whether forward() of a window of that many positions runs `_as_matmul` (else conv2d)."""
-        return positions == self.kt or (self.conv.in_channels == 1 and device_type == "cpu")
+        """Whether forward() of a window of that many positions runs `_as_matmul` (else conv2d): on a CPU where
+        the contraction (input channels x taps) is narrower than CPU_CONV2D_MIN_CONTRACTION, elsewhere for a
+        window of exactly kt positions."""
+        if device_type == "cpu":
+            return self.conv.in_channels * self.kt < CPU_CONV2D_MIN_CONTRACTION
+        return positions == self.kt
 
     def _as_matmul(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """The conv (of `weight`, bias included) as one batched matrix product over (channel, tap): x [B, C, T, N]
-        -> [B, C', T - kt + 1, N], the same sums as conv2d. Used where it beats conv2d (bench/throughput.py,
-        temporal conv table): a window of exactly kt positions (the output layer, every streaming step) and, on
-        a CPU, the one-channel input layer (forward + backward 0.3-0.7x conv2d's there); wider layers with
-        longer windows keep conv2d."""
+        -> [B, C', T - kt + 1, N], the same sums as conv2d, where it beats conv2d (`runs_as_matmul`)."""
         b, c, t, n = x.shape
         positions = t - self.kt + 1
         taps = x.unsqueeze(3) if positions == 1 else torch.stack(
