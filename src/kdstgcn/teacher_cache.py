@@ -112,8 +112,8 @@ class TeacherFeatureStore:
         """The teacher's outputs for windows `idx` as float32 tensors on `device` (features: the stored groups)."""
         rows = idx.cpu().numpy()
 
-        def take(array: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(np.asarray(array[rows], dtype=np.float32)).to(device)
+        def take(array: np.ndarray) -> torch.Tensor:  # converted by torch: its own (aligned) memory, as live outputs
+            return torch.from_numpy(array[rows]).to(device, torch.float32)
 
         features = {}
         for group, arrays in self.features.items():
