@@ -120,12 +120,14 @@ class MaskedLayer(nn.Module):
 
 # On a CPU a temporal conv whose contraction (input channels x kernel taps) is at least this wide runs as conv2d
 # (oneDNN), a narrower one as a batched matrix product. bench/throughput.py, temporal conv table (forward +
-# backward at batch 50, 2 threads, N = 228), two runs: the wide layers (contraction 96-512) took 1.4-4.0x conv2d's
-# time as a product, the one-channel input layer (3) 0.64-0.80x; the student's layers (6-32, about 1 ms each) took
-# 0.64-0.95x in one run and 1.07-2.17x in the other, within this machine's noise. A streaming step's product
-# (no gradient) over a ring of contraction 96-512 took about half the batched product's time as a 1x1 conv2d, and
-# one of contraction 3-12 three to six times as long.
-CPU_CONV2D_MIN_CONTRACTION = 32
+# backward at batch 50, 2 threads, N = 228), two runs: the wide layers (contraction 96-512, all the teacher's but
+# its input layer) took 1.4-4.0x conv2d's time as a product, the one-channel input layer (3) 0.64-0.80x; the
+# student's layers (6-32, about 1 ms each) took 0.64-0.95x in one run and 1.07-2.17x in the other, within this
+# machine's noise. A streaming step's product (no gradient) over a ring of contraction 96-512 took about half the
+# batched product's time as a 1x1 conv2d, one of contraction 3-12 three to six times as long, and the student's
+# output layer (32) 0.51 ms per call inside the rollout against ~0.05 ms as a product: so every student layer
+# runs as a product and every wide teacher layer as conv2d.
+CPU_CONV2D_MIN_CONTRACTION = 64
 
 
 class TemporalConv(MaskedLayer):
