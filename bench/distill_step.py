@@ -10,6 +10,11 @@ with the frozen teacher [1,32,64][64,32,128] run forward inside the step (in inf
                 teacher and student forward with features, TCD over 4 temporal layers, SCD over 2 graph-conv
                 layers, distance matrices by torch.compile'd loops. The target is stcd <= 1.5 x task.
   stcd_cdist  - the same loss with correlation_kernel "cdist" (torch.cdist and its backward).
+  task_cached - "task" reading the teacher's predictions computed once instead of its forward (what the pipeline
+                runs for a response loss: kdstgcn.teacher_cache.cached_teacher_predictions).
+  stcd_store  - "stcd" reading the teacher's prediction and features from a float16 store instead of its forward
+                (distillation.teacher_features: float16), the store read in every step; the pipeline-to-pipeline
+                comparison is stcd_store / task_cached.
 The two stcd variants are first checked against each other (loss value and student gradients). Variants
 are interleaved step by step (so machine load hits them alike); medians are reported. Peak memory of each
 step is measured in a fresh spawned process (kdstgcn.cost.memory_profile). When the stcd ratio misses the
@@ -20,7 +25,9 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -28,7 +35,8 @@ from common import STUDENT, TEACHER, graph, load_now, machine
 from kdstgcn.cost import format_bytes, memory_profile
 from kdstgcn.losses import build_loss, spatial_groups, temporal_groups
 from kdstgcn.model import STGCN, Architecture
-from kdstgcn.train import forward, loss_step
+from kdstgcn.teacher_cache import TeacherFeatureStore, predict
+from kdstgcn.train import Outputs, forward, loss_step
 
 STCD = {"alpha1": 0.17, "alpha2": 0.047, "alpha3": 0.313}
 RD = {"beta": 0.045}
@@ -37,13 +45,28 @@ TARGET_MEMORY = 1.5 * 2 ** 30
 
 
 def make_loss(variant: str):
-    if variant == "task":
+    if variant in ("task", "task_cached"):
         return build_loss("rd_l2", RD)
-    if variant == "stcd":
+    if variant in ("stcd", "stcd_store"):
         return build_loss("stcd", STCD, correlation_kernel="compiled")
     if variant == "stcd_cdist":
         return build_loss("stcd", STCD, correlation_kernel="cdist")
     raise ValueError(variant)
+
+
+def stored_teacher(variant: str, teacher, x, folder: Path):
+    """What a step of `variant` reads instead of running the teacher: None (the forward runs in the step), or a
+    function giving the teacher's outputs for the batch (predictions computed once, or a float16 feature store
+    read per call)."""
+    if variant == "task_cached":
+        predictions = predict(teacher, x, x.shape[0], torch.device("cpu"))
+        return lambda: Outputs(predictions)
+    if variant == "stcd_store":
+        store = TeacherFeatureStore.open(teacher, x, folder, "float16", make_loss(variant).feature_groups,
+                                         x.shape[0], torch.device("cpu"))
+        windows = torch.arange(x.shape[0])
+        return lambda: store.batch(windows)
+    return None
 
 
 def check_kernels(student, teacher, x, y) -> str:
@@ -74,8 +97,8 @@ def build(nodes: int, batch: int, source: str):
     return teacher, student, x, y, desc
 
 
-def step(student, teacher, loss, optimizer, x, y) -> float:
-    value = loss_step(student, teacher, loss, x, y)
+def step(student, teacher, loss, optimizer, x, y, stored=None) -> float:
+    value = loss_step(student, teacher, loss, x, y, None if stored is None else stored())
     optimizer.zero_grad(set_to_none=True)
     value.backward()
     optimizer.step()
@@ -87,8 +110,10 @@ def memory_job(variant: str, nodes: int, batch: int, source: str, steps: int) ->
     teacher, student, x, y, _ = build(nodes, batch, source)
     optimizer = torch.optim.RMSprop(student.parameters(), lr=1e-3)
     loss = make_loss(variant)
-    for _ in range(steps):
-        step(student, teacher, loss, optimizer, x, y)
+    with tempfile.TemporaryDirectory() as folder:
+        stored = stored_teacher(variant, teacher, x, Path(folder))
+        for _ in range(steps):
+            step(student, teacher, loss, optimizer, x, y, stored)
 
 
 def naive_estimate(teacher, student, x) -> list[tuple[str, int, int]]:
@@ -149,7 +174,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=50)
     ap.add_argument("--steps", type=int, default=20, help="timed steps per variant")
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--variants", default="task,stcd,stcd_cdist")
+    ap.add_argument("--variants", default="task,stcd,stcd_cdist,task_cached,stcd_store")
     ap.add_argument("--graph", choices=("auto", "pemsd7", "random"), default="auto")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--memory-steps", type=int, default=2, help="steps in the memory measurement (0: skip)")
@@ -172,13 +197,16 @@ def main() -> None:
     losses = {v: make_loss(v) for v in variants}
     times = {v: [] for v in variants}
     cpu_times = {v: [] for v in variants}
+    store_folder = tempfile.TemporaryDirectory()
+    stored = {v: stored_teacher(v, teacher, x, Path(store_folder.name)) for v in variants}
     for i in range(args.warmup + args.steps):
         for v in variants:
             tic, cpu_tic = time.perf_counter(), time.process_time()
-            step(students[v], teacher, losses[v], optims[v], x, y)
+            step(students[v], teacher, losses[v], optims[v], x, y, stored[v])
             if i >= args.warmup:
                 times[v].append(time.perf_counter() - tic)
                 cpu_times[v].append(time.process_time() - cpu_tic)
+    store_folder.cleanup()
     med = {v: statistics.median(t) for v, t in times.items()}
     cpu_med = {v: statistics.median(t) for v, t in cpu_times.items()}
     print(f"\nstep time, median of {args.steps} interleaved steps after {args.warmup} warm-up "
@@ -187,13 +215,12 @@ def main() -> None:
     for v in variants:
         ratio = f"   {med[v] / med['task']:.2f} x task" if "task" in med else ""
         cpu_ratio = f" ({cpu_med[v] / cpu_med['task']:.2f} x)" if "task" in med else ""
-        print(f"  {v:5} {1e3 * med[v]:8.1f} ms  [{1e3 * min(times[v]):.1f} / {1e3 * max(times[v]):.1f}]{ratio}"
+        print(f"  {v:11} {1e3 * med[v]:8.1f} ms  [{1e3 * min(times[v]):.1f} / {1e3 * max(times[v]):.1f}]{ratio}"
               f"   CPU {1e3 * cpu_med[v]:8.1f} ms{cpu_ratio}")
-    if "task" in med:
-        for v in ("stcd", "stcd_cdist"):
-            if v in med:
-                r = med[v] / med["task"]
-                print(f"  ratio {v}/task = {r:.2f} (target <= {TARGET_RATIO}): {'met' if r <= TARGET_RATIO else 'MISSED'}")
+    for v, base in (("stcd", "task"), ("stcd_cdist", "task"), ("stcd_store", "task_cached")):
+        if v in med and base in med:
+            r = med[v] / med[base]
+            print(f"  ratio {v}/{base} = {r:.2f} (target <= {TARGET_RATIO}): {'met' if r <= TARGET_RATIO else 'MISSED'}")
     t_mat = teacher_matrices_seconds(teacher, x)
     print(f"  teacher TCD+SCD matrices alone (compiled kernel, forward, no grad): {1e3 * t_mat:.1f} ms"
           + (f" = {t_mat / med['task']:.2f} x the task step" if "task" in med else ""))
@@ -204,9 +231,9 @@ def main() -> None:
         for v in variants:
             rep = memory_profile(memory_job, v, args.nodes, args.batch, args.graph, args.memory_steps)
             verdict = ""
-            if v != "task":
+            if v.startswith("stcd"):
                 verdict = f"  target <= 1.5 GiB: {'met' if rep['peak_bytes'] <= TARGET_MEMORY else 'MISSED'}"
-            print(f"  {v:5} peak RSS {format_bytes(rep['peak_bytes']):>10}  "
+            print(f"  {v:11} peak RSS {format_bytes(rep['peak_bytes']):>10}  "
                   f"(above the fresh interpreter: {format_bytes(rep['increase_bytes'])}){verdict}")
         print(f"  method: {rep['method']}")
 
