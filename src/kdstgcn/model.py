@@ -397,8 +397,9 @@ class STConvBlock(nn.Module):
 
     def forward(self, x, cheb_terms: ChebyshevTerms, features: dict | None = None, stream: dict | None = None):
         """[B, C, T, N] -> [B, C', T - 2(kt-1), N]; with `stream`, also keep there what `step` continues from."""
+        mixing = self.graph.folded_mixing()
         t1 = self.temporal1(x)
-        g = self.graph(t1, cheb_terms)
+        g = self.graph(t1, cheb_terms, mixing)
         t2 = self.temporal2(g)
         if features is not None:
             features["temporal"] += [t1, t2]
@@ -406,7 +407,7 @@ class STConvBlock(nn.Module):
         if stream is not None:
             stream["input"] = PositionRing(x, self.temporal1)
             stream["graph"] = PositionRing(g, self.temporal2)
-            stream["mixing"] = self.graph.folded_mixing()
+            stream["mixing"] = mixing
         return self.dropout(self.norm(t2, self.temporal2.mask))
 
     def step(self, x_new: torch.Tensor, cheb_terms: ChebyshevTerms, stream: dict) -> torch.Tensor:
