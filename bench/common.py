@@ -11,6 +11,7 @@ from kdstgcn.cost import benchmark_cheb, device_name
 from kdstgcn.data import PreparedData, clean, prepare, read_distances, read_values, timestamps
 from kdstgcn.graph import chebyshev_polynomials, gaussian_adjacency
 from kdstgcn.io import write_table
+from kdstgcn.runner import set_up_compute
 
 TEACHER = ((1, 32, 64), (64, 32, 128))
 BASE = ((1, 8, 16), (16, 8, 32))
@@ -67,8 +68,7 @@ def graph(n_nodes: int, source: str = "auto", seed: int = 0) -> tuple[torch.Tens
 
 
 def machine(threads: int | None) -> str:
-    if threads:
-        torch.set_num_threads(threads)
+    set_up_compute(threads or torch.get_num_threads())
     return (f"{device_name('cpu')}; torch {torch.__version__}; load average before start {load_now()} "
             f"(the machine may be shared: compare figures of one run only)")
 

@@ -26,6 +26,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .evaluate import rollout
 from .graph import chebyshev_polynomials, gaussian_adjacency
 from .model import ChebyshevTerms
+from .runner import set_up_compute
 
 
 # --------------------------------------------------------------------------------------------- inputs
@@ -210,7 +211,7 @@ def _measure_here(fn: Callable, args: tuple, kwargs: dict) -> dict:
 
 def _memory_child(conn, threads: int, fn, args, kwargs) -> None:
     try:
-        torch.set_num_threads(threads)
+        set_up_compute(threads)
         conn.send(("ok", _measure_here(fn, args, kwargs)))
     except BaseException as exc:  # report any failure to the parent instead of dying silently
         conn.send(("error", f"{type(exc).__name__}: {exc}"))

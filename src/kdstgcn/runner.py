@@ -1,11 +1,46 @@
-"""Plumbing for the entry points in scripts/: log to the rule's log file, pin threads, record failures."""
+"""Plumbing for the entry points in scripts/: log to the rule's log file, set up the process for computing
+(threads, memory reuse), record failures."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import logging
+import os
 import sys
 
 from .console import job_console_handler
+
+
+# glibc hands every freed block above 32 MiB back to the kernel, and the next block of that size is faulted in
+# again page by page, each page zero-filled. An L_STCD training step allocates and frees distance residuals of
+# B x T x N x N floats per graph-conv layer (~100 MiB at N = 228, batch 50): refaulting them cost as much as
+# computing them (bench/distill_step.py). Freed blocks up to this size are kept in the process for reuse.
+KEPT_BLOCK_BYTES = 1 << 30
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+_MALLOC_ENVIRONMENT = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc reuse freed blocks up to KEPT_BLOCK_BYTES instead of unmapping them (mallopt's mmap and trim
+    thresholds); the process's resident memory then stays near its peak instead of shrinking after each step.
+    False, changing nothing, without glibc or where the environment already sets glibc's malloc tunables."""
+    if any(name in os.environ for name in _MALLOC_ENVIRONMENT):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, KEPT_BLOCK_BYTES)) and bool(mallopt(_M_TRIM_THRESHOLD, KEPT_BLOCK_BYTES))
+
+
+def set_up_compute(threads: int) -> None:
+    """What every computing process does first: torch's thread count, and freed memory kept for reuse."""
+    import torch
+
+    torch.set_num_threads(max(1, int(threads)))
+    keep_freed_memory()
 
 
 @contextlib.contextmanager
@@ -18,9 +53,8 @@ def logged(log_path: str | None, threads: int = 1):
         handlers[0].setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handlers.append(job_console_handler(log_path))
     logging.basicConfig(level=logging.INFO, handlers=handlers, force=True)
-    torch = sys.modules.get("torch")  # a job that computes has imported it; tables and pages never load it
-    if torch is not None:
-        torch.set_num_threads(max(1, int(threads)))
+    if "torch" in sys.modules:  # a job that computes has imported it; tables and pages never load it
+        set_up_compute(threads)
     log = logging.getLogger("kdstgcn")
     try:
         yield log
