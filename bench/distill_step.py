@@ -33,7 +33,7 @@ import torch
 
 from common import STUDENT, TEACHER, graph, load_now, machine
 from kdstgcn.cost import format_bytes, memory_profile
-from kdstgcn.losses import build_loss, spatial_groups, temporal_groups
+from kdstgcn.losses import CompiledKernel, build_loss, spatial_groups, temporal_groups
 from kdstgcn.model import STGCN, Architecture
 from kdstgcn.teacher_cache import TeacherFeatureStore, predict
 from kdstgcn.train import Outputs, forward, loss_step
@@ -147,15 +147,10 @@ def profile_step(student, teacher, loss, optimizer, x, y, rows: int = 12) -> Non
           f"total self CPU {total / 1e3:.0f} ms)")
 
 
-def l1_matrices(groups: torch.Tensor) -> torch.Tensor:
-    """Groups [G, C, P, V] -> [G, P, P, V] L1 distances, the teacher's half of the compiled kernel's residual."""
-    return (groups.unsqueeze(3) - groups.unsqueeze(2)).abs().sum(1)
-
-
 def teacher_matrices_seconds(teacher, x, repeats: int = 3) -> float:
-    """Time of the teacher's TCD and SCD matrices alone, compiled like the kernel (forward, no grad): a floor
-    for the stcd step's extra cost over the task step."""
-    compiled = torch.compile(l1_matrices, dynamic=False)
+    """Time of the teacher's TCD and SCD matrices alone, by the compiled kernel's `distances` (forward, no grad):
+    a floor for the stcd step's extra cost over the task step."""
+    kernel = CompiledKernel()
     with torch.no_grad():
         feats = forward(teacher, x, True).features
         groups = [temporal_groups(f) for f in feats["temporal"]] + [spatial_groups(f) for f in feats["spatial"]]
@@ -163,7 +158,7 @@ def teacher_matrices_seconds(teacher, x, repeats: int = 3) -> float:
         for _ in range(repeats + 1):
             tic = time.perf_counter()
             for g in groups:
-                compiled(g.contiguous())
+                kernel.distances(g)
             best = min(best, time.perf_counter() - tic)
     return best
 

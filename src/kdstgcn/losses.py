@@ -140,16 +140,21 @@ class OverseenResponse(Loss):
         return 100.0 * int(self.teacher_entries) / max(int(self.entries), 1)
 
 
-def pairwise_l1_mean(x: torch.Tensor) -> torch.Tensor:
-    """Groups [G, C, P, V] -> [G, P, P, V]: mean over channels of |x_p - x_q| (an L1 distance matrix divided by
-    C) for each of the G x V groups."""
-    return (x.unsqueeze(3) - x.unsqueeze(2)).abs().mean(1)
-
-
 # The correlation kernels take a layer's groups in the layout [G, C, P, V]: G x V groups of C channels over P
 # points, the pairs on axis 2 and a group axis carried last, so the loops over pairs vectorise along V where
 # P is short (TCD: P = T <= 10 time steps, V = N nodes, the layer output as it is) and along the pairs
 # where V = 1 (SCD: P = N nodes).
+
+def _l1_distances(x: torch.Tensor) -> torch.Tensor:
+    """Groups [G, C, P, V] -> [G, P, P, V]: the channel sums of |x_p - x_q| for each of the G x V groups."""
+    return (x.unsqueeze(3) - x.unsqueeze(2)).abs().sum(1)
+
+
+def pairwise_l1_mean(x: torch.Tensor) -> torch.Tensor:
+    """Groups [G, C, P, V] -> [G, P, P, V]: mean over channels of |x_p - x_q| (an L1 distance matrix divided by
+    C) for each of the G x V groups."""
+    return _l1_distances(x) / x.shape[1]
+
 
 def temporal_groups(f: torch.Tensor) -> torch.Tensor:
     """A layer output [B, C, T, N] as B*N groups of C channels over T time steps: [B, C, T, N] itself."""
@@ -205,10 +210,6 @@ class CdistKernel:
         # xs enters cdist twice and R is symmetric, so both halves of cdist's gradient are equal
         grad = torch.ops.aten._cdist_backward(r.contiguous(), rows, rows, 1.0, r.contiguous())
         return grad.view(g, v, p, c).permute(0, 3, 2, 1) * (2.0 * coef)
-
-
-def _l1_distances(x: torch.Tensor) -> torch.Tensor:
-    return (x.unsqueeze(3) - x.unsqueeze(2)).abs().sum(1)
 
 
 def _l1_residual(xs: torch.Tensor, xt: torch.Tensor, ratio: float) -> tuple[torch.Tensor, torch.Tensor]:
