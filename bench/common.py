@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kdstgcn.cost import benchmark_cheb, device_name
-from kdstgcn.data import PreparedData, clean, prepare, read_distances, read_values, timestamps
-from kdstgcn.graph import chebyshev_polynomials, gaussian_adjacency
-from kdstgcn.io import write_table
-from kdstgcn.runner import set_up_compute
+from kdstgcn.evaluation.cost import benchmark_cheb, device_name
+from kdstgcn.data.prepare import PreparedData, clean, prepare, read_distances, read_values, timestamps
+from kdstgcn.data.graph import chebyshev_polynomials, gaussian_adjacency
+from kdstgcn.runtime.io import write_table
+from kdstgcn.runtime.runner import set_up_compute
 
 TEACHER = ((1, 32, 64), (64, 32, 128))
 BASE = ((1, 8, 16), (16, 8, 32))
@@ -19,7 +19,7 @@ STUDENT = ((1, 2, 4), (4, 2, 8))
 SHAPES = {"teacher": TEACHER, "base": BASE, "student": STUDENT}
 SHARED_ENV = "KDSTGCN_SHARED"
 SHARED = Path(os.environ.get(SHARED_ENV) or Path(__file__).resolve().parents[1].parent / "shared")
-# name -> (nodes, distance file below SHARED, its format for kdstgcn.data.read_distances)
+# name -> (nodes, distance file below SHARED, its format for kdstgcn.data.prepare.read_distances)
 REAL_GRAPHS = {"pemsd7": (228, "data/pemsd7m/PeMSD7_W_228.csv", "matrix_csv"),
                "pems08": (170, "data/pems08/distance.csv", "edge_list")}
 

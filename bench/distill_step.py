@@ -11,13 +11,13 @@ with the frozen teacher [1,32,64][64,32,128] run forward inside the step (in inf
                 layers, distance matrices by torch.compile'd loops. The target is stcd <= 1.5 x task.
   stcd_cdist  - the same loss with correlation_kernel "cdist" (torch.cdist and its backward).
   task_cached - "task" reading the teacher's predictions computed once instead of its forward (what the pipeline
-                runs for a response loss: kdstgcn.teacher_cache.cached_teacher_predictions).
+                runs for a response loss: kdstgcn.training.teacher_cache.cached_teacher_predictions).
   stcd_store  - "stcd" reading the teacher's prediction and features from a float16 store instead of its forward
                 (distillation.teacher_features: float16), the store read in every step; the pipeline-to-pipeline
                 comparison is stcd_store / task_cached.
 The two stcd variants are first checked against each other (loss value and student gradients). Variants
 are interleaved step by step (so machine load hits them alike); medians are reported. Peak memory of each
-step is measured in a fresh spawned process (kdstgcn.cost.memory_profile). When the stcd ratio misses the
+step is measured in a fresh spawned process (kdstgcn.evaluation.cost.memory_profile). When the stcd ratio misses the
 target, one stcd step is profiled with torch.profiler.
 """
 from __future__ import annotations
@@ -32,11 +32,11 @@ from pathlib import Path
 import torch
 
 from common import STUDENT, TEACHER, graph, load_now, machine
-from kdstgcn.cost import format_bytes, memory_profile
+from kdstgcn.evaluation.cost import format_bytes, memory_profile
 from kdstgcn.losses import CompiledKernel, build_loss, spatial_groups, temporal_groups
 from kdstgcn.model import STGCN, Architecture
-from kdstgcn.teacher_cache import TeacherFeatureStore, predict
-from kdstgcn.train import Outputs, forward, loss_step
+from kdstgcn.training.teacher_cache import TeacherFeatureStore, predict
+from kdstgcn.training.loop import Outputs, forward, loss_step
 
 STCD = {"alpha1": 0.17, "alpha2": 0.047, "alpha3": 0.313}
 RD = {"beta": 0.045}

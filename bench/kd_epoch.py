@@ -3,13 +3,13 @@
     python bench/kd_epoch.py --threads 2        # ~3-5 min on 2 idle cores
     python bench/kd_epoch.py --days 10          # the first 10 training days only (a quicker look)
 
-Each variant trains the student [1,2,4][4,2,8] for one epoch with `kdstgcn.train.train` (batch 50, RMSprop,
+Each variant trains the student [1,2,4][4,2,8] for one epoch with `kdstgcn.training.loop.train` (batch 50, RMSprop,
 validation included) on the pemsd8_flow split (50/6/6 days, read, cleaned and windowed by the package's own
 loaders) from the same initial weights:
   no_kd         - the task loss: the baseline.
   rd_l2_forward - rd_l2 (beta 0.045) with a teacher [1,32,64][64,32,128] forward in every batch (before).
   rd_l2_cached  - rd_l2 with the teacher's training-split predictions computed once
-                  (`kdstgcn.teacher_cache.cached_teacher_predictions`) and read per batch.
+                  (`kdstgcn.training.teacher_cache.cached_teacher_predictions`) and read per batch.
   ord_cached    - ord (alpha1 0.17), likewise cached.
 The teacher is freshly initialised (its weights do not change the cost). The one-off cost of building the
 cache (one teacher pass over the training windows, then one file write) is printed on its own. The target
@@ -27,8 +27,8 @@ import torch
 from common import PEMS08_DIR, PEMS08_SPLIT, STUDENT, TEACHER, load_now, machine, pems08_flow
 from kdstgcn.losses import build_loss
 from kdstgcn.model import STGCN, Architecture
-from kdstgcn.teacher_cache import cached_teacher_predictions
-from kdstgcn.train import TrainSettings, train
+from kdstgcn.training.teacher_cache import cached_teacher_predictions
+from kdstgcn.training.loop import TrainSettings, train
 
 N_NODES = 170
 TARGET_RATIO = 1.2

@@ -9,9 +9,9 @@ Data through the package's own loaders: `pems08_288_62_170.mat` (flow, day-major
 `$KDSTGCN_SHARED/data/pems08` (default: the repository's ../shared), cleaned, split 50/6/6 days and z-scored as the pipeline
 does, adjacency by Eq. 16. Teacher [1,32,64][64,32,128] and student [1,2,4][4,2,8] from seed 0; the student as at
 the start of distillation, or first trained without KD (--student-epochs), where the ORD error has shrunk. STCD with the Table 6 PeMSD8 weights (alpha1 0.846, alpha2 0.465, alpha3 0.504),
-one training batch of 50 windows fixed by seed 0 (`kdstgcn.anatomy.anatomy_batches`). For today's readings and
+one training batch of 50 windows fixed by seed 0 (`kdstgcn.training.anatomy.anatomy_batches`). For today's readings and
 each switch alone (and all three literal readings together), prints each term's unweighted and weighted value,
-the norm of the student's gradient of the weighted term and its gradient share (`kdstgcn.anatomy`), and writes
+the norm of the student's gradient of the weighted term and its gradient share (`kdstgcn.training.anatomy`), and writes
 the numbers and a figure to --out.
 """
 from __future__ import annotations
@@ -24,12 +24,12 @@ import pandas as pd
 import torch
 
 from common import STUDENT, TEACHER, machine, pems08_flow
-from kdstgcn.anatomy import anatomy_batches, loss_anatomy
-from kdstgcn.io import write_table
+from kdstgcn.training.anatomy import anatomy_batches, loss_anatomy
+from kdstgcn.runtime.io import write_table
 from kdstgcn.losses import build_loss
 from kdstgcn.model import STGCN, Architecture
 from kdstgcn.report import anatomy_figure
-from kdstgcn.train import TrainSettings, train
+from kdstgcn.training.loop import TrainSettings, train
 
 STCD = {"alpha1": 0.846, "alpha2": 0.465, "alpha3": 0.504}
 TODAY = {"scalar_norm": "squared", "ord_reduction": "mean", "distance_scale": "raw"}

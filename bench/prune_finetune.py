@@ -3,7 +3,7 @@
     python bench/prune_finetune.py --threads 2            # N=170 (PEMS08), 1/10 of an epoch each (~5 min)
     python bench/prune_finetune.py --threads 2 --quick    # 1/40 of an epoch (~1-2 min)
 
-Each variant is one `kdstgcn.train.train` epoch (training steps, validation rollout, checkpoint), the code path
+Each variant is one `kdstgcn.training.loop.train` epoch (training steps, validation rollout, checkpoint), the code path
 of the pipeline, on random windows (costs do not depend on the values). The teacher [1,32,64][64,32,128] is
 pruned by 97 % of its parameters with `select_masks` (per-layer ranking, random importance, step 0.1), then:
 
@@ -30,13 +30,13 @@ from pathlib import Path
 import torch
 
 from common import TEACHER, graph, load_now, machine
-from kdstgcn.data import PreparedData, Scaler
+from kdstgcn.data.prepare import PreparedData, Scaler
 from kdstgcn.losses import build_loss
 from kdstgcn.model import STGCN, Architecture, count_parameters
 from kdstgcn.spec import format_blocks
-from kdstgcn.teacher_cache import TeacherFeatureStore
-from kdstgcn.prune import apply_masks, compact, current_masks, removed_share, select_masks
-from kdstgcn.train import TrainSettings, loss_step, train
+from kdstgcn.training.teacher_cache import TeacherFeatureStore
+from kdstgcn.pruning.prune import apply_masks, compact, current_masks, removed_share, select_masks
+from kdstgcn.training.loop import TrainSettings, loss_step, train
 
 PEMS08_WINDOWS = {"train": 13_400, "val": 1_608}
 STCD_97 = {"alpha1": 0.746, "alpha2": 0.445, "alpha3": 0.02}

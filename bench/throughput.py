@@ -7,9 +7,9 @@ graph product (sparse against dense) on the real networks.
 
 Training: windows/s of full optimisation steps (forward, task loss, backward, RMSprop step) at batch 50, and
 the epoch of 13,400 windows they imply (`--epoch` also times one real epoch of that many windows).
-Inference: the 9-step rollout (kdstgcn.evaluate.rollout) of one batch of 1140 windows, full recompute (what
+Inference: the 9-step rollout (kdstgcn.evaluation.rollout.rollout) of one batch of 1140 windows, full recompute (what
 the paper timed) and streaming (what evaluation runs), and streaming with every graph product dense.
-FLOPs: torch FlopCounterMode of one forward pass of the 1140-window batch (kdstgcn.cost.count_flops).
+FLOPs: torch FlopCounterMode of one forward pass of the 1140-window batch (kdstgcn.evaluation.cost.count_flops).
 Graph product: one Chebyshev term times a [N, M] block, dense against sparse (CSR), per term of the real
 PeMSD7(M) and PEMS08 graphs and over a sweep of densities: the data behind kdstgcn.model.SPARSE_MAX_DENSITY.
 All models are measured in one run, interleaved step by step, so machine load hits them alike.
@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 
 from common import REAL_GRAPHS, SHAPES, graph, load_now, machine, real_distances
-from kdstgcn import evaluate as evaluate_module
+from kdstgcn.evaluation import rollout as evaluate_module
 from kdstgcn import model as model_module
-from kdstgcn.cost import benchmark_cheb, count_flops, test_batch, time_rollout
+from kdstgcn.evaluation.cost import benchmark_cheb, count_flops, test_batch, time_rollout
 from kdstgcn.model import STGCN, Architecture, ChebyshevTerms, count_parameters, csr_matmul
 from kdstgcn.spec import format_blocks
 
@@ -154,7 +154,7 @@ def temporal_conv_table(models: dict, batch: int, device: torch.device, repeats:
 
 
 def chunk_table(models: dict, x: torch.Tensor, steps: int) -> None:
-    """Streaming rollout of the batch on a CPU for several chunk limits (`kdstgcn.evaluate.CPU_CHUNK_BYTES` and
+    """Streaming rollout of the batch on a CPU for several chunk limits (`kdstgcn.evaluation.rollout.CPU_CHUNK_BYTES` and
     `CPU_CHUNK_WINDOWS`): byte budgets with no window cap, then the package's byte budget under window caps."""
     chosen = evaluate_module.CPU_CHUNK_BYTES, evaluate_module.CPU_CHUNK_WINDOWS
     limits = [(8 * 2**20, None), (32 * 2**20, None), (128 * 2**20, None), (None, None),

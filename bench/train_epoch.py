@@ -1,4 +1,4 @@
-"""Seconds per training epoch of the real training loop (kdstgcn.train.train), eager against compiled.
+"""Seconds per training epoch of the real training loop (kdstgcn.training.loop.train), eager against compiled.
 
     python bench/train_epoch.py --device cuda            # N=170, 13,400 windows (PEMS08-flow's training split)
     python bench/train_epoch.py --quick                  # CPU smoke test: N=16, 400 windows, eager only
@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 
 from common import SHAPES, graph, load_now, machine
-from kdstgcn.data import PreparedData, Scaler
+from kdstgcn.data.prepare import PreparedData, Scaler
 from kdstgcn.losses import TaskLoss
 from kdstgcn.model import STGCN, Architecture
 from kdstgcn.spec import format_blocks
-from kdstgcn.train import TrainSettings, pick_device, train
+from kdstgcn.training.loop import TrainSettings, pick_device, train
 
 
 def windows(n: int, nodes: int, seed: int) -> torch.Tensor:

@@ -2,10 +2,10 @@
 import use_checkout  # noqa: F401  (puts src/ on sys.path)
 import pandas as pd
 
-from kdstgcn.data import read_distances
-from kdstgcn.graph import check_graph, gaussian_adjacency
-from kdstgcn.io import write_json, write_table
-from kdstgcn.runner import logged
+from kdstgcn.data.prepare import read_distances
+from kdstgcn.data.graph import check_graph, gaussian_adjacency
+from kdstgcn.runtime.io import write_json, write_table
+from kdstgcn.runtime.runner import logged
 
 with logged(snakemake.log[0]) as log:
     src, ds = snakemake.params.source, snakemake.params.dataset

@@ -1,8 +1,8 @@
 """Entry point of rule clean: raw values -> interpolated parquet table and a per-station fill report."""
 import use_checkout  # noqa: F401  (puts src/ on sys.path)
-from kdstgcn.data import clean, read_values, timestamps
-from kdstgcn.io import write_table, write_tables
-from kdstgcn.runner import logged
+from kdstgcn.data.prepare import clean, read_values, timestamps
+from kdstgcn.runtime.io import write_table, write_tables
+from kdstgcn.runtime.runner import logged
 
 with logged(snakemake.log[0]) as log:
     src, ds = snakemake.params.source, snakemake.params.dataset

@@ -3,7 +3,7 @@ import use_checkout  # noqa: F401  (puts src/ on sys.path)
 import pandas as pd
 
 from kdstgcn.report import cost_table, write_table_files
-from kdstgcn.runner import logged
+from kdstgcn.runtime.runner import logged
 
 with logged(snakemake.log[0]) as log:
     costs = pd.concat([pd.read_parquet(p) for p in snakemake.input], ignore_index=True)

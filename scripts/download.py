@@ -1,7 +1,7 @@
 """Entry point of rule download: one raw file from the mirror folder or a public URL."""
 import use_checkout  # noqa: F401  (puts src/ on sys.path)
-from kdstgcn.download import fetch, mirror_folder
-from kdstgcn.runner import logged
+from kdstgcn.data.download import fetch, mirror_folder
+from kdstgcn.runtime.runner import logged
 
 with logged(snakemake.log[0]) as log:
     spec = snakemake.params.file

@@ -1,7 +1,7 @@
 """Entry point of rule evaluate: 9-step rollout on the test days, metrics beside the paper's."""
 import use_checkout  # noqa: F401  (puts src/ on sys.path)
 from kdstgcn.jobs import evaluate_run
-from kdstgcn.runner import logged
+from kdstgcn.runtime.runner import logged
 
 with logged(snakemake.log[0], snakemake.threads):
     p = snakemake.params

@@ -1,7 +1,7 @@
 """Entry point of rules figure3, figure4 and figure5: one station's predictions (3, 4) or their means (5)."""
 import use_checkout  # noqa: F401  (puts src/ on sys.path)
 from kdstgcn.report import mean_prediction_figure, paper_label, prediction_figure
-from kdstgcn.runner import logged
+from kdstgcn.runtime.runner import logged
 
 # Figure 4's panels as the paper's caption names them (teacher, student w/o KD, STCD student, pruned teacher)
 FIGURE4_LABELS = ["Teacher", "Student W/O KD and W/O pruning", "Student W KD (L_STCD), W/O pruning",

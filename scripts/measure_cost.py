@@ -2,9 +2,9 @@
 import use_checkout  # noqa: F401  (puts src/ on sys.path)
 import pandas as pd
 
-from kdstgcn.io import write_table
+from kdstgcn.runtime.io import write_table
 from kdstgcn.jobs import measure_costs
-from kdstgcn.runner import logged
+from kdstgcn.runtime.runner import logged
 
 with logged(snakemake.log[0], snakemake.threads):
     p, i = snakemake.params, snakemake.input

@@ -3,7 +3,7 @@ hyper-parameters when the rule gives it a tuning result), then compaction."""
 import use_checkout  # noqa: F401  (puts src/ on sys.path)
 from kdstgcn.config import apply_tuned, read_tuned
 from kdstgcn.jobs import prune_run
-from kdstgcn.runner import logged
+from kdstgcn.runtime.runner import logged
 
 with logged(snakemake.log[0], snakemake.threads):
     i, o = snakemake.input, snakemake.output

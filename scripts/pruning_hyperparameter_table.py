@@ -1,7 +1,7 @@
 """Entry point of rule pruning_hyperparameter_table: Table 9 (pruning hyper-parameters used vs published)."""
 import use_checkout  # noqa: F401  (puts src/ on sys.path)
 from kdstgcn.report import pruning_hyperparameter_table, write_table_files
-from kdstgcn.runner import logged
+from kdstgcn.runtime.runner import logged
 
 with logged(snakemake.log[0]) as log:
     table = pruning_hyperparameter_table(snakemake.params.config)

@@ -4,9 +4,9 @@ import re
 
 import pandas as pd
 
-from kdstgcn.io import atomic_path
+from kdstgcn.runtime.io import atomic_path
 from kdstgcn.report import claim_rows, cost_claim_rows, html_page, markdown_text, summary_blocks
-from kdstgcn.runner import logged
+from kdstgcn.runtime.runner import logged
 
 with logged(snakemake.log[0]) as log:
     tables = {int(re.search(r"table(\d+)", p).group(1)): pd.read_parquet(p) for p in snakemake.input.tables}

@@ -1,9 +1,9 @@
 """Entry point of rule synthesize: the synthetic PeMS-like network as raw files."""
 import use_checkout  # noqa: F401  (puts src/ on sys.path)
 import numpy as np
-from kdstgcn.io import atomic_path
-from kdstgcn.runner import logged
-from kdstgcn.synthetic import generate
+from kdstgcn.runtime.io import atomic_path
+from kdstgcn.runtime.runner import logged
+from kdstgcn.data.synthetic import generate
 
 with logged(snakemake.log[0]) as log:
     ds = snakemake.params.dataset

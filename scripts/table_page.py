@@ -2,9 +2,9 @@
 import use_checkout  # noqa: F401  (puts src/ on sys.path)
 import pandas as pd
 
-from kdstgcn.io import atomic_path
+from kdstgcn.runtime.io import atomic_path
 from kdstgcn.report import table_page
-from kdstgcn.runner import logged
+from kdstgcn.runtime.runner import logged
 
 with logged(snakemake.log[0]):
     page = table_page(pd.read_parquet(snakemake.input[0]), int(snakemake.wildcards.number), snakemake.params.config)

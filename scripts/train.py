@@ -3,7 +3,7 @@ tuned hyper-parameters when the rule gives it a tuning result."""
 import use_checkout  # noqa: F401  (puts src/ on sys.path)
 from kdstgcn.config import apply_tuned, read_tuned
 from kdstgcn.jobs import train_run
-from kdstgcn.runner import logged
+from kdstgcn.runtime.runner import logged
 
 with logged(snakemake.log[0], snakemake.threads):
     run, tuned = snakemake.params.run, snakemake.input.get("tuned")

@@ -2,7 +2,7 @@
 import use_checkout  # noqa: F401  (puts src/ on sys.path)
 from kdstgcn.jobs import hidden_maps
 from kdstgcn.report import paper_label, tsne_figure
-from kdstgcn.runner import logged
+from kdstgcn.runtime.runner import logged
 
 with logged(snakemake.log[0]):
     p, w, i = snakemake.params, snakemake.wildcards, snakemake.input

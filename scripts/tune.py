@@ -1,6 +1,6 @@
 """Entry point of the tune rules: the best values of a finished study (yaml) and all its trials (parquet)."""
 import use_checkout  # noqa: F401  (puts src/ on sys.path)
-from kdstgcn.runner import logged
+from kdstgcn.runtime.runner import logged
 from kdstgcn.tuning import load_study, write_result
 
 p = snakemake.params

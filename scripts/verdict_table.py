@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from kdstgcn.io import write_tables
+from kdstgcn.runtime.io import write_tables
 from kdstgcn.report import verdict_table
-from kdstgcn.runner import logged
+from kdstgcn.runtime.runner import logged
 
 with logged(snakemake.log[0]) as log:
     histories: dict[tuple[str, str], list[pd.DataFrame]] = {}

@@ -104,10 +104,10 @@ class SyntheticFiles:
 
 @pytest.fixture(scope="session")
 def synthetic_files(tmp_path_factory) -> SyntheticFiles:
-    from kdstgcn.data import clean, timestamps
-    from kdstgcn.graph import check_graph, gaussian_adjacency
-    from kdstgcn.io import write_table
-    from kdstgcn.synthetic import generate
+    from kdstgcn.data.prepare import clean, timestamps
+    from kdstgcn.data.graph import check_graph, gaussian_adjacency
+    from kdstgcn.runtime.io import write_table
+    from kdstgcn.data.synthetic import generate
 
     n_nodes, steps_per_day, split = 10, 96, (2, 1, 1)
     values, distance = generate(n_nodes=n_nodes, n_days=sum(split), steps_per_day=steps_per_day, seed=3,

@@ -6,12 +6,12 @@ import math
 import pytest
 import torch
 
-from kdstgcn.anatomy import anatomy_batches, epoch_anatomy, loss_anatomy
+from kdstgcn.training.anatomy import anatomy_batches, epoch_anatomy, loss_anatomy
 from kdstgcn.jobs import load_cheb, load_data
 from kdstgcn.losses import build_loss
 from kdstgcn.model import STGCN, Architecture
 from kdstgcn.report import anatomy_figure, anatomy_table
-from kdstgcn.train import TrainSettings, forward, loss_step, train
+from kdstgcn.training.loop import TrainSettings, forward, loss_step, train
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

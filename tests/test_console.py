@@ -1,18 +1,18 @@
-"""What a job prints on the console (kdstgcn.console through runner.logged): warnings, errors without their
+"""What a job prints on the console (kdstgcn.runtime.console through runner.logged): warnings, errors without their
 traceback and the epoch lines, each named after the job; everything, traceback included, in the job's log file."""
 import logging
 
 import pytest
 
-from kdstgcn.console import CONSOLE, VERBOSE_ENV, duration
-from kdstgcn.runner import logged
+from kdstgcn.runtime.console import CONSOLE, VERBOSE_ENV, duration
+from kdstgcn.runtime.runner import logged
 
 
 def run_job(log_path) -> None:
     with pytest.raises(ValueError):
         with logged(str(log_path)) as log:
             log.info("table 9\n   a   b\n0  1   2")
-            logging.getLogger("kdstgcn.train").info("epoch %d/%d ETA %s", 1, 2, "5s", extra=CONSOLE)
+            logging.getLogger("kdstgcn.training.loop").info("epoch %d/%d ETA %s", 1, 2, "5s", extra=CONSOLE)
             log.warning("2 isolated stations")
             raise ValueError("bad value in results/x.csv")
 

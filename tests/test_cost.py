@@ -1,4 +1,4 @@
-"""Tests of kdstgcn.cost: FLOP counting against hand formulas, rollout timing, peak memory, test batch."""
+"""Tests of kdstgcn.evaluation.cost: FLOP counting against hand formulas, rollout timing, peak memory, test batch."""
 import functools
 import math
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from kdstgcn.cost import (benchmark_cheb, count_flops, flop_breakdown, memory_profile, time_rollout)
-from kdstgcn.cost import test_batch as make_batch  # aliased: pytest would collect a test_* name
+from kdstgcn.evaluation.cost import (benchmark_cheb, count_flops, flop_breakdown, memory_profile, time_rollout)
+from kdstgcn.evaluation.cost import test_batch as make_batch  # aliased: pytest would collect a test_* name
 from kdstgcn import model as model_module
 from kdstgcn.model import STGCN, Architecture, ChebGraphConv, ChebyshevTerms
 

@@ -4,8 +4,8 @@ import pandas as pd
 import pytest
 
 from conftest import shared_file
-from kdstgcn.data import DataError, clean, make_windows, prepare, read_values, split_days, timestamps
-from kdstgcn.io import write_table
+from kdstgcn.data.prepare import DataError, clean, make_windows, prepare, read_values, split_days, timestamps
+from kdstgcn.runtime.io import write_table
 
 
 # ---------------------------------------------------------------- cleaning

@@ -14,11 +14,11 @@ import torch
 
 from conftest import REPO, merged_config
 from kdstgcn import config as cfg
-from kdstgcn.data import clean, timestamps
-from kdstgcn.graph import gaussian_adjacency
-from kdstgcn.io import write_table
+from kdstgcn.data.prepare import clean, timestamps
+from kdstgcn.data.graph import gaussian_adjacency
+from kdstgcn.runtime.io import write_table
 from kdstgcn.model import load_model
-from kdstgcn.synthetic import generate
+from kdstgcn.data.synthetic import generate
 
 THREADS = 1  # one per run: the two runs go side by side, and more threads than cores slow torch badly
 TIMING = ("train_seconds", "epoch_seconds")
@@ -27,7 +27,7 @@ TIMING = ("train_seconds", "epoch_seconds")
 JOB = """
 import json, sys
 from kdstgcn.jobs import evaluate_run, train_run
-from kdstgcn.runner import logged
+from kdstgcn.runtime.runner import logged
 spec = json.loads(sys.argv[1])
 out = spec["out"]
 with logged(out + "/job.log", spec["threads"]):

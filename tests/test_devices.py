@@ -15,10 +15,10 @@ from torch.utils._pytree import tree_map
 
 from conftest import merged_config
 from kdstgcn import config as cfg
-from kdstgcn.io import save_torch
+from kdstgcn.runtime.io import save_torch
 from kdstgcn.losses import OverseenResponse, TaskLoss
 from kdstgcn.model import STGCN, Architecture, load_model, save_model
-from kdstgcn.train import (DeviceError, TrainSettings, freest, load_checkpoint, make_optimizer, pick_device,
+from kdstgcn.training.loop import (DeviceError, TrainSettings, freest, load_checkpoint, make_optimizer, pick_device,
                            resume, train)
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from conftest import HalfPayloadServer
-from kdstgcn.download import (MIRROR_ENV, DownloadError, check_mirror, fetch, mirror_folder, missing_files_message,
+from kdstgcn.data.download import (MIRROR_ENV, DownloadError, check_mirror, fetch, mirror_folder, missing_files_message,
                               unavailable_files, url_problem)
 
 PAYLOAD = bytes(range(256)) * 800  # 204,800 bytes

@@ -4,10 +4,10 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from kdstgcn import evaluate as evaluate_module
-from kdstgcn.data import Scaler
-from kdstgcn.evaluate import denormalise, horizon_metrics, rollout
-from kdstgcn.graph import chebyshev_polynomials
+from kdstgcn.evaluation import rollout as evaluate_module
+from kdstgcn.data.prepare import Scaler
+from kdstgcn.evaluation.rollout import denormalise, horizon_metrics, rollout
+from kdstgcn.data.graph import chebyshev_polynomials
 from kdstgcn.model import STGCN, Architecture
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -22,11 +22,11 @@ import yaml
 
 from conftest import REPO, HalfPayloadServer, run_snakemake, snakemake_env
 from kdstgcn import jobs
-from kdstgcn.download import fetch
+from kdstgcn.data.download import fetch
 from kdstgcn.losses import TaskLoss
 from kdstgcn.model import STGCN, Architecture, save_model
-from kdstgcn.runner import logged
-from kdstgcn.train import NonFiniteLoss
+from kdstgcn.runtime.runner import logged
+from kdstgcn.training.loop import NonFiniteLoss
 
 TEACHER = "results/demo/seed0/teacher"
 TIMING = ("train_seconds", "epoch_seconds")
@@ -179,7 +179,7 @@ def half_written(target: Path) -> bool:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
 def test_download_interrupted_mid_file_leaves_no_file_at_the_target(tmp_path, sig):
     target = tmp_path / "raw" / "data.bin"
-    code = ("import sys; from kdstgcn.download import fetch; "
+    code = ("import sys; from kdstgcn.data.download import fetch; "
             "fetch('data.bin', [sys.argv[1]], sys.argv[2], sys.argv[3], None, timeout=60)")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")])))
     with HalfPayloadServer(PAYLOAD, stall=True) as server:

@@ -10,13 +10,13 @@ import torch
 
 from conftest import merged_config
 from kdstgcn import config as cfg
-from kdstgcn.graph import chebyshev_polynomials
+from kdstgcn.data.graph import chebyshev_polynomials
 from kdstgcn.losses import (CORRELATION_LOSSES, LOSS_PARAMETERS, LOSSES, READING_CHOICES, READING_LOSSES,
                             OverseenResponse, Outputs, Readings, ResponseKL, ResponseL2, SpatialCorrelationDistance,
                             SpatioTemporalCorrelation, StructureKD, TaskLoss, TemporalCorrelationDistance, build_loss,
                             spatial_correlation, temporal_correlation)
 from kdstgcn.model import STGCN, Architecture
-from kdstgcn.train import loss_step
+from kdstgcn.training.loop import loss_step
 
 DOUBLE = torch.float64
 

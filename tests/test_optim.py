@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from kdstgcn.optim import OPTIMIZERS, TFRMSprop, make_optimizer
-from kdstgcn.train import TrainSettings
+from kdstgcn.training.optim import OPTIMIZERS, TFRMSprop, make_optimizer
+from kdstgcn.training.loop import TrainSettings
 
 DOUBLE = torch.float64
 

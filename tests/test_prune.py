@@ -15,13 +15,13 @@ from torch.utils._pytree import tree_flatten
 from conftest import merged_config
 from kdstgcn import config as cfg
 from kdstgcn import jobs
-from kdstgcn.graph import chebyshev_polynomials
+from kdstgcn.data.graph import chebyshev_polynomials
 from kdstgcn.losses import TaskLoss
 from kdstgcn.model import LAYER_KINDS, STGCN, Architecture, count_parameters, load_model, save_model
-from kdstgcn.prune import (ImportanceAccumulator, apply_masks, compact, current_masks, expand, filter_importance,
+from kdstgcn.pruning.prune import (ImportanceAccumulator, apply_masks, compact, current_masks, expand, filter_importance,
                            kept_channels, masked_parameter_count, max_removable_share, normalised_importance, prune,
                            removed_share, select_masks)
-from kdstgcn.train import TrainSettings, train
+from kdstgcn.training.loop import TrainSettings, train
 
 SMALL = ((1, 4, 8), (8, 4, 16))
 TEACHER = ((1, 32, 64), (64, 32, 128))

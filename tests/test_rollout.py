@@ -6,11 +6,11 @@ import torch
 import torch.nn.functional as F
 
 from kdstgcn import model as model_module
-from kdstgcn.cost import count_flops
-from kdstgcn.evaluate import rollout
-from kdstgcn.graph import chebyshev_polynomials
+from kdstgcn.evaluation.cost import count_flops
+from kdstgcn.evaluation.rollout import rollout
+from kdstgcn.data.graph import chebyshev_polynomials
 from kdstgcn.model import STGCN, Architecture, ChebyshevTerms
-from kdstgcn.prune import compact
+from kdstgcn.pruning.prune import compact
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

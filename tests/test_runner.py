@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from kdstgcn.runner import keep_freed_memory
+from kdstgcn.runtime.runner import keep_freed_memory
 
 pytestmark = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
                                 reason="mallopt is glibc's")
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ve
 BLOCK_PAGES = 16384  # 64 MiB, above glibc's largest default mmap threshold (32 MiB)
 FREED_PAGES_RETURNED = f"""
 import numpy as np
-from kdstgcn.runner import keep_freed_memory
+from kdstgcn.runtime.runner import keep_freed_memory
 
 def resident_pages():
     with open("/proc/self/statm") as statm:

@@ -8,8 +8,8 @@ import torch
 
 from kdstgcn.losses import LOSSES, build_loss
 from kdstgcn.model import STGCN, Architecture
-from kdstgcn.teacher_cache import CACHE_NAME, TeacherFeatureStore, cached_teacher_predictions
-from kdstgcn.train import Outputs, TrainSettings, forward, loss_step, train
+from kdstgcn.training.teacher_cache import CACHE_NAME, TeacherFeatureStore, cached_teacher_predictions
+from kdstgcn.training.loop import Outputs, TrainSettings, forward, loss_step, train
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

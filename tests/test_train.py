@@ -11,7 +11,7 @@ import torch
 from kdstgcn import jobs
 from kdstgcn.losses import TaskLoss
 from kdstgcn.model import STGCN, Architecture
-from kdstgcn.train import NonFiniteLoss, TrainSettings, train
+from kdstgcn.training.loop import NonFiniteLoss, TrainSettings, train
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -17,7 +17,7 @@ from conftest import REPO, merged_config, run_snakemake, shared_data_dir
 from test_workflow import job_stats
 from kdstgcn import config as cfg
 from kdstgcn import tuning
-from kdstgcn.evaluate import evaluate
+from kdstgcn.evaluation.rollout import evaluate
 from kdstgcn.jobs import fit_run, load_data
 from kdstgcn.losses import LOSS_PARAMETERS
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from .spec import LOSS_PARAMETERS, READING_CHOICES, READING_LOSSES, parse_blocks
+from kdstgcn.spec import LOSS_PARAMETERS, READING_CHOICES, READING_LOSSES, parse_blocks
 
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 

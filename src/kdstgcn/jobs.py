@@ -9,16 +9,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .data import PreparedData, prepare
-from .evaluate import evaluate
-from .graph import chebyshev_polynomials
-from .io import atomic_path, write_json, write_table, write_tables
-from .losses import Loss, build_loss
-from .model import STGCN, Architecture, count_parameters, load_model, save_model, weights_digest
-from .optim import make_optimizer
-from .paper import beside_paper
-from .teacher_cache import STORE_FOLDER, TeacherFeatureStore, cached_teacher_predictions
-from .train import TrainSettings, loss_step, pick_device, train
+from kdstgcn.data.prepare import PreparedData, prepare
+from kdstgcn.evaluation.rollout import evaluate
+from kdstgcn.data.graph import chebyshev_polynomials
+from kdstgcn.runtime.io import atomic_path, write_json, write_table, write_tables
+from kdstgcn.losses import Loss, build_loss
+from kdstgcn.model import STGCN, Architecture, count_parameters, load_model, save_model, weights_digest
+from kdstgcn.training.optim import make_optimizer
+from kdstgcn.paper import beside_paper
+from kdstgcn.training.teacher_cache import STORE_FOLDER, TeacherFeatureStore, cached_teacher_predictions
+from kdstgcn.training.loop import TrainSettings, loss_step, pick_device, train
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ def fit_prune(run: dict, values: str, fill_report: str, base_path: str, teacher_
     channels here, so with dropout > 0 the two are different draws of the same procedure. The checkpoint holds
     the compact model; its architecture (kept channels) is part of what it must match to be resumed.
     """
-    from .prune import compact, expand, prune
+    from kdstgcn.pruning.prune import compact, expand, prune
 
     data = load_data(values, fill_report, run["data"])
     device = pick_device(run["device"])
@@ -234,7 +234,7 @@ def prune_run(run: dict, values: str, fill_report: str, base_path: str, teacher_
 def measure_costs(models: dict[str, str], values: str, fill_report: str, data: dict, timing: dict,
                   device: str) -> list[dict]:
     """Table 1 measurements of each model (name -> model.pt) on a batch of test windows of the dataset."""
-    from .cost import count_flops, time_rollout
+    from kdstgcn.evaluation.cost import count_flops, time_rollout
 
     prepared = load_data(values, fill_report, data)
     x = prepared.inputs("test")

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .spec import LOSS_PARAMETERS, READING_CHOICES, READING_LOSSES
+from kdstgcn.spec import LOSS_PARAMETERS, READING_CHOICES, READING_LOSSES
 
 log = logging.getLogger(__name__)
 

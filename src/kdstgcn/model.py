@@ -281,7 +281,7 @@ class ChebyshevTerms(nn.Module):
         if not torch.equal(cheb[0], torch.eye(n, device=cheb.device)):
             raise ValueError("the first term of a Chebyshev stack must be the identity (T_0 = I): the graph conv "
                              "folds its bias and residual into that term; build the stack with "
-                             "kdstgcn.graph.chebyshev_polynomials")
+                             "kdstgcn.data.graph.chebyshev_polynomials")
         self.identity, self.density = [], []
         for k, term in enumerate(cheb):
             with warnings.catch_warnings():  # "sparse CSR support is in beta": the products used here are tested
@@ -567,7 +567,7 @@ def weights_digest(model: nn.Module) -> str:
 
 def save_model(model: STGCN, path, extra: dict | None = None) -> None:
     """Save a model whole: architecture, graph and weights (masks included), loadable without other files."""
-    from .io import save_torch
+    from kdstgcn.runtime.io import save_torch
 
     masks = {name: layer.mask.flatten().bool() for name, layer in model.prunable_layers().items()
              if layer.mask is not None}

@@ -19,8 +19,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from . import paper  # noqa: E402
-from .config import pruned_name, quantity, run_dir, sourced_model, tuned_path  # noqa: E402
+from kdstgcn import paper  # noqa: E402
+from kdstgcn.config import pruned_name, quantity, run_dir, sourced_model, tuned_path  # noqa: E402
 
 TABLE_COLUMNS = ["table", "dataset", "paper_dataset", "model", "paper_model", "param_pct", "kept_pct", "metric",
                  "horizon_min",
@@ -258,7 +258,7 @@ def readable_table(df: pd.DataFrame) -> pd.DataFrame:
 
 def write_table_files(df: pd.DataFrame, csv_path: str | Path, parquet_path: str | Path) -> None:
     """A paper table as CSV (readable_table) and as parquet (every column, the same rows)."""
-    from .io import write_table
+    from kdstgcn.runtime.io import write_table
 
     write_table(readable_table(df), csv_path)
     write_table(df, parquet_path)
@@ -332,7 +332,7 @@ def pruning_hyperparameter_table(config: dict) -> pd.DataFrame:
 
 def save_figure(fig: plt.Figure, path: str | Path) -> None:
     """Write a figure as PNG, atomically, and release it from pyplot (the returned Figure stays readable)."""
-    from .io import atomic_path
+    from kdstgcn.runtime.io import atomic_path
 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
@@ -688,7 +688,7 @@ ANATOMY_STATISTICS = {"value": "term_{}", "weighted": "term_{}_weighted", "grad_
 
 
 def anatomy_table(dataset: str, histories: dict[str, list[pd.DataFrame]]) -> pd.DataFrame:
-    """Per distillation loss and term (columns of kdstgcn.anatomy in each seed's history): each statistic at
+    """Per distillation loss and term (columns of kdstgcn.training.anatomy in each seed's history): each statistic at
     the last epoch and its mean over epochs, both averaged over seeds. Losses without such columns (one term)
     are left out."""
     rows = []
@@ -914,7 +914,7 @@ def seed_spread(dataset: str, model: str, seeds) -> pd.DataFrame:
 
 
 def gradient_shares(histories: list[pd.DataFrame]) -> dict[str, float]:
-    """Each loss term's share of the student's gradient (kdstgcn.anatomy), averaged over epochs and seeds."""
+    """Each loss term's share of the student's gradient (kdstgcn.training.anatomy), averaged over epochs and seeds."""
     terms = sorted({c[len("grad_share_"):] for h in histories for c in h.columns if c.startswith("grad_share_")})
     return {t: float(np.mean([h[f"grad_share_{t}"].mean() for h in histories if f"grad_share_{t}" in h])) for t in terms}
 

@@ -27,10 +27,10 @@ from optuna.storages._heartbeat import BaseHeartbeat  # the interface RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.trial import FrozenTrial, TrialState
 
-from .config import apply_tuned, switch_slot
-from .io import atomic_path, write_table
-from .jobs import fit_prune, fit_run
-from .train import NonFiniteLoss
+from kdstgcn.config import apply_tuned, switch_slot
+from kdstgcn.runtime.io import atomic_path, write_table
+from kdstgcn.jobs import fit_prune, fit_run
+from kdstgcn.training.loop import NonFiniteLoss
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir).parent / "src"))
 
 from kdstgcn import config as cfg
-from kdstgcn import console
-from kdstgcn import download
+from kdstgcn.runtime import console
+from kdstgcn.data import download
 from kdstgcn import report as paper_report
 
 console.quiet_snakemake(workflow)

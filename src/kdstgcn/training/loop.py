@@ -14,14 +14,14 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .anatomy import epoch_anatomy
-from .console import CONSOLE, duration
-from .data import PreparedData
-from .evaluate import evaluate
-from .io import save_torch
-from .losses import Loss, Outputs
-from .optim import make_optimizer
-from .teacher_cache import TeacherFeatureStore
+from kdstgcn.training.anatomy import epoch_anatomy
+from kdstgcn.runtime.console import CONSOLE, duration
+from kdstgcn.data.prepare import PreparedData
+from kdstgcn.evaluation.rollout import evaluate
+from kdstgcn.runtime.io import save_torch
+from kdstgcn.losses import Loss, Outputs
+from kdstgcn.training.optim import make_optimizer
+from kdstgcn.training.teacher_cache import TeacherFeatureStore
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def teacher_forward(teacher: torch.nn.Module, x: torch.Tensor, features: bool) -
 def loss_step(model, teacher, loss: Loss, x: torch.Tensor, y: torch.Tensor,
               teacher_out: Outputs | None = None) -> torch.Tensor:
     """One forward of the student (and, without gradients, of the frozen teacher) and the loss.
-    `teacher_out`: the teacher's stored outputs for this batch (kdstgcn.teacher_cache), which replace the
+    `teacher_out`: the teacher's stored outputs for this batch (kdstgcn.training.teacher_cache), which replace the
     teacher forward."""
     if teacher_out is None and loss.uses_teacher:
         teacher_out = teacher_forward(teacher, x, loss.uses_features)

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .data import PreparedData, Scaler
+from kdstgcn.data.prepare import PreparedData, Scaler
 
 
 ROLLOUT_MODES = ("streaming", "full")

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .io import save_torch
-from .losses import Outputs
-from .model import weights_digest
+from kdstgcn.runtime.io import save_torch
+from kdstgcn.losses import Outputs
+from kdstgcn.model import weights_digest
 
 log = logging.getLogger(__name__)
 

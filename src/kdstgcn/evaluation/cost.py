@@ -3,7 +3,7 @@
 * FLOPs come from torch's own `torch.utils.flop_counter.FlopCounterMode` (see `count_flops` for what it
   counts and leaves out).
 * Test time follows METHOD.md: one batch of 1140 test windows, the full 9-step rollout of
-  `kdstgcn.evaluate.rollout`, mean over 100 timed runs after a warm-up; streaming (what evaluation runs)
+  `kdstgcn.evaluation.rollout.rollout`, mean over 100 timed runs after a warm-up; streaming (what evaluation runs)
   and full recompute (what the paper measured) are timed separately.
 * Peak memory is the process's peak resident set size (Linux VmHWM, reset just before the measured call)
   on CPU, and `torch.cuda.max_memory_allocated` on a GPU (see `memory_profile`).
@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .evaluate import rollout
-from .graph import chebyshev_polynomials, gaussian_adjacency
-from .model import ChebyshevTerms
-from .runner import set_up_compute
+from kdstgcn.evaluation.rollout import rollout
+from kdstgcn.data.graph import chebyshev_polynomials, gaussian_adjacency
+from kdstgcn.model import ChebyshevTerms
+from kdstgcn.runtime.runner import set_up_compute
 
 
 # --------------------------------------------------------------------------------------------- inputs
@@ -47,7 +47,7 @@ test_batch.__test__ = False  # not a pytest test, even when imported into a test
 def benchmark_cheb(n_nodes: int, ks: int = 3, seed: int = 0, distance_m: np.ndarray | None = None,
                    area_km: float = 8.0) -> torch.Tensor:
     """Chebyshev stack [ks, N, N] for timing: of `distance_m` (metres) if given, else of a random geometric
-    graph (stations uniform in an `area_km` square, as `kdstgcn.synthetic`), both through Eq. 16.
+    graph (stations uniform in an `area_km` square, as `kdstgcn.data.synthetic`), both through Eq. 16.
 
     The graph conv's cost depends on the graph: sparse Chebyshev terms are multiplied as sparse matrices
     (`kdstgcn.model.ChebyshevTerms`), so time on the real network's distances where they matter.
@@ -138,7 +138,7 @@ def _sync(device: torch.device) -> None:
 
 def time_rollout(model: torch.nn.Module, inputs: torch.Tensor, steps: int = 9, runs: int = 100,
                  warmup: int = 5, device: torch.device | str | None = None, mode: str = "streaming") -> dict:
-    """Wall time of the full `steps`-step rollout (`kdstgcn.evaluate.rollout` in `mode`: "streaming", or
+    """Wall time of the full `steps`-step rollout (`kdstgcn.evaluation.rollout.rollout` in `mode`: "streaming", or
     "full" for the full recompute of every moved window as the paper timed it) of `inputs` as ONE batch.
 
     The model runs on `device` (default: where its parameters are; a copy is moved there, the caller's

@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .io import atomic_path
+from kdstgcn.runtime.io import atomic_path
 
 log = logging.getLogger(__name__)
 

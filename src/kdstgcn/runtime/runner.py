@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 
-from .console import job_console_handler
+from kdstgcn.runtime.console import job_console_handler
 
 
 # glibc hands every freed block above 32 MiB back to the kernel, and the next block of that size is faulted in
@@ -46,7 +46,7 @@ def set_up_compute(threads: int) -> None:
 @contextlib.contextmanager
 def logged(log_path: str | None, threads: int = 1):
     """Send logging (and uncaught errors) of one job to its log file; the console (stderr) gets what
-    kdstgcn.console lets through: warnings, errors without their traceback, and the epoch lines."""
+    kdstgcn.runtime.console lets through: warnings, errors without their traceback, and the epoch lines."""
     handlers: list[logging.Handler] = []
     if log_path:
         handlers.append(logging.FileHandler(log_path, mode="w"))

@@ -50,7 +50,7 @@ def read_values(path: str | Path, fmt: str, n_nodes: int, steps: int | None = No
 
 def read_distances(path: str | Path, fmt: str, n_nodes: int) -> np.ndarray:
     """Distance matrix in metres: a headerless N x N CSV, or an edge list 'from,to,cost' (inf where no edge)."""
-    from .graph import distances_from_edges
+    from kdstgcn.data.graph import distances_from_edges
 
     path = Path(path)
     if fmt == "matrix_csv":
