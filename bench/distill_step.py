@@ -33,8 +33,8 @@ import torch
 
 from common import STUDENT, TEACHER, graph, load_now, machine
 from kdstgcn.evaluation.cost import format_bytes, memory_profile
-from kdstgcn.losses import CompiledKernel, build_loss, spatial_groups, temporal_groups
-from kdstgcn.model import STGCN, Architecture
+from kdstgcn.losses.core import CompiledKernel, build_loss, spatial_groups, temporal_groups
+from kdstgcn.model.core import STGCN, Architecture
 from kdstgcn.training.teacher_cache import TeacherFeatureStore, predict
 from kdstgcn.training.loop import Outputs, forward, loss_step
 

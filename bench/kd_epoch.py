@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 
 from common import PEMS08_DIR, PEMS08_SPLIT, STUDENT, TEACHER, load_now, machine, pems08_flow
-from kdstgcn.losses import build_loss
-from kdstgcn.model import STGCN, Architecture
+from kdstgcn.losses.core import build_loss
+from kdstgcn.model.core import STGCN, Architecture
 from kdstgcn.training.teacher_cache import cached_teacher_predictions
 from kdstgcn.training.loop import TrainSettings, train
 

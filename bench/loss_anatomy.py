@@ -26,9 +26,9 @@ import torch
 from common import STUDENT, TEACHER, machine, pems08_flow
 from kdstgcn.training.anatomy import anatomy_batches, loss_anatomy
 from kdstgcn.runtime.io import write_table
-from kdstgcn.losses import build_loss
-from kdstgcn.model import STGCN, Architecture
-from kdstgcn.report import anatomy_figure
+from kdstgcn.losses.core import build_loss
+from kdstgcn.model.core import STGCN, Architecture
+from kdstgcn.report.core import anatomy_figure
 from kdstgcn.training.loop import TrainSettings, train
 
 STCD = {"alpha1": 0.846, "alpha2": 0.465, "alpha3": 0.504}

@@ -31,9 +31,9 @@ import torch
 
 from common import TEACHER, graph, load_now, machine
 from kdstgcn.data.prepare import PreparedData, Scaler
-from kdstgcn.losses import build_loss
-from kdstgcn.model import STGCN, Architecture, count_parameters
-from kdstgcn.spec import format_blocks
+from kdstgcn.losses.core import build_loss
+from kdstgcn.model.core import STGCN, Architecture, count_parameters
+from kdstgcn.model.notation import format_blocks
 from kdstgcn.training.teacher_cache import TeacherFeatureStore
 from kdstgcn.pruning.prune import apply_masks, compact, current_masks, removed_share, select_masks
 from kdstgcn.training.loop import TrainSettings, loss_step, train

@@ -11,7 +11,7 @@ Inference: the 9-step rollout (kdstgcn.evaluation.rollout.rollout) of one batch 
 the paper timed) and streaming (what evaluation runs), and streaming with every graph product dense.
 FLOPs: torch FlopCounterMode of one forward pass of the 1140-window batch (kdstgcn.evaluation.cost.count_flops).
 Graph product: one Chebyshev term times a [N, M] block, dense against sparse (CSR), per term of the real
-PeMSD7(M) and PEMS08 graphs and over a sweep of densities: the data behind kdstgcn.model.SPARSE_MAX_DENSITY.
+PeMSD7(M) and PEMS08 graphs and over a sweep of densities: the data behind kdstgcn.model.core.SPARSE_MAX_DENSITY.
 All models are measured in one run, interleaved step by step, so machine load hits them alike.
 """
 from __future__ import annotations
@@ -27,10 +27,10 @@ import torch.nn.functional as F
 
 from common import REAL_GRAPHS, SHAPES, graph, load_now, machine, real_distances
 from kdstgcn.evaluation import rollout as evaluate_module
-from kdstgcn import model as model_module
+from kdstgcn.model import core as model_module
 from kdstgcn.evaluation.cost import benchmark_cheb, count_flops, test_batch, time_rollout
-from kdstgcn.model import STGCN, Architecture, ChebyshevTerms, count_parameters, csr_matmul
-from kdstgcn.spec import format_blocks
+from kdstgcn.model.core import STGCN, Architecture, ChebyshevTerms, count_parameters, csr_matmul
+from kdstgcn.model.notation import format_blocks
 
 EPOCH_WINDOWS = 13_400
 
@@ -104,7 +104,7 @@ def graph_product_table(device: torch.device, columns: int, repeats: int) -> Non
             crossover = density
         print(f"{'random (N=228)':28} {'':>4} {density:>8.4f} {1e3 * dense_s:>9.2f} {1e3 * sparse_s:>10.2f} "
               f"{sparse_s / dense_s:>13.2f} {'':>11}")
-    print(f"sparse faster up to density {crossover} here; kdstgcn.model.SPARSE_MAX_DENSITY[{device.type!r}] = "
+    print(f"sparse faster up to density {crossover} here; kdstgcn.model.core.SPARSE_MAX_DENSITY[{device.type!r}] = "
           f"{model_module.SPARSE_MAX_DENSITY.get(device.type, 0.0)}")
 
 
@@ -128,7 +128,7 @@ def graph_block_table(device: torch.device, repeats: int) -> None:
             uses = "sparse" if "sparse" in terms.modes(device.type, block) else "dense"
             print(f"{name:16} {f'{b} x {r}':>10} {block / 2**20:>12.2f} {1e3 * timed[False]:>9.2f} "
                   f"{1e3 * timed[True]:>10.2f} {timed[True] / timed[False]:>13.2f} {uses:>11}")
-    print(f"kdstgcn.model.SPARSE_MAX_BLOCK_BYTES[{device.type!r}] = "
+    print(f"kdstgcn.model.core.SPARSE_MAX_BLOCK_BYTES[{device.type!r}] = "
           f"{model_module.SPARSE_MAX_BLOCK_BYTES.get(device.type, 0) / 2**20:g} MiB")
 
 

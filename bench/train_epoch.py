@@ -19,9 +19,9 @@ import torch
 
 from common import SHAPES, graph, load_now, machine
 from kdstgcn.data.prepare import PreparedData, Scaler
-from kdstgcn.losses import TaskLoss
-from kdstgcn.model import STGCN, Architecture
-from kdstgcn.spec import format_blocks
+from kdstgcn.losses.core import TaskLoss
+from kdstgcn.model.core import STGCN, Architecture
+from kdstgcn.model.notation import format_blocks
 from kdstgcn.training.loop import TrainSettings, pick_device, train
 
 

@@ -3,7 +3,7 @@ import use_checkout  # noqa: F401  (puts src/ on sys.path)
 import pandas as pd
 
 from kdstgcn.runtime.io import write_table
-from kdstgcn.report import anatomy_figure, anatomy_table
+from kdstgcn.report.core import anatomy_figure, anatomy_table
 from kdstgcn.runtime.runner import logged
 
 with logged(snakemake.log[0]) as log:

@@ -2,7 +2,7 @@
 import use_checkout  # noqa: F401  (puts src/ on sys.path)
 import pandas as pd
 
-from kdstgcn.report import cost_table, write_table_files
+from kdstgcn.report.core import cost_table, write_table_files
 from kdstgcn.runtime.runner import logged
 
 with logged(snakemake.log[0]) as log:

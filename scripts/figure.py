@@ -1,6 +1,6 @@
 """Entry point of rules figure3, figure4 and figure5: one station's predictions (3, 4) or their means (5)."""
 import use_checkout  # noqa: F401  (puts src/ on sys.path)
-from kdstgcn.report import mean_prediction_figure, paper_label, prediction_figure
+from kdstgcn.report.core import mean_prediction_figure, paper_label, prediction_figure
 from kdstgcn.runtime.runner import logged
 
 # Figure 4's panels as the paper's caption names them (teacher, student w/o KD, STCD student, pruned teacher)

@@ -1,6 +1,6 @@
 """Entry point of rule kd_table: Table 2, 4 or 5 (distillation metrics) beside the paper."""
 import use_checkout  # noqa: F401  (puts src/ on sys.path)
-from kdstgcn.report import metric_table, table_rows, write_table_files
+from kdstgcn.report.core import metric_table, table_rows, write_table_files
 from kdstgcn.runtime.runner import logged
 
 with logged(snakemake.log[0]) as log:

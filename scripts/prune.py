@@ -1,7 +1,7 @@
 """Entry point of rule prune: Algorithm 1 or the Molchanov baseline on a trained model (with tuned
 hyper-parameters when the rule gives it a tuning result), then compaction."""
 import use_checkout  # noqa: F401  (puts src/ on sys.path)
-from kdstgcn.config import apply_tuned, read_tuned
+from kdstgcn.config.core import apply_tuned, read_tuned
 from kdstgcn.jobs import prune_run
 from kdstgcn.runtime.runner import logged
 

@@ -1,6 +1,6 @@
 """Entry point of rule pruning_hyperparameter_table: Table 9 (pruning hyper-parameters used vs published)."""
 import use_checkout  # noqa: F401  (puts src/ on sys.path)
-from kdstgcn.report import pruning_hyperparameter_table, write_table_files
+from kdstgcn.report.core import pruning_hyperparameter_table, write_table_files
 from kdstgcn.runtime.runner import logged
 
 with logged(snakemake.log[0]) as log:

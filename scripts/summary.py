@@ -5,7 +5,7 @@ import re
 import pandas as pd
 
 from kdstgcn.runtime.io import atomic_path
-from kdstgcn.report import claim_rows, cost_claim_rows, html_page, markdown_text, summary_blocks
+from kdstgcn.report.core import claim_rows, cost_claim_rows, html_page, markdown_text, summary_blocks
 from kdstgcn.runtime.runner import logged
 
 with logged(snakemake.log[0]) as log:

@@ -3,7 +3,7 @@ import use_checkout  # noqa: F401  (puts src/ on sys.path)
 import pandas as pd
 
 from kdstgcn.runtime.io import atomic_path
-from kdstgcn.report import table_page
+from kdstgcn.report.core import table_page
 from kdstgcn.runtime.runner import logged
 
 with logged(snakemake.log[0]):

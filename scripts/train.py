@@ -1,7 +1,7 @@
 """Entry point of the training rules: one model from its run spec (teacher, base, student), for a student with
 tuned hyper-parameters when the rule gives it a tuning result."""
 import use_checkout  # noqa: F401  (puts src/ on sys.path)
-from kdstgcn.config import apply_tuned, read_tuned
+from kdstgcn.config.core import apply_tuned, read_tuned
 from kdstgcn.jobs import train_run
 from kdstgcn.runtime.runner import logged
 

@@ -1,7 +1,7 @@
 """Entry point of rule tsne: hidden representations of a student (red) and a reference model (blue)."""
 import use_checkout  # noqa: F401  (puts src/ on sys.path)
 from kdstgcn.jobs import hidden_maps
-from kdstgcn.report import paper_label, tsne_figure
+from kdstgcn.report.core import paper_label, tsne_figure
 from kdstgcn.runtime.runner import logged
 
 with logged(snakemake.log[0]):

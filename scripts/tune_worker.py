@@ -3,7 +3,7 @@ import use_checkout  # noqa: F401  (puts src/ on sys.path)
 import time
 
 from kdstgcn.runtime.io import write_json
-from kdstgcn.model import load_model, weights_digest
+from kdstgcn.model.core import load_model, weights_digest
 from kdstgcn.runtime.runner import logged
 from kdstgcn.tuning import enqueue_paper_values, objective, open_study, trainer, work
 

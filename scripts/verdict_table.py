@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 
 from kdstgcn.runtime.io import write_tables
-from kdstgcn.report import verdict_table
+from kdstgcn.report.core import verdict_table
 from kdstgcn.runtime.runner import logged
 
 with logged(snakemake.log[0]) as log:

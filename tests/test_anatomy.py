@@ -8,9 +8,9 @@ import torch
 
 from kdstgcn.training.anatomy import anatomy_batches, epoch_anatomy, loss_anatomy
 from kdstgcn.jobs import load_cheb, load_data
-from kdstgcn.losses import build_loss
-from kdstgcn.model import STGCN, Architecture
-from kdstgcn.report import anatomy_figure, anatomy_table
+from kdstgcn.losses.core import build_loss
+from kdstgcn.model.core import STGCN, Architecture
+from kdstgcn.report.core import anatomy_figure, anatomy_table
 from kdstgcn.training.loop import TrainSettings, forward, loss_step, train
 
 pytestmark = pytest.mark.usefixtures("single_thread")

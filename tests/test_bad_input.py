@@ -15,13 +15,13 @@ import pytest
 import yaml
 
 from conftest import merged_config, run_snakemake
-from kdstgcn import config as cfg
+from kdstgcn.config import core as cfg
 from kdstgcn import jobs
 from kdstgcn.data.prepare import DataError, clean, prepare, timestamps
 from kdstgcn.evaluation.rollout import horizon_metrics
 from kdstgcn.data.graph import chebyshev_polynomials, check_graph, gaussian_adjacency
 from kdstgcn.runtime.io import write_table
-from kdstgcn.model import Architecture
+from kdstgcn.model.core import Architecture
 from kdstgcn.data.synthetic import generate
 
 

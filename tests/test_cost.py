@@ -8,8 +8,8 @@ from torch import nn
 
 from kdstgcn.evaluation.cost import (benchmark_cheb, count_flops, flop_breakdown, memory_profile, time_rollout)
 from kdstgcn.evaluation.cost import test_batch as make_batch  # aliased: pytest would collect a test_* name
-from kdstgcn import model as model_module
-from kdstgcn.model import STGCN, Architecture, ChebGraphConv, ChebyshevTerms
+from kdstgcn.model import core as model_module
+from kdstgcn.model.core import STGCN, Architecture, ChebGraphConv, ChebyshevTerms
 
 TEACHER = ((1, 32, 64), (64, 32, 128))
 BASE = ((1, 8, 16), (16, 8, 32))

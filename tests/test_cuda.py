@@ -15,8 +15,8 @@ import torch
 import yaml
 
 from conftest import run_snakemake
-from kdstgcn.losses import SpatialCorrelationDistance, TaskLoss, TemporalCorrelationDistance
-from kdstgcn.model import STGCN, Architecture
+from kdstgcn.losses.core import SpatialCorrelationDistance, TaskLoss, TemporalCorrelationDistance
+from kdstgcn.model.core import STGCN, Architecture
 from kdstgcn.training.loop import TrainSettings, load_checkpoint, train
 from test_losses import B, C, KERNELS, N, feature_outputs, literal_gap, literal_scd, literal_tcd, randn, \
     two_layer_features

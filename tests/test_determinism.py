@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from conftest import REPO, merged_config
-from kdstgcn import config as cfg
+from kdstgcn.config import core as cfg
 from kdstgcn.data.prepare import clean, timestamps
 from kdstgcn.data.graph import gaussian_adjacency
 from kdstgcn.runtime.io import write_table
-from kdstgcn.model import load_model
+from kdstgcn.model.core import load_model
 from kdstgcn.data.synthetic import generate
 
 THREADS = 1  # one per run: the two runs go side by side, and more threads than cores slow torch badly

@@ -14,10 +14,10 @@ import torch
 from torch.utils._pytree import tree_map
 
 from conftest import merged_config
-from kdstgcn import config as cfg
+from kdstgcn.config import core as cfg
 from kdstgcn.runtime.io import save_torch
-from kdstgcn.losses import OverseenResponse, TaskLoss
-from kdstgcn.model import STGCN, Architecture, load_model, save_model
+from kdstgcn.losses.core import OverseenResponse, TaskLoss
+from kdstgcn.model.core import STGCN, Architecture, load_model, save_model
 from kdstgcn.training.loop import (DeviceError, TrainSettings, freest, load_checkpoint, make_optimizer, pick_device,
                            resume, train)
 

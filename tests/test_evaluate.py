@@ -8,7 +8,7 @@ from kdstgcn.evaluation import rollout as evaluate_module
 from kdstgcn.data.prepare import Scaler
 from kdstgcn.evaluation.rollout import denormalise, horizon_metrics, rollout
 from kdstgcn.data.graph import chebyshev_polynomials
-from kdstgcn.model import STGCN, Architecture
+from kdstgcn.model.core import STGCN, Architecture
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

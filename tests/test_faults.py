@@ -23,8 +23,8 @@ import yaml
 from conftest import REPO, HalfPayloadServer, run_snakemake, snakemake_env
 from kdstgcn import jobs
 from kdstgcn.data.download import fetch
-from kdstgcn.losses import TaskLoss
-from kdstgcn.model import STGCN, Architecture, save_model
+from kdstgcn.losses.core import TaskLoss
+from kdstgcn.model.core import STGCN, Architecture, save_model
 from kdstgcn.runtime.runner import logged
 from kdstgcn.training.loop import NonFiniteLoss
 

@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from conftest import merged_config
-from kdstgcn import config as cfg
+from kdstgcn.config import core as cfg
 from kdstgcn.data.graph import chebyshev_polynomials
-from kdstgcn.losses import (CORRELATION_LOSSES, LOSS_PARAMETERS, LOSSES, READING_CHOICES, READING_LOSSES,
+from kdstgcn.losses.core import (CORRELATION_LOSSES, LOSS_PARAMETERS, LOSSES, READING_CHOICES, READING_LOSSES,
                             OverseenResponse, Outputs, Readings, ResponseKL, ResponseL2, SpatialCorrelationDistance,
                             SpatioTemporalCorrelation, StructureKD, TaskLoss, TemporalCorrelationDistance, build_loss,
                             spatial_correlation, temporal_correlation)
-from kdstgcn.model import STGCN, Architecture
+from kdstgcn.model.core import STGCN, Architecture
 from kdstgcn.training.loop import loss_step
 
 DOUBLE = torch.float64

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from kdstgcn.model import STGCN, Architecture, count_parameters, load_model, save_model
-from kdstgcn.spec import parse_blocks
+from kdstgcn.model.core import STGCN, Architecture, count_parameters, load_model, save_model
+from kdstgcn.model.notation import parse_blocks
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

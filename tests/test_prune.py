@@ -13,11 +13,11 @@ from torch import nn
 from torch.utils._pytree import tree_flatten
 
 from conftest import merged_config
-from kdstgcn import config as cfg
+from kdstgcn.config import core as cfg
 from kdstgcn import jobs
 from kdstgcn.data.graph import chebyshev_polynomials
-from kdstgcn.losses import TaskLoss
-from kdstgcn.model import LAYER_KINDS, STGCN, Architecture, count_parameters, load_model, save_model
+from kdstgcn.losses.core import TaskLoss
+from kdstgcn.model.core import LAYER_KINDS, STGCN, Architecture, count_parameters, load_model, save_model
 from kdstgcn.pruning.prune import (ImportanceAccumulator, apply_masks, compact, current_masks, expand, filter_importance,
                            kept_channels, masked_parameter_count, max_removable_share, normalised_importance, prune,
                            removed_share, select_masks)

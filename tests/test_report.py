@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from conftest import REPO, copy_repository, merged_config, run_snakemake
-from kdstgcn import report
-from kdstgcn.config import run_dir
+from kdstgcn.report import core as report
+from kdstgcn.config.core import run_dir
 
 TABLES = [f"table{n}" for n in range(1, 10)]
 PARAMETERS = {"teacher": 400_000, "pruning_base": 14_496}
@@ -434,7 +434,7 @@ def test_verdict_sets_paper_and_tuned_effects_beside_the_paper_with_spread_and_a
 
 
 def test_verdict_runs_each_setting_once_under_the_name_the_tables_use(fake_study):
-    from kdstgcn.config import sourced_model
+    from kdstgcn.config.core import sourced_model
 
     assert sourced_model(fake_study, "student_stcd", "paper") == "student_stcd"
     assert sourced_model(fake_study, "student_stcd", "tuned") == "student_stcd_tuned"

@@ -5,11 +5,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kdstgcn import model as model_module
+from kdstgcn.model import core as model_module
 from kdstgcn.evaluation.cost import count_flops
 from kdstgcn.evaluation.rollout import rollout
 from kdstgcn.data.graph import chebyshev_polynomials
-from kdstgcn.model import STGCN, Architecture, ChebyshevTerms
+from kdstgcn.model.core import STGCN, Architecture, ChebyshevTerms
 from kdstgcn.pruning.prune import compact
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -138,7 +138,7 @@ def test_flop_count_follows_the_product_that_runs(monkeypatch):
 
 
 def test_table1_has_the_full_recompute_time_beside_the_streaming_one():
-    from kdstgcn.report import cost_table
+    from kdstgcn.report.core import cost_table
 
     costs = pd.DataFrame([
         {"dataset": "d", "model": model_name, "parameters": p, "flops": f, "mean_s": s, "std_s": 0.1 * s,

@@ -6,8 +6,8 @@ import logging
 import pytest
 import torch
 
-from kdstgcn.losses import LOSSES, build_loss
-from kdstgcn.model import STGCN, Architecture
+from kdstgcn.losses.core import LOSSES, build_loss
+from kdstgcn.model.core import STGCN, Architecture
 from kdstgcn.training.teacher_cache import CACHE_NAME, TeacherFeatureStore, cached_teacher_predictions
 from kdstgcn.training.loop import Outputs, TrainSettings, forward, loss_step, train
 
@@ -167,7 +167,7 @@ def test_pruned_teacher_fine_tunes_with_l_stcd_from_the_store_as_from_the_live_t
     """Algorithm 1's L_STCD fine-tuning after pruning reads the teacher's store (jobs.fit_prune): float32 gives the
     compact model the live teacher forward gives, and the store lies beside the teacher."""
     from kdstgcn import jobs
-    from kdstgcn.model import save_model
+    from kdstgcn.model.core import save_model
 
     cheb = jobs.load_cheb(str(synthetic_files.adjacency), 3)
     teacher_dir = tmp_path / "teacher"

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from kdstgcn import jobs
-from kdstgcn.losses import TaskLoss
-from kdstgcn.model import STGCN, Architecture
+from kdstgcn.losses.core import TaskLoss
+from kdstgcn.model.core import STGCN, Architecture
 from kdstgcn.training.loop import NonFiniteLoss, TrainSettings, train
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -15,11 +15,11 @@ from optuna.distributions import FloatDistribution
 
 from conftest import REPO, merged_config, run_snakemake, shared_data_dir
 from test_workflow import job_stats
-from kdstgcn import config as cfg
+from kdstgcn.config import core as cfg
 from kdstgcn import tuning
 from kdstgcn.evaluation.rollout import evaluate
 from kdstgcn.jobs import fit_run, load_data
-from kdstgcn.losses import LOSS_PARAMETERS
+from kdstgcn.losses.core import LOSS_PARAMETERS
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -257,7 +257,7 @@ def test_demo_tuning_with_two_parallel_workers_sharing_one_study(repo_copy):
 
 
 def test_tables_say_which_hyper_parameters_a_student_used(demo_config):
-    from kdstgcn.report import note
+    from kdstgcn.report.core import note
 
     assert "hyper-parameters of the paper (Table 6)" in note(demo_config, "demo", 2, model="student_stcd")
     tuned = {**demo_config, "distillation": {**demo_config["distillation"], "hyperparameter_source": "tuned"}}

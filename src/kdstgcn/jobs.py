@@ -13,8 +13,8 @@ from kdstgcn.data.prepare import PreparedData, prepare
 from kdstgcn.evaluation.rollout import evaluate
 from kdstgcn.data.graph import chebyshev_polynomials
 from kdstgcn.runtime.io import atomic_path, write_json, write_table, write_tables
-from kdstgcn.losses import Loss, build_loss
-from kdstgcn.model import STGCN, Architecture, count_parameters, load_model, save_model, weights_digest
+from kdstgcn.losses.core import Loss, build_loss
+from kdstgcn.model.core import STGCN, Architecture, count_parameters, load_model, save_model, weights_digest
 from kdstgcn.training.optim import make_optimizer
 from kdstgcn.paper import beside_paper
 from kdstgcn.training.teacher_cache import STORE_FOLDER, TeacherFeatureStore, cached_teacher_predictions

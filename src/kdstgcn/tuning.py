@@ -27,7 +27,7 @@ from optuna.storages._heartbeat import BaseHeartbeat  # the interface RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.trial import FrozenTrial, TrialState
 
-from kdstgcn.config import apply_tuned, switch_slot
+from kdstgcn.config.core import apply_tuned, switch_slot
 from kdstgcn.runtime.io import atomic_path, write_table
 from kdstgcn.jobs import fit_prune, fit_run
 from kdstgcn.training.loop import NonFiniteLoss

@@ -5,11 +5,10 @@ from pathlib import Path
 # the workflow's own Python imports the package of this checkout (scripts/use_checkout.py does it for the jobs)
 sys.path.insert(0, str(Path(workflow.basedir).parent / "src"))
 
-from kdstgcn import config as cfg
+from kdstgcn.config import core as cfg
 from kdstgcn.runtime import console
 from kdstgcn.data import download
-from kdstgcn import report as paper_report
-
+from kdstgcn.report import core as paper_report
 console.quiet_snakemake(workflow)
 cfg.validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 MIRROR = download.check_mirror(config["mirror"])

@@ -25,7 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from kdstgcn.evaluation.rollout import rollout
 from kdstgcn.data.graph import chebyshev_polynomials, gaussian_adjacency
-from kdstgcn.model import ChebyshevTerms
+from kdstgcn.model.core import ChebyshevTerms
 from kdstgcn.runtime.runner import set_up_compute
 
 
@@ -50,7 +50,7 @@ def benchmark_cheb(n_nodes: int, ks: int = 3, seed: int = 0, distance_m: np.ndar
     graph (stations uniform in an `area_km` square, as `kdstgcn.data.synthetic`), both through Eq. 16.
 
     The graph conv's cost depends on the graph: sparse Chebyshev terms are multiplied as sparse matrices
-    (`kdstgcn.model.ChebyshevTerms`), so time on the real network's distances where they matter.
+    (`kdstgcn.model.core.ChebyshevTerms`), so time on the real network's distances where they matter.
     """
     if distance_m is None:
         points = np.random.default_rng(seed).uniform(0.0, area_km, size=(n_nodes, 2))
@@ -92,7 +92,7 @@ def count_flops(model: torch.nn.Module, inputs: torch.Tensor, meta: bool = True)
 
     What is counted: the aten matrix products and convolutions FlopCounterMode knows (mm, addmm, bmm,
     baddbmm, convolution, scaled-dot-product attention, ...), at 2 FLOPs per multiply-add, and the graph
-    products as they run (`kdstgcn.model.ChebyshevTerms`): a dense term as mm (2*N*N per column), a sparse
+    products as they run (`kdstgcn.model.core.ChebyshevTerms`): a dense term as mm (2*N*N per column), a sparse
     term by its CSR product's own formula (2 per stored non-zero and column), the identity T_0 not at all.
     The theta contraction and the output layer's per-node linear are einsums, counted as the bmm/mm they
     lower to (checked against the hand formula in tests/test_cost.py and tests/test_rollout.py).

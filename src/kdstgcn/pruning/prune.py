@@ -17,8 +17,8 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from kdstgcn.model import LAYER_KINDS, ChebGraphConv, STGCN, TemporalConv, count_parameters
-from kdstgcn.spec import format_blocks
+from kdstgcn.model.core import LAYER_KINDS, ChebGraphConv, STGCN, TemporalConv, count_parameters
+from kdstgcn.model.notation import format_blocks
 
 
 def _filter_parameters(layer: TemporalConv | ChebGraphConv) -> list[tuple[torch.Tensor, int, int]]:

@@ -16,7 +16,7 @@ from collections import defaultdict
 
 import torch
 
-from kdstgcn.losses import Loss
+from kdstgcn.losses.core import Loss
 
 ANATOMY_BATCHES = 4
 ANATOMY_SEED_OFFSET = 7907  # keeps the anatomy's batches apart from the training order of the same seed

@@ -19,7 +19,7 @@ from kdstgcn.runtime.console import CONSOLE, duration
 from kdstgcn.data.prepare import PreparedData
 from kdstgcn.evaluation.rollout import evaluate
 from kdstgcn.runtime.io import save_torch
-from kdstgcn.losses import Loss, Outputs
+from kdstgcn.losses.core import Loss, Outputs
 from kdstgcn.training.optim import make_optimizer
 from kdstgcn.training.teacher_cache import TeacherFeatureStore
 

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from kdstgcn.runtime.io import save_torch
-from kdstgcn.losses import Outputs
-from kdstgcn.model import weights_digest
+from kdstgcn.losses.core import Outputs
+from kdstgcn.model.core import weights_digest
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,10 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from kdstgcn.spec import LOSS_PARAMETERS, READING_CHOICES, READING_LOSSES, parse_blocks
+from kdstgcn.losses.registry import LOSSES, READING_CHOICES
+from kdstgcn.model.notation import parse_blocks
 
-SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "config.schema.yaml"
 
 
 class ConfigError(ValueError):
@@ -136,7 +137,7 @@ def check(config: dict) -> None:
             if loss not in table:
                 raise ConfigError(f"distillation.hyperparameters.{paper}.{loss}: missing (dataset {name!r} "
                                   f"trains this student)")
-            absent = [p for p in LOSS_PARAMETERS[loss] if p != "temperature" and p not in table[loss]]
+            absent = [p for p in LOSSES[loss].tuned_parameters if p not in table[loss]]
             if absent:
                 raise ConfigError(f"distillation.hyperparameters.{paper}.{loss}: needs {absent}")
     pr = config["pruning"]
@@ -257,7 +258,7 @@ def loss_spec(config: dict, name: str, params: dict) -> dict:
     for the losses of Eq. 2-11, the paper's open readings it is built with (build_loss's arguments)."""
     kd = config["distillation"]
     spec = {"name": name, "params": params, "correlation_kernel": kd["correlation_kernel"]}
-    if name in READING_LOSSES:
+    if LOSSES[name].readings:
         spec["readings"] = {key: kd[key] for key in READING_CHOICES}
     return spec
 
@@ -304,19 +305,17 @@ def prune_tuning_run(config: dict, dataset: str, method: str, base: str, ratio: 
 
 def tuning_space(config: dict, loss: str) -> dict:
     """Ranges tuned for one loss: learning rate, batch size and that loss's own weights (Table 6's columns)."""
-    names = ["learning_rate", "batch_size", *(p for p in LOSS_PARAMETERS[loss] if p != "temperature")]
+    names = ["learning_rate", "batch_size", *LOSSES[loss].tuned_parameters]
     return {name: config["tuning"]["space"][name] for name in names}
-
-
-# the losses each reading under test changes (a switch that changes nothing is not tuned)
-SWITCH_LOSSES = {"distillation.scalar_norm": READING_LOSSES, "distillation.ord_reduction": ("ord", "stcd", "tcd", "scd"),
-                 "distillation.distance_scale": ("stcd", "tcd", "scd")}
 
 
 def tuning_switches(config: dict, loss: str) -> dict:
     """The categorical switches tuned for one loss: `tuning.switches` less the readings that loss does not use."""
-    return {name: values for name, values in config["tuning"]["switches"].items()
-            if loss in SWITCH_LOSSES.get(name, (loss,))}
+    def applies(name: str) -> bool:
+        section, key = name.split(".", 1)
+        return section != "distillation" or key not in READING_CHOICES or key in LOSSES[loss].readings
+
+    return {name: values for name, values in config["tuning"]["switches"].items() if applies(name)}
 
 
 TUNED_KEYS = ("hyperparameters", "switches")

@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from kdstgcn import paper  # noqa: E402
-from kdstgcn.config import pruned_name, quantity, run_dir, sourced_model, tuned_path  # noqa: E402
+from kdstgcn.config.core import pruned_name, quantity, run_dir, sourced_model, tuned_path  # noqa: E402
 
 TABLE_COLUMNS = ["table", "dataset", "paper_dataset", "model", "paper_model", "param_pct", "kept_pct", "metric",
                  "horizon_min",

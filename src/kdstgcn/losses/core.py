@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdstgcn.spec import LOSS_PARAMETERS, READING_CHOICES, READING_LOSSES
+from kdstgcn.losses.registry import READING_CHOICES, loss_info
 
 log = logging.getLogger(__name__)
 
@@ -465,9 +465,6 @@ LOSSES = {
     "scd": SpatialOnlySTCD,
 }
 
-CORRELATION_LOSSES = ("stcd", "tcd", "scd")
-
-
 def build_loss(name: str, params: dict | None = None, correlation_kernel: str = "auto",
                readings: dict | None = None) -> Loss:
     """Build a loss by name from its hyper-parameters (extra keys such as batch_size are ignored); the
@@ -475,11 +472,10 @@ def build_loss(name: str, params: dict | None = None, correlation_kernel: str = 
     and the losses of Eq. 2-11 take the paper's open readings from `readings` (Readings' fields; missing
     fields keep their defaults)."""
     params = params or {}
-    if name not in LOSSES:
-        raise KeyError(f"unknown loss {name!r}; choose one of {sorted(LOSSES)}")
-    kwargs = {k: params[k] for k in LOSS_PARAMETERS[name] if k in params}
-    if name in CORRELATION_LOSSES:
+    info = loss_info(name)
+    kwargs = {k: params[k] for k in info.parameters if k in params}
+    if info.correlation:
         kwargs["kernel"] = correlation_kernel
-    if name in READING_LOSSES:
+    if info.readings:
         kwargs["readings"] = Readings(**(readings or {}))
     return LOSSES[name](**kwargs)
