@@ -1,4 +1,5 @@
-"""Shared set-up of the benchmarks: the real graphs, model shapes, machine description."""
+"""Shared set-up of the benchmarks: the real graphs, graphs and input batches for timing, model shapes, machine
+description."""
 from __future__ import annotations
 
 import os
@@ -7,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kdstgcn.evaluation.cost import benchmark_cheb, device_name
-from kdstgcn.data.prepare import PreparedData, clean, prepare, read_distances, read_values, timestamps
+from kdstgcn.evaluation.cost import device_name
+from kdstgcn.data.clean import clean, read_distances, read_values, timestamps
+from kdstgcn.data.samples import PreparedData, prepare
 from kdstgcn.data.graph import chebyshev_polynomials, gaussian_adjacency
 from kdstgcn.runtime.io import write_table
 from kdstgcn.runtime.runner import set_up_compute
@@ -19,7 +21,7 @@ STUDENT = ((1, 2, 4), (4, 2, 8))
 SHAPES = {"teacher": TEACHER, "base": BASE, "student": STUDENT}
 SHARED_ENV = "KDSTGCN_SHARED"
 SHARED = Path(os.environ.get(SHARED_ENV) or Path(__file__).resolve().parents[1].parent / "shared")
-# name -> (nodes, distance file below SHARED, its format for kdstgcn.data.prepare.read_distances)
+# name -> (nodes, distance file below SHARED, its format for kdstgcn.data.clean.read_distances)
 REAL_GRAPHS = {"pemsd7": (228, "data/pemsd7m/PeMSD7_W_228.csv", "matrix_csv"),
                "pems08": (170, "data/pems08/distance.csv", "edge_list")}
 
@@ -32,6 +34,33 @@ def real_distances(name: str) -> np.ndarray:
         raise SystemExit(f"{path} not found: the benchmarks read the shared data from the repository's ../shared; "
                          f"set {SHARED_ENV}=<folder holding data/> to use another place")
     return read_distances(path, fmt, n_nodes)
+
+
+def benchmark_cheb(n_nodes: int, ks: int = 3, seed: int = 0, distance_m: np.ndarray | None = None,
+                   area_km: float = 8.0) -> torch.Tensor:
+    """Chebyshev stack [ks, N, N] for timing: of `distance_m` (metres) if given, else of a random geometric
+    graph (stations uniform in an `area_km` square, as `kdstgcn.data.synthetic`), both through Eq. 16.
+
+    The graph conv's cost depends on the graph: sparse Chebyshev terms are multiplied as sparse matrices
+    (`kdstgcn.model.graph_products.ChebyshevTerms`), so time on the real network's distances where they matter.
+    """
+    if distance_m is None:
+        points = np.random.default_rng(seed).uniform(0.0, area_km, size=(n_nodes, 2))
+        distance_m = np.linalg.norm(points[:, None] - points[None], axis=-1) * 1000.0
+    distance_m = np.asarray(distance_m, dtype=float)
+    if distance_m.shape != (n_nodes, n_nodes):
+        raise ValueError(f"distance matrix has shape {distance_m.shape}, expected ({n_nodes}, {n_nodes})")
+    return chebyshev_polynomials(gaussian_adjacency(distance_m), ks)
+
+
+def random_windows(n_nodes: int, batch: int = 1140, n_his: int = 12, seed: int = 0) -> torch.Tensor:
+    """A reproducible input batch [batch, n_his, n_nodes] of standard-normal (z-scored) speeds.
+
+    Same arguments, same tensor, whatever the global RNG state (a private generator is used). Costs do not
+    depend on the values, only on the shape; 1140 is the test batch of Table 1.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, n_his, n_nodes, generator=generator)
 
 
 PEMS08_DIR = SHARED / "data" / "pems08"

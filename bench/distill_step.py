@@ -17,7 +17,7 @@ with the frozen teacher [1,32,64][64,32,128] run forward inside the step (in inf
                 comparison is stcd_store / task_cached.
 The two stcd variants are first checked against each other (loss value and student gradients). Variants
 are interleaved step by step (so machine load hits them alike); medians are reported. Peak memory of each
-step is measured in a fresh spawned process (kdstgcn.evaluation.cost.memory_profile). When the stcd ratio misses the
+step is measured in a fresh spawned process (bench/memory.py, memory_profile). When the stcd ratio misses the
 target, one stcd step is profiled with torch.profiler.
 """
 from __future__ import annotations
@@ -32,11 +32,14 @@ from pathlib import Path
 import torch
 
 from common import STUDENT, TEACHER, graph, load_now, machine
-from kdstgcn.evaluation.cost import format_bytes, memory_profile
-from kdstgcn.losses.core import CompiledKernel, build_loss, spatial_groups, temporal_groups
-from kdstgcn.model.core import STGCN, Architecture
+from memory import format_bytes, memory_profile
+from kdstgcn.losses.base import Outputs, forward, loss_step
+from kdstgcn.losses.build import build_loss
+from kdstgcn.losses.correlation import spatial_groups, temporal_groups
+from kdstgcn.losses.kernels import CompiledKernel
+from kdstgcn.model.architecture import Architecture
+from kdstgcn.model.stgcn import STGCN
 from kdstgcn.training.teacher_cache import TeacherFeatureStore, predict
-from kdstgcn.training.loop import Outputs, forward, loss_step
 
 STCD = {"alpha1": 0.17, "alpha2": 0.047, "alpha3": 0.313}
 RD = {"beta": 0.045}

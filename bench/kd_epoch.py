@@ -25,10 +25,12 @@ from pathlib import Path
 import torch
 
 from common import PEMS08_DIR, PEMS08_SPLIT, STUDENT, TEACHER, load_now, machine, pems08_flow
-from kdstgcn.losses.core import build_loss
-from kdstgcn.model.core import STGCN, Architecture
+from kdstgcn.losses.build import build_loss
+from kdstgcn.model.architecture import Architecture
+from kdstgcn.model.stgcn import STGCN
 from kdstgcn.training.teacher_cache import cached_teacher_predictions
-from kdstgcn.training.loop import TrainSettings, train
+from kdstgcn.config.runspec import TrainSettings
+from kdstgcn.training.loop import train
 
 N_NODES = 170
 TARGET_RATIO = 1.2

@@ -26,10 +26,12 @@ import torch
 from common import STUDENT, TEACHER, machine, pems08_flow
 from kdstgcn.training.anatomy import anatomy_batches, loss_anatomy
 from kdstgcn.runtime.io import write_table
-from kdstgcn.losses.core import build_loss
-from kdstgcn.model.core import STGCN, Architecture
-from kdstgcn.report.core import anatomy_figure
-from kdstgcn.training.loop import TrainSettings, train
+from kdstgcn.losses.build import build_loss
+from kdstgcn.model.architecture import Architecture
+from kdstgcn.model.stgcn import STGCN
+from kdstgcn.report.figures import anatomy_figure
+from kdstgcn.config.runspec import TrainSettings
+from kdstgcn.training.loop import train
 
 STCD = {"alpha1": 0.846, "alpha2": 0.465, "alpha3": 0.504}
 TODAY = {"scalar_norm": "squared", "ord_reduction": "mean", "distance_scale": "raw"}

@@ -8,7 +8,7 @@ of the pipeline, on random windows (costs do not depend on the values). The teac
 pruned by 97 % of its parameters with `select_masks` (per-layer ranking, random importance, step 0.1), then:
 
   teacher            the teacher's own epoch: task loss, batch 50 (training.batch_size)
-  masked_stcd        fine-tuning under the mask (before issue 11): full width, L_STCD with the teacher, batch 25
+  masked_stcd        fine-tuning under the mask (the earlier way): full width, L_STCD with the teacher, batch 25
   compact_stcd       fine-tuning the compact model (now): L_STCD with the teacher forward in every step, batch 25
   compact_stcd_store the compact model with L_STCD reading the teacher's float16 feature store (what the pipeline
                      runs with distillation.teacher_features: float16), batch 25; the store is built once per
@@ -30,13 +30,17 @@ from pathlib import Path
 import torch
 
 from common import TEACHER, graph, load_now, machine
-from kdstgcn.data.prepare import PreparedData, Scaler
-from kdstgcn.losses.core import build_loss
-from kdstgcn.model.core import STGCN, Architecture, count_parameters
+from kdstgcn.data.samples import PreparedData, Scaler
+from kdstgcn.losses.base import loss_step
+from kdstgcn.losses.build import build_loss
+from kdstgcn.model.architecture import Architecture
+from kdstgcn.model.persist import count_parameters
+from kdstgcn.model.stgcn import STGCN
 from kdstgcn.model.notation import format_blocks
 from kdstgcn.training.teacher_cache import TeacherFeatureStore
 from kdstgcn.pruning.prune import apply_masks, compact, current_masks, removed_share, select_masks
-from kdstgcn.training.loop import TrainSettings, loss_step, train
+from kdstgcn.config.runspec import TrainSettings
+from kdstgcn.training.loop import train
 
 PEMS08_WINDOWS = {"train": 13_400, "val": 1_608}
 STCD_97 = {"alpha1": 0.746, "alpha2": 0.445, "alpha3": 0.02}

@@ -11,7 +11,8 @@ Inference: the 9-step rollout (kdstgcn.evaluation.rollout.rollout) of one batch 
 the paper timed) and streaming (what evaluation runs), and streaming with every graph product dense.
 FLOPs: torch FlopCounterMode of one forward pass of the 1140-window batch (kdstgcn.evaluation.cost.count_flops).
 Graph product: one Chebyshev term times a [N, M] block, dense against sparse (CSR), per term of the real
-PeMSD7(M) and PEMS08 graphs and over a sweep of densities: the data behind kdstgcn.model.core.SPARSE_MAX_DENSITY.
+PeMSD7(M) and PEMS08 graphs and over a sweep of densities: the data behind
+kdstgcn.model.graph_products.SPARSE_MAX_DENSITY.
 All models are measured in one run, interleaved step by step, so machine load hits them alike.
 """
 from __future__ import annotations
@@ -25,12 +26,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common import REAL_GRAPHS, SHAPES, graph, load_now, machine, real_distances
-from kdstgcn.evaluation import rollout as evaluate_module
-from kdstgcn.model import core as model_module
-from kdstgcn.evaluation.cost import benchmark_cheb, count_flops, test_batch, time_rollout
-from kdstgcn.model.core import STGCN, Architecture, ChebyshevTerms, count_parameters, csr_matmul
+from common import REAL_GRAPHS, SHAPES, benchmark_cheb, graph, load_now, machine, random_windows, real_distances
+from kdstgcn.evaluation import rollout as rollout_module
+from kdstgcn.evaluation.cost import count_flops, time_rollout
+from kdstgcn.model import graph_products
+from kdstgcn.model.architecture import Architecture
+from kdstgcn.model.graph_products import ChebyshevTerms, csr_matmul
 from kdstgcn.model.notation import format_blocks
+from kdstgcn.model.persist import count_parameters
+from kdstgcn.model.stgcn import STGCN
 
 EPOCH_WINDOWS = 13_400
 
@@ -44,10 +48,10 @@ def sync(device: torch.device) -> None:
 def forced_products(device: torch.device, sparse: bool):
     """Every non-identity Chebyshev term multiplied sparsely or densely while inside (the device's thresholds
     set to take all or nothing)."""
-    tables = (model_module.SPARSE_MAX_DENSITY, model_module.SPARSE_MAX_BLOCK_BYTES)
+    tables = (graph_products.SPARSE_MAX_DENSITY, graph_products.SPARSE_MAX_BLOCK_BYTES)
     before = [table.get(device.type, 0) for table in tables]
-    model_module.SPARSE_MAX_DENSITY[device.type] = 1.0 if sparse else 0.0
-    model_module.SPARSE_MAX_BLOCK_BYTES[device.type] = 2**62
+    graph_products.SPARSE_MAX_DENSITY[device.type] = 1.0 if sparse else 0.0
+    graph_products.SPARSE_MAX_BLOCK_BYTES[device.type] = 2**62
     try:
         yield
     finally:
@@ -104,8 +108,9 @@ def graph_product_table(device: torch.device, columns: int, repeats: int) -> Non
             crossover = density
         print(f"{'random (N=228)':28} {'':>4} {density:>8.4f} {1e3 * dense_s:>9.2f} {1e3 * sparse_s:>10.2f} "
               f"{sparse_s / dense_s:>13.2f} {'':>11}")
-    print(f"sparse faster up to density {crossover} here; kdstgcn.model.core.SPARSE_MAX_DENSITY[{device.type!r}] = "
-          f"{model_module.SPARSE_MAX_DENSITY.get(device.type, 0.0)}")
+    print(f"sparse faster up to density {crossover} here; "
+          f"kdstgcn.model.graph_products.SPARSE_MAX_DENSITY[{device.type!r}] = "
+          f"{graph_products.SPARSE_MAX_DENSITY.get(device.type, 0.0)}")
 
 
 def graph_block_table(device: torch.device, repeats: int) -> None:
@@ -128,8 +133,8 @@ def graph_block_table(device: torch.device, repeats: int) -> None:
             uses = "sparse" if "sparse" in terms.modes(device.type, block) else "dense"
             print(f"{name:16} {f'{b} x {r}':>10} {block / 2**20:>12.2f} {1e3 * timed[False]:>9.2f} "
                   f"{1e3 * timed[True]:>10.2f} {timed[True] / timed[False]:>13.2f} {uses:>11}")
-    print(f"kdstgcn.model.core.SPARSE_MAX_BLOCK_BYTES[{device.type!r}] = "
-          f"{model_module.SPARSE_MAX_BLOCK_BYTES.get(device.type, 0) / 2**20:g} MiB")
+    print(f"kdstgcn.model.graph_products.SPARSE_MAX_BLOCK_BYTES[{device.type!r}] = "
+          f"{graph_products.SPARSE_MAX_BLOCK_BYTES.get(device.type, 0) / 2**20:g} MiB")
 
 
 def temporal_conv_table(models: dict, batch: int, device: torch.device, repeats: int) -> None:
@@ -156,7 +161,7 @@ def temporal_conv_table(models: dict, batch: int, device: torch.device, repeats:
 def chunk_table(models: dict, x: torch.Tensor, steps: int) -> None:
     """Streaming rollout of the batch on a CPU for several chunk limits (`kdstgcn.evaluation.rollout.CPU_CHUNK_BYTES` and
     `CPU_CHUNK_WINDOWS`): byte budgets with no window cap, then the package's byte budget under window caps."""
-    chosen = evaluate_module.CPU_CHUNK_BYTES, evaluate_module.CPU_CHUNK_WINDOWS
+    chosen = rollout_module.CPU_CHUNK_BYTES, rollout_module.CPU_CHUNK_WINDOWS
     limits = [(8 * 2**20, None), (32 * 2**20, None), (128 * 2**20, None), (None, None),
               (chosen[0], 64), (chosen[0], 128), (chosen[0], 256)]
     print(f"\nCPU chunks: {steps}-step streaming rollout of {x.shape[0]} windows by chunk limits (MiB of "
@@ -167,12 +172,12 @@ def chunk_table(models: dict, x: torch.Tensor, steps: int) -> None:
     for name, m in models.items():
         cells = []
         for budget, windows_cap in limits:
-            evaluate_module.CPU_CHUNK_BYTES, evaluate_module.CPU_CHUNK_WINDOWS = budget or 2**62, windows_cap or 2**62
+            rollout_module.CPU_CHUNK_BYTES, rollout_module.CPU_CHUNK_WINDOWS = budget or 2**62, windows_cap or 2**62
             try:
-                windows = evaluate_module.cpu_chunk(m, x.shape[0])
+                windows = rollout_module.cpu_chunk(m, x.shape[0])
                 cells.append(f"{time_rollout(m, x, steps=steps, runs=1, warmup=0)['mean_s']:.3f} s ({windows:>4})")
             finally:
-                evaluate_module.CPU_CHUNK_BYTES, evaluate_module.CPU_CHUNK_WINDOWS = chosen
+                rollout_module.CPU_CHUNK_BYTES, rollout_module.CPU_CHUNK_WINDOWS = chosen
         print(f"{name:8} " + " ".join(f"{c:>16}" for c in cells))
 
 
@@ -210,13 +215,13 @@ def main() -> None:
         torch.manual_seed(0)
         models[name] = STGCN(Architecture(args.nodes, SHAPES[name]), cheb).to(device)
     print(f"graph products on {device.type} (operands up to "
-          f"{model_module.SPARSE_MAX_BLOCK_BYTES.get(device.type, 0) / 2**20:g} MiB; dense above): "
+          f"{graph_products.SPARSE_MAX_BLOCK_BYTES.get(device.type, 0) / 2**20:g} MiB; dense above): "
           f"{models[names[0]].cheb_terms.modes(device.type)} "
           f"(densities {[round(d, 4) for d in models[names[0]].cheb_terms.density]})")
 
     rows = {name: {"blocks": format_blocks(SHAPES[name]), "params": count_parameters(m)}
             for name, m in models.items()}
-    x_infer = test_batch(args.nodes, batch=args.infer_batch).to(device)
+    x_infer = random_windows(args.nodes, batch=args.infer_batch).to(device)
     for name, m in models.items():
         rows[name]["flops"] = count_flops(m, x_infer)
 

@@ -18,11 +18,14 @@ from pathlib import Path
 import torch
 
 from common import SHAPES, graph, load_now, machine
-from kdstgcn.data.prepare import PreparedData, Scaler
-from kdstgcn.losses.core import TaskLoss
-from kdstgcn.model.core import STGCN, Architecture
+from kdstgcn.data.samples import PreparedData, Scaler
+from kdstgcn.losses.response import TaskLoss
+from kdstgcn.model.architecture import Architecture
+from kdstgcn.model.stgcn import STGCN
 from kdstgcn.model.notation import format_blocks
-from kdstgcn.training.loop import TrainSettings, pick_device, train
+from kdstgcn.config.runspec import TrainSettings
+from kdstgcn.runtime.devices import pick_device
+from kdstgcn.training.loop import train
 
 
 def windows(n: int, nodes: int, seed: int) -> torch.Tensor:

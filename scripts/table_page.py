@@ -2,11 +2,12 @@
 import use_checkout  # noqa: F401  (puts src/ on sys.path)
 import pandas as pd
 
+from kdstgcn.report.pages import table_page
 from kdstgcn.runtime.io import atomic_path
-from kdstgcn.report.core import table_page
 from kdstgcn.runtime.runner import logged
 
 with logged(snakemake.log[0]):
-    page = table_page(pd.read_parquet(snakemake.input[0]), int(snakemake.wildcards.number), snakemake.params.config)
+    p = snakemake.params
+    page = table_page(pd.read_parquet(snakemake.input[0]), int(snakemake.wildcards.number), p.datasets, p.budget)
     with atomic_path(snakemake.output[0]) as tmp:
         tmp.write_text(page)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import http.server
 import os
+import re
 import shutil
 import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -98,13 +100,15 @@ class SyntheticFiles:
     steps_per_day: int
     split: tuple[int, int, int]
 
-    def data_spec(self) -> dict:
-        return {"steps_per_day": self.steps_per_day, "split": list(self.split), "n_his": 12, "n_pred": 9}
+    def data_spec(self):
+        from kdstgcn.config.datasets import DataSpec
+
+        return DataSpec(self.steps_per_day, self.split, n_his=12, n_pred=9)
 
 
 @pytest.fixture(scope="session")
 def synthetic_files(tmp_path_factory) -> SyntheticFiles:
-    from kdstgcn.data.prepare import clean, timestamps
+    from kdstgcn.data.clean import clean, timestamps
     from kdstgcn.data.graph import check_graph, gaussian_adjacency
     from kdstgcn.runtime.io import write_table
     from kdstgcn.data.synthetic import generate
@@ -129,7 +133,7 @@ def synthetic_files(tmp_path_factory) -> SyntheticFiles:
 @pytest.fixture(scope="module")
 def data(synthetic_files):
     """The synthetic network's prepared splits, as the training code reads them."""
-    from kdstgcn.jobs import load_data
+    from kdstgcn.data.samples import load_data
 
     return load_data(str(synthetic_files.values), str(synthetic_files.fill_report), synthetic_files.data_spec())
 
@@ -137,7 +141,7 @@ def data(synthetic_files):
 @pytest.fixture(scope="module")
 def cheb(synthetic_files):
     """The synthetic network's Chebyshev stack (ks = 3)."""
-    from kdstgcn.jobs import load_cheb
+    from kdstgcn.data.graph import load_cheb
 
     return load_cheb(str(synthetic_files.adjacency), 3)
 
@@ -207,6 +211,23 @@ def run_snakemake(workdir: Path, args: list[str], mirror: Path | None = None, ti
     return SnakemakeResult(proc.returncode, proc.stdout, time.perf_counter() - tic, workdir)
 
 
+def job_stats(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a Snakemake run: rule -> number of jobs."""
+    match = re.search(r"Job stats:\s*\n\s*job\s+count\s*\n\s*-+\s+-+\s*\n(.*?)\n\s*total\s+(\d+)", output, re.S)
+    assert match, f"no job table in the output:\n{output[-3000:]}"
+    return {name: int(count) for name, count in re.findall(r"^\s*(\w+)\s+(\d+)\s*$", match.group(1), re.M)}
+
+
+def planned_wildcards(output: str, rule: str) -> list[dict[str, str]]:
+    """Wildcards of every planned job of `rule` (from the per-job blocks of a dry run)."""
+    jobs = []
+    for block in re.findall(rf"^(?:local)?rule {rule}:\n((?:[ \t]+.*\n?)*)", output, re.M):
+        line = re.search(r"^\s*wildcards: (.*)$", block, re.M)
+        if line:
+            jobs.append(dict(item.split("=", 1) for item in line.group(1).split(", ")))
+    return jobs
+
+
 @pytest.fixture
 def repo_copy(tmp_path) -> Path:
     """A fresh copy of the repository in a temporary folder."""
@@ -273,3 +294,103 @@ class HalfPayloadServer:
         self.release.set()
         self.server.shutdown()
         self.server.server_close()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Runs written by hand for the report's tests: metrics.csv and predictions.npz in the study's folder layout
+# ----------------------------------------------------------------------------------------------------------
+
+FAKE_PARAMETERS = {"teacher": 400_000, "pruning_base": 14_496}
+
+
+def fake_parameters(model: str) -> int:
+    """A fake parameter count: a pruned model keeps 90 % of what its ratio leaves of its base."""
+    from kdstgcn.config.layout import parse_pruned
+
+    pruned = parse_pruned(model)
+    if pruned is None:
+        return FAKE_PARAMETERS.get(model, 3_000)
+    return int(FAKE_PARAMETERS[pruned.base] * (100 - pruned.ratio) / 100 * 0.9)
+
+
+def write_fake_metrics(root: Path, dataset: str, seed: int, model: str, mae: dict[int, float], epochs: int,
+                       parameters: int = 3_000) -> None:
+    """metrics.csv of one run under root/results/...: MAE per horizon as given, RMSE and MAPE 2x and 3x it."""
+    from kdstgcn.config.layout import run_file
+
+    path = root / run_file(dataset, seed, model, "metrics.csv")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame([{"model": model, "horizon_min": h, "metric": m, "ours": mae[h] * (1 + k), "parameters": parameters,
+                   "epochs_run": epochs} for h in (15, 30, 45) for k, m in enumerate(("MAE", "RMSE", "MAPE"))]
+                 ).to_csv(path, index=False)
+
+
+@dataclass
+class FakeStudy:
+    """The demo config and, under `root`, one seed of every model Tables 2, 4, 5, 7 and 8 need: metrics.csv (two
+    epochs; pruned models one epoch of fine-tuning) and predictions.npz."""
+
+    config: dict
+    root: Path
+
+    def files(self, name: str) -> list[Path]:
+        return sorted(self.root.glob(f"results/*/seed*/*/{name}"))
+
+    def predictions(self, models: list[str]) -> dict[str, Path]:
+        from kdstgcn.config.layout import run_file
+
+        return {m: self.root / run_file("demo", 0, m, "predictions.npz") for m in models}
+
+    def metric_table(self, number: int) -> pd.DataFrame:
+        """Table `number` as the metric_table rule makes it, from the metrics.csv files."""
+        from kdstgcn.report import rows, runs, tables
+
+        c = self.config
+        return tables.metric_table(number, rows.table_rows(number, c["distillation"]["losses"], c["pruning"]),
+                                   runs.read_runs(self.files("metrics.csv"), pd.read_csv), rows.dataset_facts(c),
+                                   c["seeds"], c["training"]["paper_epochs"],
+                                   {s: c[s]["hyperparameter_source"] for s in ("distillation", "pruning")})
+
+
+@pytest.fixture
+def fake_study(tmp_path) -> FakeStudy:
+    from kdstgcn.config.layout import parse_pruned, run_file
+    from kdstgcn.report.rows import table_rows
+
+    config = merged_config("config/demo.yaml")
+    models = list(dict.fromkeys(r.model for n in (2, 4, 5, 7, 8) for r in
+                                table_rows(n, config["distillation"]["losses"], config["pruning"])))
+    rng = np.random.default_rng(0)
+    truth = 60 + 5 * np.sin(np.arange(200) / 8)[:, None, None] * np.ones((1, 9, 16))
+    for i, model in enumerate(models):
+        pruned = parse_pruned(model) is not None
+        write_fake_metrics(tmp_path, "demo", 0, model, {h: 2.0 + i / 10 + h / 100 for h in (15, 30, 45)},
+                           epochs=1 if pruned else 2, parameters=fake_parameters(model))
+        np.savez(tmp_path / run_file("demo", 0, model, "predictions.npz"),
+                 prediction=truth + rng.normal(0, 0.3, truth.shape), truth=truth)
+    return FakeStudy(config, tmp_path)
+
+
+class TableCells(HTMLParser):
+    """The text of every table row of an HTML page, cell by cell."""
+
+    def __init__(self, page: str):
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self.cell: list[str] | None = None
+        self.feed(page)
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "tr":
+            self.rows.append([])
+        elif tag in ("td", "th"):
+            self.cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self.cell is not None:
+            self.rows[-1].append(" ".join("".join(self.cell).split()))
+            self.cell = None
+
+    def handle_data(self, data):
+        if self.cell is not None:
+            self.cell.append(data)

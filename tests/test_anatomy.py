@@ -6,12 +6,16 @@ import math
 import pytest
 import torch
 
+from kdstgcn.config.runspec import TrainSettings
+from kdstgcn.losses.base import forward, loss_step
+from kdstgcn.losses.build import build_loss
+from kdstgcn.model.architecture import Architecture
+from kdstgcn.model.stgcn import STGCN
+from kdstgcn.report.anatomy import anatomy_table
+from kdstgcn.report.figures import anatomy_figure
 from kdstgcn.training.anatomy import anatomy_batches, epoch_anatomy, loss_anatomy
-from kdstgcn.jobs import load_cheb, load_data
-from kdstgcn.losses.core import build_loss
-from kdstgcn.model.core import STGCN, Architecture
-from kdstgcn.report.core import anatomy_figure, anatomy_table
-from kdstgcn.training.loop import TrainSettings, forward, loss_step, train
+from kdstgcn.training.loop import train
+from kdstgcn.training.teacher import LiveTeacher
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -19,9 +23,7 @@ STCD = {"alpha1": 0.5, "alpha2": 0.465, "alpha3": 0.504}
 
 
 @pytest.fixture(scope="module")
-def setup(synthetic_files):
-    data = load_data(str(synthetic_files.values), str(synthetic_files.fill_report), synthetic_files.data_spec())
-    cheb = load_cheb(str(synthetic_files.adjacency), 3)
+def setup(synthetic_files, data, cheb):
     torch.manual_seed(0)
     teacher = STGCN(Architecture(synthetic_files.n_nodes, ((1, 4, 8), (8, 4, 16))), cheb).eval()
     student = STGCN(Architecture(synthetic_files.n_nodes, ((1, 2, 4), (4, 2, 8))), cheb)
@@ -113,7 +115,8 @@ def test_a_distilled_run_records_its_anatomy_per_epoch(setup, tmp_path):
     torch.manual_seed(1)
     student = STGCN(Architecture(teacher.arch.n_nodes, ((1, 2, 4), (4, 2, 8))), teacher.cheb.clone())
     settings = TrainSettings(epochs=2, batch_size=50, eval_batch_size=200)
-    _, history = train(student, data, stcd(), settings, tmp_path / "ckpt.pt", teacher, torch.device("cpu"))
+    _, history = train(student, data, stcd(), settings, tmp_path / "ckpt.pt", LiveTeacher(teacher),
+                       torch.device("cpu"))
     for column in ("term_ord", "term_scd_weighted", "grad_share_tcd", "grad_norm_ord"):
         assert history[column].notna().all(), column
     shares = history[["grad_share_ord", "grad_share_scd", "grad_share_tcd"]].sum(axis=1)

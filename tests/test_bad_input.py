@@ -15,13 +15,17 @@ import pytest
 import yaml
 
 from conftest import merged_config, run_snakemake
-from kdstgcn.config import core as cfg
-from kdstgcn import jobs
-from kdstgcn.data.prepare import DataError, clean, prepare, timestamps
+from kdstgcn.config import schema
+from kdstgcn.config.datasets import DataSpec
+from kdstgcn.config.runspec import LossSpec, RunSpec, TrainSettings
+from kdstgcn.jobs.evaluate import evaluate_run
+from kdstgcn.jobs.train import train_run
+from kdstgcn.data.clean import DataError, clean, timestamps
+from kdstgcn.data.samples import prepare
 from kdstgcn.evaluation.rollout import horizon_metrics
 from kdstgcn.data.graph import chebyshev_polynomials, check_graph, gaussian_adjacency
 from kdstgcn.runtime.io import write_table
-from kdstgcn.model.core import Architecture
+from kdstgcn.model.architecture import Architecture
 from kdstgcn.data.synthetic import generate
 
 
@@ -33,7 +37,7 @@ from kdstgcn.data.synthetic import generate
 @pytest.fixture(scope="module")
 def demo_config() -> dict:
     config = merged_config("config/demo.yaml")
-    cfg.validate(config)
+    schema.validate(config)
     return config
 
 
@@ -96,8 +100,8 @@ def rejection(demo_config, case) -> str:
     key, value, _, _ = BAD_VALUES[case]
     config = copy.deepcopy(demo_config)
     set_key(config, key, value)
-    with pytest.raises(cfg.ConfigError) as info:
-        cfg.validate(config)
+    with pytest.raises(schema.ConfigError) as info:
+        schema.validate(config)
     return str(info.value)
 
 
@@ -137,7 +141,7 @@ def test_command_line_strings_are_read_as_the_schema_types(demo_config):
                                  "pruning={finetune_epochs: 2, step_fraction: 0.5}",
                                  "datasets={demo: {weekdays_only: true}}")
     assert config["training"]["epochs"] == "5" and config["seeds"] == ["0", "1"]  # what Snakemake hands over
-    cfg.validate(config)
+    schema.validate(config)
     assert config["training"]["epochs"] == 5 and config["training"]["learning_rate"] == 1e-3
     assert config["seeds"] == [0, 1]
     assert config["pruning"]["finetune_epochs"] == 2 and config["pruning"]["step_fraction"] == 0.5
@@ -153,8 +157,8 @@ def test_command_line_strings_are_read_as_the_schema_types(demo_config):
     ("distillation={kl_temperature: warm}", "distillation.kl_temperature", ["'warm' is not of type 'number'"]),
 ])
 def test_a_wrong_type_from_the_command_line_still_fails_naming_the_key(demo_config, entry, named, words):
-    with pytest.raises(cfg.ConfigError) as info:
-        cfg.validate(command_line_config(demo_config, entry))
+    with pytest.raises(schema.ConfigError) as info:
+        schema.validate(command_line_config(demo_config, entry))
     message = str(info.value)
     assert f"{named}:" in message, message
     for word in words:
@@ -236,18 +240,15 @@ def test_odd_stations_are_kept_in_training_and_masked_in_the_metrics(odd_network
     write_table(report, paths["fill_report"])
     w = gaussian_adjacency(distance, 10.0, 0.5, 1000.0)
     write_table(pd.DataFrame(w, columns=[str(k) for k in range(N)]), paths["adjacency"])
-    data = {"steps_per_day": STEPS_PER_DAY, "split": list(SPLIT), "n_his": 12, "n_pred": 9}
-    run = {"dataset": "odd", "role": "teacher", "data": data,
-           "arch": Architecture(N, ((1, 4, 8), (8, 4, 16))).to_dict(),
-           "train": {"epochs": 1, "batch_size": 50, "learning_rate": 1e-3, "lr_decay": 0.7, "lr_step_epochs": 5,
-                     "optimizer": "rmsprop", "seed": 0, "horizons": [3, 6, 9], "eval_batch_size": 200},
-           "loss": {"name": "task", "params": {}}, "device": "cpu"}
+    data = DataSpec(STEPS_PER_DAY, SPLIT, n_his=12, n_pred=9)
+    run = RunSpec("odd", "teacher", data, TrainSettings(epochs=1, batch_size=50, eval_batch_size=200),
+                  LossSpec("task", {}), "cpu", arch=Architecture(N, ((1, 4, 8), (8, 4, 16))))
     caplog.set_level(logging.WARNING, logger="kdstgcn")
-    jobs.train_run(run, paths["values"], paths["fill_report"], paths["adjacency"], str(tmp_path / "model.pt"),
-                   str(tmp_path / "history.parquet"), str(tmp_path / "info.json"), str(tmp_path / "ckpt.pt"))
-    metrics = jobs.evaluate_run(str(tmp_path / "model.pt"), paths["values"], paths["fill_report"], data, [3, 6, 9], 5,
-                                "cpu", 200, "PeMSD7", "teacher", str(tmp_path / "m.csv"), str(tmp_path / "m.parquet"),
-                                str(tmp_path / "p.npz"))
+    train_run(run, paths["values"], paths["fill_report"], paths["adjacency"], str(tmp_path / "model.pt"),
+              str(tmp_path / "history.parquet"), str(tmp_path / "info.json"), str(tmp_path / "ckpt.pt"))
+    metrics = evaluate_run(str(tmp_path / "model.pt"), paths["values"], paths["fill_report"], data, [3, 6, 9], 5,
+                           "cpu", 200, "PeMSD7", "teacher", str(tmp_path / "m.csv"), str(tmp_path / "m.parquet"),
+                           str(tmp_path / "p.npz"))
     assert metrics["ours"].map(math.isfinite).all() and (metrics["ours"] > 0).all()
     left_out = [r.getMessage() for r in caplog.records if "left out of the metrics" in r.getMessage()]
     assert left_out and f"all-missing [{ALL_MISSING}], constant [{CONSTANT}]" in left_out[0], left_out

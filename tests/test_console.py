@@ -19,7 +19,7 @@ def run_job(log_path) -> None:
 
 def test_console_gets_epoch_lines_warnings_and_errors_the_log_file_everything(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv(VERBOSE_ENV, raising=False)
-    log_path = tmp_path / "logs" / "train_teacher" / "demo" / "seed0.log"
+    log_path = tmp_path / "logs" / "train" / "demo" / "seed0" / "teacher.log"
     log_path.parent.mkdir(parents=True)
     run_job(log_path)
     console = capsys.readouterr().err.splitlines()

@@ -15,11 +15,15 @@ import torch
 import yaml
 
 from conftest import run_snakemake
-from kdstgcn.losses.core import SpatialCorrelationDistance, TaskLoss, TemporalCorrelationDistance
-from kdstgcn.model.core import STGCN, Architecture
-from kdstgcn.training.loop import TrainSettings, load_checkpoint, train
-from test_losses import B, C, KERNELS, N, feature_outputs, literal_gap, literal_scd, literal_tcd, randn, \
-    two_layer_features
+from helpers import (B, C, KERNELS, N, feature_outputs, literal_gap, literal_scd, literal_tcd, randn,
+                     two_layer_features)
+from kdstgcn.losses.correlation import SpatialCorrelationDistance, TemporalCorrelationDistance
+from kdstgcn.losses.response import TaskLoss
+from kdstgcn.model.architecture import Architecture
+from kdstgcn.model.stgcn import STGCN
+from kdstgcn.config.runspec import TrainSettings
+from kdstgcn.training.checkpoint import load_checkpoint
+from kdstgcn.training.loop import train
 
 pytestmark = pytest.mark.cuda
 
@@ -155,7 +159,7 @@ def test_the_demo_study_runs_on_the_gpu_and_its_outputs_load_on_the_cpu(repo_cop
     result = run_snakemake(repo_copy, ["--cores", "4", "--resources", "gpu=2", "--configfile", "config/demo.yaml",
                                        "gpu.yaml", "--", *targets], timeout=1200)
     assert result.returncode == 0, result.output[-4000:]
-    train_log = (repo_copy / "logs/train_student/demo/seed0/stcd.log").read_text()
+    train_log = (repo_copy / "logs/train/demo/seed0/student_stcd.log").read_text()
     assert "device cuda" in train_log and "using cdist" not in train_log
     costs = pd.read_parquet(repo_copy / "results/demo/costs.parquet")
     assert costs["device_name"].str.startswith("cuda").all() and (costs["mean_s"] > 0).all()

@@ -4,7 +4,8 @@ import pandas as pd
 import pytest
 
 from conftest import shared_file
-from kdstgcn.data.prepare import DataError, clean, make_windows, prepare, read_values, split_days, timestamps
+from kdstgcn.data.clean import DataError, clean, read_values, timestamps
+from kdstgcn.data.samples import make_windows, prepare, split_days
 from kdstgcn.runtime.io import write_table
 
 

@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from conftest import REPO, merged_config
-from kdstgcn.config import core as cfg
-from kdstgcn.data.prepare import clean, timestamps
+from kdstgcn.config import runspec, schema
+from kdstgcn.data.clean import clean, timestamps
 from kdstgcn.data.graph import gaussian_adjacency
 from kdstgcn.runtime.io import write_table
-from kdstgcn.model.core import load_model
+from kdstgcn.model.persist import load_model
 from kdstgcn.data.synthetic import generate
 
 THREADS = 1  # one per run: the two runs go side by side, and more threads than cores slow torch badly
@@ -26,16 +26,17 @@ TIMING = ("train_seconds", "epoch_seconds")
 # one run of the teacher rule and the evaluate rule, as scripts/train.py and scripts/evaluate.py do them
 JOB = """
 import json, sys
-from kdstgcn.jobs import evaluate_run, train_run
+from kdstgcn.config.runspec import RunSpec
+from kdstgcn.jobs.evaluate import evaluate_run
+from kdstgcn.jobs.train import train_run
 from kdstgcn.runtime.runner import logged
 spec = json.loads(sys.argv[1])
-out = spec["out"]
+out, run = spec["out"], RunSpec.from_dict(spec["run"])
 with logged(out + "/job.log", spec["threads"]):
-    train_run(spec["run"], spec["values"], spec["fill_report"], spec["adjacency"], out + "/model.pt",
+    train_run(run, spec["values"], spec["fill_report"], spec["adjacency"], out + "/model.pt",
               out + "/history.parquet", out + "/info.json", out + "/checkpoint.pt")
-    evaluate_run(out + "/model.pt", spec["values"], spec["fill_report"], spec["run"]["data"], [3, 6, 9], 5,
-                 spec["run"]["device"], 1140, "PeMSD7", "teacher", out + "/metrics.csv", out + "/metrics.parquet",
-                 out + "/predictions.npz")
+    evaluate_run(out + "/model.pt", spec["values"], spec["fill_report"], run.data, [3, 6, 9], 5, run.device, 1140,
+                 "PeMSD7", "teacher", out + "/metrics.csv", out + "/metrics.parquet", out + "/predictions.npz")
 """
 
 
@@ -43,7 +44,7 @@ def demo_config() -> dict:
     config = merged_config("config/demo.yaml")
     config["device"] = "cpu"
     config["training"]["epochs"] = 1
-    cfg.validate(config)
+    schema.validate(config)
     return config
 
 
@@ -68,7 +69,7 @@ def write_demo_data(config: dict, folder) -> dict:
 def test_same_seed_and_config_on_cpu_give_bit_identical_results(tmp_path):
     config = demo_config()
     paths = write_demo_data(config, tmp_path)
-    run = cfg.reference_run(config, "demo", "teacher", config["seeds"][0])
+    run = runspec.reference_run(config, "demo", "teacher", config["seeds"][0]).to_dict()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")])),
                OMP_NUM_THREADS=str(THREADS))
     procs = []

@@ -14,12 +14,18 @@ import torch
 from torch.utils._pytree import tree_map
 
 from conftest import merged_config
-from kdstgcn.config import core as cfg
-from kdstgcn.runtime.io import save_torch
-from kdstgcn.losses.core import OverseenResponse, TaskLoss
-from kdstgcn.model.core import STGCN, Architecture, load_model, save_model
-from kdstgcn.training.loop import (DeviceError, TrainSettings, freest, load_checkpoint, make_optimizer, pick_device,
-                           resume, train)
+from kdstgcn.config import runspec, schema
+from kdstgcn.runtime.tensor_files import save_torch
+from kdstgcn.losses.response import OverseenResponse, TaskLoss
+from kdstgcn.model.architecture import Architecture
+from kdstgcn.model.persist import load_model, save_model
+from kdstgcn.model.stgcn import STGCN
+from kdstgcn.config.runspec import TrainSettings
+from kdstgcn.runtime.devices import DeviceError, freest, pick_device
+from kdstgcn.training.checkpoint import load_checkpoint, resume
+from kdstgcn.training.loop import train
+from kdstgcn.training.optim import make_optimizer
+from kdstgcn.training.teacher import LiveTeacher
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -132,8 +138,8 @@ def test_resume_hands_each_state_to_the_device_of_the_model(data, cheb, syntheti
     the optimiser state follows its parameters, weights and loss buffers go where the model's tensors are."""
     loss = OverseenResponse(alpha1=0.5)
     teacher = new_model(cheb, synthetic_files.n_nodes)
-    train(new_model(cheb, synthetic_files.n_nodes), data, loss, settings(1), tmp_path / "ckpt.pt", teacher,
-          device=torch.device("cpu"))
+    train(new_model(cheb, synthetic_files.n_nodes), data, loss, settings(1), tmp_path / "ckpt.pt",
+          LiveTeacher(teacher), device=torch.device("cpu"))
     checkpoint = load_checkpoint(tmp_path / "ckpt.pt")
     assert_plain_cpu({k: checkpoint[k] for k in ("model", "optimizer", "loss", "rng", "best")})
     assert int(checkpoint["loss"]["entries"]) > 0
@@ -194,12 +200,12 @@ def test_auto_picks_a_gpu_with_the_most_free_memory_and_spreads_jobs_over_equal_
 def test_training_compile_reads_yaml_on_and_off(value, setting):
     config = merged_config("config/demo.yaml")
     config["training"]["compile"] = value
-    cfg.validate(config)
-    assert cfg.train_settings(config, 0)["compile"] == setting
+    schema.validate(config)
+    assert runspec.train_settings(config, 0).compile == setting
 
 
 def test_an_unknown_training_compile_value_is_rejected_naming_the_key():
     config = merged_config("config/demo.yaml")
     config["training"]["compile"] = "sometimes"
-    with pytest.raises(cfg.ConfigError, match=r"training\.compile: 'sometimes' is not one of \['auto', 'on', 'off'"):
-        cfg.validate(config)
+    with pytest.raises(schema.ConfigError, match=r"training\.compile: 'sometimes' is not one of \['auto', 'on', 'off'"):
+        schema.validate(config)

@@ -21,10 +21,16 @@ import torch
 import yaml
 
 from conftest import REPO, HalfPayloadServer, run_snakemake, snakemake_env
-from kdstgcn import jobs
+import kdstgcn.jobs.train
+from kdstgcn.config import layout
+from kdstgcn.config.runspec import LossSpec, RunSpec, TrainSettings
+from kdstgcn.data.graph import load_cheb
+from kdstgcn.jobs.train import train_run
 from kdstgcn.data.download import fetch
-from kdstgcn.losses.core import TaskLoss
-from kdstgcn.model.core import STGCN, Architecture, save_model
+from kdstgcn.losses.response import TaskLoss
+from kdstgcn.model.architecture import Architecture
+from kdstgcn.model.persist import save_model
+from kdstgcn.model.stgcn import STGCN
 from kdstgcn.runtime.runner import logged
 from kdstgcn.training.loop import NonFiniteLoss
 
@@ -113,7 +119,7 @@ def test_sigkill_mid_epoch_then_rerun_incomplete_resumes_to_the_same_metrics(rep
     # checkpoint
     shutil.rmtree(repo_copy / TEACHER)
     checkpoint = repo_copy / TEACHER / "checkpoint.pt"
-    log = repo_copy / "logs/train_teacher/demo/seed0.log"
+    log = repo_copy / layout.job_log("train", "demo", "seed0", "teacher")
     log.unlink()
     output = repo_copy / "killed_run.txt"
     with open(output, "w") as out:
@@ -258,16 +264,13 @@ def test_corrupted_raw_files_stop_the_pipeline_naming_the_file(repo_copy, tmp_pa
 # a NaN in the loss stops the job with epoch and batch, and writes no model
 # ---------------------------------------------------------------------------------------------------------
 
-BLOCKS = [[1, 4, 8], [8, 4, 16]]
+BLOCKS = ((1, 4, 8), (8, 4, 16))
 
 
-def run_spec(files, loss: dict, epochs: int = 2) -> dict:
-    return {"dataset": "synthetic", "role": "student_rd_l2" if loss["name"] != "task" else "teacher",
-            "data": files.data_spec(), "arch": Architecture(files.n_nodes, tuple(map(tuple, BLOCKS))).to_dict(),
-            "train": {"epochs": epochs, "batch_size": 50, "learning_rate": 1e-3, "lr_decay": 0.7,
-                      "lr_step_epochs": 5, "optimizer": "rmsprop", "seed": 0, "horizons": [3, 6, 9],
-                      "eval_batch_size": 200},
-            "loss": loss, "device": "cpu"}
+def run_spec(files, loss: LossSpec, epochs: int = 2) -> RunSpec:
+    return RunSpec("synthetic", "student_rd_l2" if loss.name != "task" else "teacher", files.data_spec(),
+                   TrainSettings(epochs=epochs, batch_size=50, eval_batch_size=200), loss, "cpu",
+                   arch=Architecture(files.n_nodes, BLOCKS))
 
 
 def outputs(folder: Path) -> dict:
@@ -275,13 +278,13 @@ def outputs(folder: Path) -> dict:
                 info_out=str(folder / "info.json"), checkpoint=str(folder / "checkpoint.pt"))
 
 
-def run_job(run: dict, files, folder: Path, teacher: Path | None = None) -> str:
+def run_job(run: RunSpec, files, folder: Path, teacher: Path | None = None) -> str:
     """What scripts/train.py does: train_run inside the job's logging; returns the job log."""
     log_path = folder / "job.log"
     with pytest.raises(NonFiniteLoss) as info:
         with logged(str(log_path), 1):
-            jobs.train_run(run, str(files.values), str(files.fill_report), str(files.adjacency),
-                           teacher_path=str(teacher) if teacher else None, **outputs(folder))
+            train_run(run, str(files.values), str(files.fill_report), str(files.adjacency),
+                      teacher_path=str(teacher) if teacher else None, **outputs(folder))
     assert str(info.value) in log_path.read_text()
     return str(info.value)
 
@@ -293,13 +296,13 @@ def assert_no_model(folder: Path) -> None:
 
 
 def test_nan_teacher_output_stops_the_student_at_epoch_1_batch_1(synthetic_files, tmp_path, single_thread):
-    teacher = STGCN(Architecture(synthetic_files.n_nodes, tuple(map(tuple, BLOCKS))),
-                    jobs.load_cheb(str(synthetic_files.adjacency), 3))
+    teacher = STGCN(Architecture(synthetic_files.n_nodes, BLOCKS),
+                    load_cheb(str(synthetic_files.adjacency), 3))
     with torch.no_grad():
         for p in teacher.parameters():
             p.fill_(float("nan"))
     save_model(teacher, tmp_path / "teacher.pt")
-    message = run_job(run_spec(synthetic_files, {"name": "rd_l2", "params": {"beta": 0.5}}), synthetic_files,
+    message = run_job(run_spec(synthetic_files, LossSpec("rd_l2", {"beta": 0.5})), synthetic_files,
                       tmp_path, tmp_path / "teacher.pt")
     assert "epoch 1, batch 1;" in message and "no model written" in message
     assert_no_model(tmp_path)
@@ -323,8 +326,8 @@ def test_nan_loss_mid_run_names_epoch_and_batch_and_writes_no_model(synthetic_fi
                                                                       single_thread):
     n_windows = synthetic_files.split[0] * (synthetic_files.steps_per_day - 21 + 1)
     per_epoch = math.ceil(n_windows / 50)
-    monkeypatch.setattr(jobs, "build_loss", lambda **spec: NanAt(per_epoch + 3))  # epoch 2, batch 3
-    message = run_job(run_spec(synthetic_files, {"name": "task", "params": {}}), synthetic_files, tmp_path)
+    monkeypatch.setattr(kdstgcn.jobs.train, "build_loss", lambda **spec: NanAt(per_epoch + 3))  # epoch 2, batch 3
+    message = run_job(run_spec(synthetic_files, LossSpec("task", {})), synthetic_files, tmp_path)
     assert "at epoch 2, batch 3;" in message and "loss is nan" in message
     assert_no_model(tmp_path)
     # the last good checkpoint (epoch 1) stays, finite, for a rerun with other settings to ignore or resume

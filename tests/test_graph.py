@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from conftest import shared_file
-from kdstgcn.data.prepare import read_distances
+from kdstgcn.data.clean import read_distances
 from kdstgcn.data.graph import (GraphError, check_graph, chebyshev_polynomials, distances_from_edges,
                            gaussian_adjacency, graph_stats, scaled_laplacian)
 

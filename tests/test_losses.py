@@ -1,6 +1,7 @@
-"""Tests of the training losses: task loss, response distillation (Eq. 1-3), ORD (Eq. 4-6), TCD / SCD / STCD
-(Eq. 7-11) and SKD, against hand computations and literal loops under every reading of the paper's open
-choices (Readings); plus build_loss, the run spec's readings and gradient flow."""
+"""Tests of the losses (kdstgcn.losses): task loss, response distillation (Eq. 1-3), ORD (Eq. 4-6), TCD / SCD /
+STCD (Eq. 7-11) and SKD, against hand computations and literal loops under every reading of the paper's open
+choices (Readings); the correlation kernels; build_loss, the run spec's readings, what each loss needs of the
+teacher, and gradient flow through loss_step."""
 import itertools
 import math
 
@@ -9,20 +10,20 @@ import pytest
 import torch
 
 from conftest import merged_config
-from kdstgcn.config import core as cfg
+from helpers import (B, C, KERNELS, N, T, feature_outputs, literal_gap, literal_norm, literal_scd, literal_tcd, randn,
+                     two_layer_features)
+from kdstgcn.config import runspec, schema
 from kdstgcn.data.graph import chebyshev_polynomials
-from kdstgcn.losses.core import (CORRELATION_LOSSES, LOSS_PARAMETERS, LOSSES, READING_CHOICES, READING_LOSSES,
-                            OverseenResponse, Outputs, Readings, ResponseKL, ResponseL2, SpatialCorrelationDistance,
-                            SpatioTemporalCorrelation, StructureKD, TaskLoss, TemporalCorrelationDistance, build_loss,
-                            spatial_correlation, temporal_correlation)
-from kdstgcn.model.core import STGCN, Architecture
-from kdstgcn.training.loop import loss_step
-
-DOUBLE = torch.float64
-
-
-def randn(*shape, seed=0):
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=DOUBLE)
+from kdstgcn.losses.base import Outputs, Readings, forward, loss_step, teacher_forward
+from kdstgcn.losses.build import build_loss
+from kdstgcn.losses.correlation import (SpatialCorrelationDistance, SpatioTemporalCorrelation,
+                                        TemporalCorrelationDistance, spatial_groups, temporal_groups)
+from kdstgcn.losses.kernels import CORRELATION_KERNELS
+from kdstgcn.losses.registry import LOSSES, READING_CHOICES
+from kdstgcn.losses.response import OverseenResponse, ResponseKL, ResponseL2, TaskLoss
+from kdstgcn.losses.structure import StructureKD
+from kdstgcn.model.architecture import Architecture
+from kdstgcn.model.stgcn import STGCN
 
 
 # ----------------------------------------------------------------------------------------------- task loss
@@ -223,84 +224,28 @@ def test_readings_reject_unknown_values_naming_the_key():
 # ----------------------------------------------------------------------------------- TCD / SCD, Eq. 7-10
 # Layer outputs in the model's layout f [B, C, T, N]; the paper's F [B, T, N, C] is f.permute(0, 2, 3, 1).
 
-def literal_tcd(f):
-    """Eq. 7 element by element: TCD[b, n, i, j] = 1/C sum_c |F[b,i,n,c] - F[b,j,n,c]|, filled for i < j and mirrored."""
-    paper = f.permute(0, 2, 3, 1)
-    b_, t_, n_, c_ = paper.shape
-    out = torch.zeros(b_, n_, t_, t_, dtype=f.dtype)
-    for b, n in itertools.product(range(b_), range(n_)):
-        for i, j in itertools.combinations(range(t_), 2):
-            value = sum(abs(paper[b, i, n, c].item() - paper[b, j, n, c].item()) for c in range(c_)) / c_
-            out[b, n, i, j] = out[b, n, j, i] = value
-    return out
+def kernel_matrices(kernel, groups):
+    """The kernel's L1 distance matrices of groups [G, C, P, V] as [G, V, P, P] (cdist and the compiled loops
+    keep the group axes in different places)."""
+    g, _, p, v = groups.shape
+    d = CORRELATION_KERNELS[kernel]().distances(groups)
+    return d.view(g, v, p, p) if kernel == "cdist" else d.permute(0, 3, 1, 2)
 
 
-def literal_scd(f):
-    """Eq. 9 element by element: SCD[b, t, i, j] = 1/C sum_c |F[b,t,i,c] - F[b,t,j,c]|, filled for i < j and mirrored."""
-    paper = f.permute(0, 2, 3, 1)
-    b_, t_, n_, c_ = paper.shape
-    out = torch.zeros(b_, t_, n_, n_, dtype=f.dtype)
-    for b, t in itertools.product(range(b_), range(t_)):
-        for i, j in itertools.combinations(range(n_), 2):
-            value = sum(abs(paper[b, t, i, c].item() - paper[b, t, j, c].item()) for c in range(c_)) / c_
-            out[b, t, i, j] = out[b, t, j, i] = value
-    return out
-
-
-def literal_norm(gap, norm):
-    """||gap||_2 of a scalar: its square (our default reading) or its absolute value (the literal norm)."""
-    return gap * gap if norm == "squared" else abs(gap)
-
-
-def literal_gap(m_s, m_t, norm="squared", scale="raw"):
-    """Eq. 8 / 10: mean over the leading two axes and the pairs i < j of ||m_s - m_t||_2; with scale
-    mean_normalised each [P, P] matrix is first divided by its own mean over the pairs i < j."""
-    a, b, p, _ = m_s.shape
-    pairs = list(itertools.combinations(range(p), 2))
-    total = 0.0
-    for x, y in itertools.product(range(a), range(b)):
-        mean_s = mean_t = 1.0
-        if scale == "mean_normalised":
-            mean_s = sum(m_s[x, y, i, j].item() for i, j in pairs) / len(pairs)
-            mean_t = sum(m_t[x, y, i, j].item() for i, j in pairs) / len(pairs)
-        total += sum(literal_norm(m_s[x, y, i, j].item() / mean_s - m_t[x, y, i, j].item() / mean_t, norm)
-                     for i, j in pairs)
-    return total / (a * b * math.comb(p, 2))
-
-
-B, C, T, N = 2, 3, 4, 5
-
-
-def test_temporal_correlation_matches_literal_loop_and_is_symmetric():
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_kernel_distances_of_the_groups_are_c_times_tcd_and_scd(kernel):
+    """Eq. 7 and 9 as the losses compute them: the layer output as groups, the kernel's channel sums of
+    |x_p - x_q|; the mean over channels (1 / C) is then taken with the residual's unit or cancels in the mean."""
     f = randn(B, C, T, N, seed=10)
-    tcd = temporal_correlation(f)
-    assert tcd.shape == (B, N, T, T)
+    tcd = kernel_matrices(kernel, temporal_groups(f)) / C
+    scd = kernel_matrices(kernel, spatial_groups(f)).view(B, T, N, N) / C
     torch.testing.assert_close(tcd, literal_tcd(f))
-    torch.testing.assert_close(tcd, tcd.transpose(-1, -2), rtol=0, atol=0)
-    assert (torch.diagonal(tcd, dim1=-2, dim2=-1) == 0).all()
-
-
-def test_spatial_correlation_matches_literal_loop_and_is_symmetric():
-    f = randn(B, C, T, N, seed=11)
-    scd = spatial_correlation(f)
-    assert scd.shape == (B, T, N, N)
     torch.testing.assert_close(scd, literal_scd(f))
-    torch.testing.assert_close(scd, scd.transpose(-1, -2), rtol=0, atol=0)
-    assert (torch.diagonal(scd, dim1=-2, dim2=-1) == 0).all()
+    for matrices in (tcd, scd):
+        torch.testing.assert_close(matrices, matrices.transpose(-1, -2), rtol=0, atol=0)
+        assert (torch.diagonal(matrices, dim1=-2, dim2=-1) == 0).all()
 
 
-def feature_outputs(prediction, temporal, spatial, hidden=None):
-    return Outputs(prediction, {"temporal": temporal, "spatial": spatial, "hidden": hidden})
-
-
-def two_layer_features(seed, channels):
-    """Two temporal and two spatial layers of different lengths (T = 4 and 3), as in an ST block."""
-    temporal = [randn(B, channels, T, N, seed=seed), randn(B, channels, T - 1, N, seed=seed + 1)]
-    spatial = [randn(B, channels, T, N, seed=seed + 2), randn(B, channels, T - 1, N, seed=seed + 3)]
-    return temporal, spatial
-
-
-KERNELS = ["cdist", "compiled"]
 # cdist under every (scalar_norm, distance_scale) of the correlation terms. The readings act in Python shared by
 # both kernels, around the kernel's distance matrices, residual and gradient; so the compiled kernel (whose
 # first use per shape costs seconds of compiling) is checked on the default and on the reading that uses all
@@ -504,9 +449,7 @@ ALL_PARAMS = {"batch_size": 50, "learning_rate": 1e-3, "alpha1": 0.3, "alpha2": 
 
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_build_loss_ignores_extra_keys(name):
-    loss = build_loss(name, ALL_PARAMS)
-    assert type(loss) is LOSSES[name]
-    assert set(LOSS_PARAMETERS) == set(LOSSES)
+    assert build_loss(name, ALL_PARAMS).name == name
 
 
 def test_build_loss_passes_the_hyper_parameters():
@@ -524,9 +467,9 @@ def test_build_loss_passes_the_hyper_parameters():
 
 def test_build_loss_passes_the_readings_to_every_part():
     readings = {"scalar_norm": "absolute", "ord_reduction": "sum", "distance_scale": "mean_normalised"}
-    for name in READING_LOSSES:
+    for name in (name for name, info in LOSSES.items() if info.readings):
         loss = build_loss(name, ALL_PARAMS, "cdist", readings)
-        parts = [loss.ord, loss.scd, loss.tcd] if name in CORRELATION_LOSSES else [loss]
+        parts = [loss.ord, loss.scd, loss.tcd] if LOSSES[name].correlation else [loss]
         assert all(part.readings == Readings(**readings) for part in parts), name
     assert build_loss("ord", ALL_PARAMS).readings == Readings()
     # the task loss and our SKD reading have no paper norm to read; they take the spec's readings and ignore them
@@ -538,16 +481,16 @@ def test_run_spec_carries_the_configured_readings():
     demo_config = merged_config("config/demo.yaml")
     config = {**demo_config, "distillation": {**demo_config["distillation"], "scalar_norm": "absolute",
                                               "ord_reduction": "sum", "distance_scale": "mean_normalised"}}
-    cfg.validate(config)
-    spec = cfg.student_run(config, "demo", "stcd", 0)["loss"]
-    assert spec["readings"] == {"scalar_norm": "absolute", "ord_reduction": "sum", "distance_scale": "mean_normalised"}
-    assert build_loss(**spec).ord.readings == Readings("absolute", "sum", "mean_normalised")
-    pruning = cfg.prune_run(config, "demo", "kd_taylor", "pruning_base", config["pruning"]["base_ratios"][0], 0)
-    assert pruning["loss"]["readings"] == spec["readings"]
+    schema.validate(config)
+    spec = runspec.student_run(config, "demo", "stcd", 0).loss
+    assert spec.readings == {"scalar_norm": "absolute", "ord_reduction": "sum", "distance_scale": "mean_normalised"}
+    assert build_loss(**spec.to_dict()).ord.readings == Readings("absolute", "sum", "mean_normalised")
+    pruning = runspec.prune_run(config, "demo", "kd_taylor", "pruning_base", config["pruning"]["base_ratios"][0], 0)
+    assert pruning.loss.readings == spec.readings
     # defaults: today's readings; the task loss's spec has none (its identity does not change with them)
-    assert cfg.student_run(demo_config, "demo", "stcd", 0)["loss"]["readings"] == {
+    assert runspec.student_run(demo_config, "demo", "stcd", 0).loss.readings == {
         "scalar_norm": "squared", "ord_reduction": "mean", "distance_scale": "raw"}
-    assert "readings" not in cfg.student_run(demo_config, "demo", "task", 0)["loss"]
+    assert "readings" not in runspec.student_run(demo_config, "demo", "task", 0).loss.to_dict()
 
 
 def test_build_loss_unknown_name():
@@ -573,11 +516,19 @@ def small_models():
     return student, teacher, torch.randn(3, 12, 6, generator=g), torch.randn(3, 6, generator=g)
 
 
-KD_LOSSES = sorted(name for name, cls in LOSSES.items() if cls.uses_teacher)
+KD_LOSSES = sorted(name for name, info in LOSSES.items() if info.uses_teacher)
 
 
-def test_every_distillation_loss_is_listed():
-    assert set(KD_LOSSES) == {"rd_l2", "rd_kl", "ord", "skd", "stcd", "tcd", "scd"}
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_each_loss_runs_on_what_the_registry_says_it_reads(name):
+    """loss_step gives a loss the teacher and the hidden layers only where the registry says it reads them; a loss
+    that reads more than its entry says fails here (a missing teacher, features None)."""
+    student, teacher, x, y = small_models()
+    info = LOSSES[name]
+    loss = build_loss(name, ALL_PARAMS)
+    assert (loss.uses_teacher, loss.uses_features) == (info.uses_teacher, info.reads_features)
+    value = loss_step(student, teacher if info.uses_teacher else None, loss, x, y)
+    assert value.dim() == 0 and torch.isfinite(value)
 
 
 @pytest.mark.parametrize("name", KD_LOSSES)
@@ -604,7 +555,8 @@ def test_gradients_reach_the_student_only(name):
 ])
 def test_hidden_layer_losses_train_the_layers_they_read(loss_cls, unreached):
     student, teacher, x, y = small_models()
-    loss_step(student, teacher, loss_cls(), x, y).backward()
+    # a part of STCD alone, fed as loss_step feeds STCD
+    loss_cls()(forward(student, x, True), y, teacher_forward(teacher, x, True)).backward()
     for n, p in student.named_parameters():
         if n.startswith(unreached):
             assert p.grad is None, n

@@ -1,9 +1,15 @@
-"""STGCN: the parameter counts of Table 1, output and feature shapes, save/load round trip."""
+"""STGCN: the parameter counts of Table 1, the block notation, output and feature shapes, save/load round trip,
+and the torch-free modules of kdstgcn.model."""
+import subprocess
+import sys
+
 import pytest
 import torch
 
-from kdstgcn.model.core import STGCN, Architecture, count_parameters, load_model, save_model
-from kdstgcn.model.notation import parse_blocks
+from kdstgcn.model.architecture import Architecture
+from kdstgcn.model.notation import format_blocks, parse_blocks
+from kdstgcn.model.persist import count_parameters, load_model, save_model
+from kdstgcn.model.stgcn import STGCN
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -38,6 +44,14 @@ def test_parameter_counts_match_table_1(blocks, n_nodes, expected):
 def test_parse_blocks_reads_the_paper_notation():
     assert parse_blocks(TEACHER) == ((1, 32, 64), (64, 32, 128))
     assert parse_blocks([[1, 2, 4], [4, 2, 8]]) == ((1, 2, 4), (4, 2, 8))
+    assert format_blocks(parse_blocks(TEACHER)) == TEACHER
+
+
+def test_architecture_and_notation_load_without_torch():
+    code = ("import sys, kdstgcn.model.architecture, kdstgcn.model.notation; "
+            "print('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"
 
 
 def test_output_shape_and_features():

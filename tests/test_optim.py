@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from kdstgcn.training.optim import OPTIMIZERS, TFRMSprop, make_optimizer
-from kdstgcn.training.loop import TrainSettings
+from kdstgcn.config.runspec import TrainSettings
 
 DOUBLE = torch.float64
 

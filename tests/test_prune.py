@@ -3,6 +3,7 @@ inverse, masks on another device than the model, compact fine-tuning and the pru
 import copy
 import itertools
 import logging
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -13,15 +14,20 @@ from torch import nn
 from torch.utils._pytree import tree_flatten
 
 from conftest import merged_config
-from kdstgcn.config import core as cfg
-from kdstgcn import jobs
-from kdstgcn.data.graph import chebyshev_polynomials
-from kdstgcn.losses.core import TaskLoss
-from kdstgcn.model.core import LAYER_KINDS, STGCN, Architecture, count_parameters, load_model, save_model
+from kdstgcn.config import runspec, schema
+from kdstgcn.config.runspec import LossSpec, PruneSpec, RunSpec
+from kdstgcn.data.graph import chebyshev_polynomials, load_cheb
+from kdstgcn.data.samples import load_data
+from kdstgcn.jobs.prune import prune_run
+from kdstgcn.losses.response import TaskLoss
+from kdstgcn.model.architecture import LAYER_KINDS, Architecture
+from kdstgcn.model.persist import count_parameters, load_model, save_model
+from kdstgcn.model.stgcn import STGCN
 from kdstgcn.pruning.prune import (ImportanceAccumulator, apply_masks, compact, current_masks, expand, filter_importance,
                            kept_channels, masked_parameter_count, max_removable_share, normalised_importance, prune,
                            removed_share, select_masks)
-from kdstgcn.training.loop import TrainSettings, train
+from kdstgcn.config.runspec import TrainSettings
+from kdstgcn.training.loop import train
 
 SMALL = ((1, 4, 8), (8, 4, 16))
 TEACHER = ((1, 32, 64), (64, 32, 128))
@@ -430,14 +436,14 @@ def test_expand_is_the_inverse_of_compact():
 
 @pytest.fixture(scope="module")
 def synthetic_data(synthetic_files):
-    return jobs.load_data(str(synthetic_files.values), str(synthetic_files.fill_report), synthetic_files.data_spec())
+    return load_data(str(synthetic_files.values), str(synthetic_files.fill_report), synthetic_files.data_spec())
 
 
 def test_compact_fine_tuning_equals_fine_tuning_under_the_mask(synthetic_files, synthetic_data, tmp_path,
                                                                single_thread):
     """With dropout 0 and the same seed, training the compact model and expanding it gives the weights that
     training the masked full-width model gives (RMSprop: removed weights get zero gradients and stay put)."""
-    cheb = jobs.load_cheb(str(synthetic_files.adjacency), 3)
+    cheb = load_cheb(str(synthetic_files.adjacency), 3)
     torch.manual_seed(0)
     model = STGCN(Architecture(synthetic_files.n_nodes, SMALL, dropout=0.0), cheb)
     apply_masks(model, random_masks(model, torch.Generator().manual_seed(6)))
@@ -457,15 +463,12 @@ def test_compact_fine_tuning_equals_fine_tuning_under_the_mask(synthetic_files, 
     torch.testing.assert_close(small_history["val_mae"], masked_history["val_mae"], atol=1e-4, rtol=1e-4)
 
 
-def prune_spec(synthetic_files, epochs: int, ranking: str = "per_layer") -> dict:
-    task = {"name": "task", "params": {}, "correlation_kernel": "cdist"}
-    return {"dataset": "synthetic", "role": "pruned_taylor_base_50", "method": "taylor", "base": "base",
-            "ratio": 50, "data": synthetic_files.data_spec(),
-            "train": {"epochs": epochs, "batch_size": 50, "learning_rate": 1e-3, "lr_decay": 0.7,
-                      "lr_step_epochs": 5, "optimizer": "rmsprop", "seed": 0, "horizons": [3, 6, 9],
-                      "eval_batch_size": 200},
-            "loss": task, "finetune_loss": task, "pruning_minibatch": 1, "step_fraction": 0.25,
-            "ranking": ranking, "device": "cpu"}
+def prune_spec(synthetic_files, epochs: int, ranking: str = "per_layer") -> RunSpec:
+    task = LossSpec("task", {}, "cdist")
+    return RunSpec("synthetic", "pruned_taylor_base_50", synthetic_files.data_spec(),
+                   TrainSettings(epochs=epochs, batch_size=50, eval_batch_size=200), task, "cpu",
+                   prune=PruneSpec("taylor", "base", 50, task, pruning_minibatch=1, step_fraction=0.25,
+                                   ranking=ranking))
 
 
 def all_tensors(blob) -> list[torch.Tensor]:
@@ -479,7 +482,7 @@ ON_CUDA = pytest.param("cuda", "global", marks=[pytest.mark.cuda, pytest.mark.sk
 @pytest.mark.parametrize("device, ranking", [("cpu", "per_layer"), ("cpu", "global"), ON_CUDA])
 def test_prune_run_writes_cpu_models_and_resumes_the_compact_fine_tuning(synthetic_files, tmp_path, caplog,
                                                                          single_thread, device, ranking):
-    cheb = jobs.load_cheb(str(synthetic_files.adjacency), 3)
+    cheb = load_cheb(str(synthetic_files.adjacency), 3)
     torch.manual_seed(0)
     save_model(STGCN(Architecture(synthetic_files.n_nodes, SMALL), cheb), tmp_path / "base.pt")
     out = {key: str(tmp_path / name) for key, name in [("model", "model.pt"), ("masked", "masked_model.pt"),
@@ -487,10 +490,9 @@ def test_prune_run_writes_cpu_models_and_resumes_the_compact_fine_tuning(synthet
                                                        ("info", "info.json")]}
 
     def run(epochs, ranking=ranking):
-        return jobs.prune_run(prune_spec(synthetic_files, epochs, ranking) | {"device": device},
-                              str(synthetic_files.values),
-                              str(synthetic_files.fill_report), str(tmp_path / "base.pt"), None, out,
-                              str(tmp_path / "checkpoint.pt"))
+        return prune_run(replace(prune_spec(synthetic_files, epochs, ranking), device=device),
+                         str(synthetic_files.values), str(synthetic_files.fill_report), str(tmp_path / "base.pt"),
+                         None, out, str(tmp_path / "checkpoint.pt"))
 
     run(1)
     for name in ("model.pt", "masked_model.pt"):  # stored on the CPU, whatever the device
@@ -516,20 +518,20 @@ def test_prune_run_writes_cpu_models_and_resumes_the_compact_fine_tuning(synthet
 
 def test_pruning_switches_reach_the_run_spec():
     config = merged_config("config/demo.yaml")
-    cfg.validate(config)
+    schema.validate(config)
     assert (config["pruning"]["ranking"], config["pruning"]["finetune_loss"]) == ("per_layer", "stcd")  # today's
-    algorithm1 = cfg.prune_run(config, "demo", "kd_taylor", "teacher", 97, 0)
-    baseline = cfg.prune_run(config, "demo", "taylor", "pruning_base", 50, 0)
-    assert algorithm1["ranking"] == baseline["ranking"] == "per_layer"
-    assert algorithm1["finetune_loss"] == algorithm1["loss"] and algorithm1["loss"]["name"] == "stcd"
-    assert baseline["finetune_loss"]["name"] == baseline["loss"]["name"] == "task"
+    algorithm1 = runspec.prune_run(config, "demo", "kd_taylor", "teacher", 97, 0)
+    baseline = runspec.prune_run(config, "demo", "taylor", "pruning_base", 50, 0)
+    assert algorithm1.prune.ranking == baseline.prune.ranking == "per_layer"
+    assert algorithm1.prune.finetune_loss == algorithm1.loss and algorithm1.loss.name == "stcd"
+    assert baseline.prune.finetune_loss.name == baseline.loss.name == "task"
     config["pruning"] |= {"ranking": "global", "finetune_loss": "task"}
-    cfg.validate(config)
-    algorithm1 = cfg.prune_run(config, "demo", "kd_taylor", "teacher", 97, 0)
-    assert algorithm1["ranking"] == "global" and algorithm1["loss"]["name"] == "stcd"
-    assert algorithm1["finetune_loss"]["name"] == "task"
+    schema.validate(config)
+    algorithm1 = runspec.prune_run(config, "demo", "kd_taylor", "teacher", 97, 0)
+    assert algorithm1.prune.ranking == "global" and algorithm1.loss.name == "stcd"
+    assert algorithm1.prune.finetune_loss.name == "task"
     for key, value in [("ranking", "random"), ("finetune_loss", "ord")]:
         bad = copy.deepcopy(config)
         bad["pruning"][key] = value
-        with pytest.raises(cfg.ConfigError, match=f"pruning.{key}: '{value}' is not one of"):
-            cfg.validate(bad)
+        with pytest.raises(schema.ConfigError, match=f"pruning.{key}: '{value}' is not one of"):
+            schema.validate(bad)

@@ -1,85 +1,104 @@
-"""Streaming rollout against the full recompute, and the sparse graph product against the dense one."""
+"""Tests of kdstgcn.evaluation.rollout: masked metrics by hand, and the 9-step rollout that feeds predictions back
+(in batches, in CPU chunks, streaming or recomputing each window)."""
 import numpy as np
-import pandas as pd
 import pytest
 import torch
-import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from kdstgcn.model import core as model_module
-from kdstgcn.evaluation.cost import count_flops
-from kdstgcn.evaluation.rollout import rollout
+from helpers import ring_model
 from kdstgcn.data.graph import chebyshev_polynomials
-from kdstgcn.model.core import STGCN, Architecture, ChebyshevTerms
-from kdstgcn.pruning.prune import compact
+from kdstgcn.data.samples import Scaler
+from kdstgcn.evaluation import rollout as rollout_module
+from kdstgcn.evaluation.rollout import denormalise, horizon_metrics, rollout
+from kdstgcn.model.architecture import Architecture
+from kdstgcn.model.stgcn import STGCN
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-N = 16
-SMALL = ((1, 4, 8), (8, 4, 16))
+
+def test_horizon_metrics_by_hand():
+    # [windows=2, steps=2, nodes=3]
+    truth = np.array([[[10.0, 20.0, 0.0], [50.0, 50.0, 50.0]],
+                      [[40.0, 10.0, 5.0], [60.0, 0.0, 20.0]]])
+    pred = np.array([[[12.0, 17.0, 1.0], [50.0, 55.0, 40.0]],
+                     [[40.0, 14.0, 5.0], [66.0, 2.0, 20.0]]])
+    table = horizon_metrics(pred, truth, horizons=[1, 2], step_minutes=5)
+    assert table["horizon_min"].tolist() == [5, 10]
+
+    e1 = np.array([2, -3, 1, 0, 4, 0], float)           # horizon 1 errors, truth 0 in entry 3
+    t1 = np.array([10, 20, 0, 40, 10, 5], float)
+    e2 = np.array([0, 5, -10, 6, 2, 0], float)
+    t2 = np.array([50, 50, 50, 60, 0, 20], float)
+    for row, e, t in ((0, e1, t1), (1, e2, t2)):
+        assert table.loc[row, "MAE"] == pytest.approx(np.abs(e).mean())       # zeros count for MAE ...
+        assert table.loc[row, "RMSE"] == pytest.approx(np.sqrt((e ** 2).mean()))  # ... and RMSE
+        keep = t > 0                                                           # ... not for MAPE
+        assert table.loc[row, "MAPE"] == pytest.approx(100 * np.abs(e[keep] / t[keep]).mean())
+    assert table.loc[0, "MAE"] == pytest.approx(10 / 6)
+    assert table.loc[0, "MAPE"] == pytest.approx(100 * (0.2 + 0.15 + 0 + 0.4 + 0) / 5)
 
 
-def ring_cheb(n: int = N, ks: int = 3) -> torch.Tensor:
-    """Chebyshev stack of a ring road with a few shortcuts: a sparse graph like the real ones."""
-    w = np.zeros((n, n))
-    for i in range(n):
-        w[i, (i + 1) % n] = w[(i + 1) % n, i] = 0.8
-    w[0, n // 2] = w[n // 2, 0] = 0.6
-    return chebyshev_polynomials(w, ks)
+def test_station_mask_removes_stations_from_every_metric():
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(20, 70, size=(4, 3, 5))
+    pred = truth + rng.normal(0, 2, size=truth.shape)
+    pred[..., 2] += 1000.0  # a dead station with absurd predictions
+    truth[0, :, 2] = 0.0
+    mask = np.array([True, True, False, True, True])
+    masked = horizon_metrics(pred, truth, [1, 3], 5, station_mask=mask)
+    reference = horizon_metrics(pred[..., mask], truth[..., mask], [1, 3], 5)
+    np.testing.assert_allclose(masked[["MAE", "RMSE", "MAPE"]].to_numpy(),
+                               reference[["MAE", "RMSE", "MAPE"]].to_numpy())
+    assert (masked["MAE"] < 5).all()
+    unmasked = horizon_metrics(pred, truth, [1, 3], 5)
+    assert (unmasked["MAE"] > 100).all()
 
 
-def build(blocks=SMALL, seed: int = 0, **arch) -> STGCN:
-    torch.manual_seed(seed)
-    m = STGCN(Architecture(N, blocks, **arch), ring_cheb(N, arch.get("ks", 3)))
-    with torch.no_grad():  # move off the initial values so that every layer matters
+def test_mape_is_nan_when_no_truth_is_positive():
+    table = horizon_metrics(np.ones((2, 1, 2)), np.zeros((2, 1, 2)), [1], 5)
+    assert table.loc[0, "MAE"] == 1.0 and np.isnan(table.loc[0, "MAPE"])
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    a = rng.uniform(size=(6, 6))
+    w = np.triu(a, 1) * (np.triu(a, 1) > 0.5)
+    m = STGCN(Architecture(6, ((1, 4, 8), (8, 4, 16))), chebyshev_polynomials(w + w.T, 3))
+    with torch.no_grad():
         for p in m.parameters():
             p.add_(0.1 * torch.randn_like(p))
-    return m
+    return m.eval()
 
 
-def assert_rollouts_equal(m: STGCN, inputs: torch.Tensor, steps: int = 9) -> torch.Tensor:
-    full = rollout(m, inputs, steps, mode="full")
-    streamed = rollout(m, inputs, steps, mode="streaming")
-    assert streamed.shape == full.shape == (inputs.shape[0], steps, inputs.shape[2])
-    torch.testing.assert_close(streamed, full, rtol=1e-5, atol=1e-5)
-    return full
+def test_rollout_feeds_predictions_back(model):
+    inputs = torch.randn(7, 12, 6)
+    out = rollout(model, inputs, steps=4)
+    assert tuple(out.shape) == (7, 4, 6)
+    window, manual = inputs.clone(), []
+    with torch.no_grad():
+        for _ in range(4):
+            y = model(window)
+            manual.append(y)
+            window = torch.cat([window[:, 1:], y[:, None]], dim=1)
+    torch.testing.assert_close(out, torch.stack(manual, dim=1), rtol=0, atol=1e-6)
+    # step 1 is the plain forward; later steps do depend on the fed-back predictions
+    torch.testing.assert_close(out[:, 0], model(inputs).detach(), rtol=0, atol=1e-6)
+    assert not torch.allclose(out[:, 1], model(torch.cat([inputs[:, 1:], inputs[:, -1:]], 1)).detach())
 
 
-@pytest.mark.parametrize("arch", [{}, {"kt": 2, "n_his": 9}, {"kt": 3, "n_his": 9, "ks": 2}, {"n_his": 13}])
-def test_streaming_equals_full_recompute_on_random_models(arch):
-    # n_his 9 with kt 3 leaves one position for the output layer (nothing cached there); kt 2 a window of 5
-    full = assert_rollouts_equal(build(**arch), torch.randn(5, arch.get("n_his", 12), N))
-    assert not torch.allclose(full[:, 0], full[:, -1])  # the steps differ: the feedback is exercised
-
-
-def test_streaming_equals_full_recompute_on_a_trained_model_with_dropout():
-    m = build(dropout=0.3)
-    optimizer = torch.optim.RMSprop(m.parameters(), lr=1e-2)
-    gen = torch.Generator().manual_seed(1)
-    x, y = torch.randn(20, 12, N, generator=gen), torch.randn(20, N, generator=gen)
-    m.train()
-    for _ in range(5):
-        optimizer.zero_grad()
-        F.mse_loss(m(x), y).backward()
-        optimizer.step()
-    assert_rollouts_equal(m, torch.randn(6, 12, N, generator=gen))
-    assert not m.training  # rollout evaluates in eval mode: dropout off
-
-
-def test_streaming_equals_full_recompute_on_masked_and_compact_models():
-    m = build(((1, 8, 16), (16, 8, 32)), dropout=0.2)
-    masks = {"block0.temporal1": torch.tensor([1, 0, 1, 1, 0, 1, 1, 1]),
-             "block0.graph": torch.tensor([0, 1, 1, 1, 1, 0, 1, 1]),
-             "block1.temporal2": torch.tensor([1, 0] * 16)}
-    m.set_masks(masks)
-    inputs = torch.randn(5, 12, N)
-    masked = assert_rollouts_equal(m, inputs)
-    small = compact(m.eval())
-    torch.testing.assert_close(assert_rollouts_equal(small, inputs), masked, rtol=1e-5, atol=1e-5)
+def test_rollout_batch_size_does_not_change_results(model):
+    inputs = torch.randn(11, 12, 6)
+    full = rollout(model, inputs, steps=3, batch_size=1140)
+    for batch_size in (1, 4, 11):
+        torch.testing.assert_close(rollout(model, inputs, steps=3, batch_size=batch_size), full,
+                                   rtol=1e-5, atol=1e-5)
 
 
 def test_streaming_rollout_in_batches_and_for_one_step():
-    m = build()
-    inputs = torch.randn(7, 12, N)
+    m = ring_model(16, ((1, 4, 8), (8, 4, 16)))
+    inputs = torch.randn(7, 12, 16)
     torch.testing.assert_close(rollout(m, inputs, 4, batch_size=3), rollout(m, inputs, 4, mode="full"),
                                rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(rollout(m, inputs, 1)[:, 0], m(inputs).detach(), rtol=1e-6, atol=1e-6)
@@ -87,83 +106,51 @@ def test_streaming_rollout_in_batches_and_for_one_step():
         rollout(m, inputs, 2, mode="fast")
 
 
-def product_modes(monkeypatch, sparse: bool) -> None:
-    monkeypatch.setitem(model_module.SPARSE_MAX_DENSITY, "cpu", 1.0 if sparse else 0.0)
-    monkeypatch.setitem(model_module.SPARSE_MAX_BLOCK_BYTES, "cpu", 2**62)
+class LargestOutput(TorchDispatchMode):
+    """Records the largest number of elements of any new tensor (not a view) an op returns whose leading axis
+    is the batch (tensors made from the weights alone, e.g. the folded conv weights, do not grow with it)."""
+
+    def __init__(self, batch: int):
+        super().__init__()
+        self.batch, self.numel = batch, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if all(r.alias_info is None for r in func._schema.returns):
+            for t in out if isinstance(out, (tuple, list)) else (out,):
+                if isinstance(t, torch.Tensor) and t.dim() and t.shape[0] == self.batch:
+                    self.numel = max(self.numel, t.numel())
+        return out
 
 
-def test_terms_are_identity_sparse_or_dense_by_density_and_operand_size(monkeypatch):
-    terms = ChebyshevTerms(ring_cheb())
-    assert terms.density[0] == pytest.approx(1 / N) and terms.identity == [True, False, False]
-    assert terms.density[1] < terms.density[2] < 1  # T_2 is denser than L
-    monkeypatch.setitem(model_module.SPARSE_MAX_DENSITY, "cpu", terms.density[1])
-    assert terms.modes("cpu") == ["identity", "sparse", "dense"]
-    assert terms.modes("cuda") == ["identity", "dense", "dense"]
-    limit = model_module.SPARSE_MAX_BLOCK_BYTES["cpu"]
-    assert terms.modes("cpu", limit) == ["identity", "sparse", "dense"]
-    assert terms.modes("cpu", limit + 1) == ["identity", "dense", "dense"]  # the node-major copies cost more
+def largest_tensor_of_one_window(model) -> int:
+    batch = 7  # no other axis of these models has this length
+    with torch.no_grad(), LargestOutput(batch) as recorder:
+        model(torch.randn(batch, 12, model.arch.n_nodes))
+    return recorder.numel // batch
 
 
-def test_sparse_and_dense_products_give_the_same_outputs_and_gradients(monkeypatch):
-    x, target = torch.randn(4, 12, N), torch.randn(4, N)
-    results = {}
-    for sparse in (False, True):
-        product_modes(monkeypatch, sparse)
-        m = build(dropout=0.0)
-        assert m.cheb_terms.modes("cpu")[1:] == (["sparse"] * 2 if sparse else ["dense"] * 2)
-        loss = F.mse_loss(m(x), target)
-        loss.backward()
-        results[sparse] = (loss.detach(), [p.grad for p in m.parameters()], rollout(m, x, 9))
-    torch.testing.assert_close(results[True][0], results[False][0], rtol=1e-5, atol=1e-6)
-    for sparse_grad, dense_grad in zip(results[True][1], results[False][1]):
-        torch.testing.assert_close(sparse_grad, dense_grad, rtol=1e-4, atol=1e-6)
-    torch.testing.assert_close(results[True][2], results[False][2], rtol=1e-5, atol=1e-5)
+@pytest.mark.parametrize("blocks", [((1, 4, 8), (8, 4, 16)), ((1, 1, 8), (8, 1, 16)), ((1, 32, 64), (64, 32, 128))])
+def test_largest_activation_is_the_largest_tensor_of_a_forward(model, blocks):
+    m = STGCN(Architecture(6, blocks), model.cheb).eval()
+    assert m.largest_activation_floats() == largest_tensor_of_one_window(m)
 
 
-def test_flop_count_follows_the_product_that_runs(monkeypatch):
-    x = torch.randn(3, 12, N)
-    counts = {}
-    for sparse in (False, True):
-        product_modes(monkeypatch, sparse)
-        m = build()
-        counts[sparse] = (count_flops(m, x, meta=True), count_flops(m, x, meta=False))
-    assert counts[True][0] == counts[True][1] and counts[False][0] == counts[False][1]
-    terms = build().cheb_terms
-    nnz = [int(d * N * N) for d in terms.density]
-    # graph-conv inputs: block0 4 channels x 10 positions, block1 4 channels x 6 positions, batch 3
-    columns = 3 * (4 * 10 + 4 * 6)
-    dense_products = 2 * 2 * N * N * columns  # T_1 and T_2; the identity T_0 costs nothing
-    sparse_products = 2 * (nnz[1] + nnz[2]) * columns
-    assert counts[False][0] - counts[True][0] == dense_products - sparse_products
+def test_cpu_chunks_hold_about_the_byte_budget_and_do_not_change_results(model, monkeypatch):
+    inputs = torch.randn(11, 12, 6)
+    whole = rollout(model, inputs, steps=3, batch_size=1140)
+    per_window = 4 * model.largest_activation_floats()
+    assert rollout_module.cpu_chunk(model, 1140) == min(rollout_module.CPU_CHUNK_WINDOWS,
+                                                        rollout_module.CPU_CHUNK_BYTES // per_window)
+    assert rollout_module.cpu_chunk(model, 5) == 5
+    monkeypatch.setattr(rollout_module, "CPU_CHUNK_BYTES", 3 * per_window)
+    assert rollout_module.cpu_chunk(model, 1140) == 3
+    torch.testing.assert_close(rollout(model, inputs, steps=3, batch_size=1140), whole, rtol=1e-5, atol=1e-5)
+    monkeypatch.setattr(rollout_module, "CPU_CHUNK_BYTES", 1)
+    assert rollout_module.cpu_chunk(model, 1140) == 1
 
 
-def test_table1_has_the_full_recompute_time_beside_the_streaming_one():
-    from kdstgcn.report.core import cost_table
-
-    costs = pd.DataFrame([
-        {"dataset": "d", "model": model_name, "parameters": p, "flops": f, "mean_s": s, "std_s": 0.1 * s,
-         "runs": 3, "batch": 1140, "device_name": "cpu: test", "full_recompute_mean_s": full,
-         "full_recompute_std_s": 0.1 * full}
-        for model_name, p, f, s, full in (("teacher", 1000, 1e9, 2.0, 8.0), ("student_task", 10, 1e7, 0.1, 0.5))])
-    config = {"datasets": {"d": {"paper_name": "PeMSD7", "description": "test data"}}}
-    table = cost_table(costs, config)
-    time_rows = table[table["metric"] == "test_time_s"].set_index("model")
-    assert time_rows.loc["student_task", "ours"] == 0.1
-    assert time_rows.loc["student_task", "full_recompute_s"] == 0.5
-    assert time_rows.loc["student_task", "full_recompute_ratio_to_teacher"] == pytest.approx(0.5 / 8.0)
-    assert table[table["metric"] != "test_time_s"]["full_recompute_s"].isna().all()
-
-
-@pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("sparse", [False, True])
-def test_streaming_equals_full_recompute_on_cuda_and_matches_the_cpu(monkeypatch, sparse):
-    monkeypatch.setitem(model_module.SPARSE_MAX_DENSITY, "cuda", 1.0 if sparse else 0.0)
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # compare the algorithms in full float32
-    m = build(dropout=0.1)
-    inputs = torch.randn(9, 12, N)
-    on_cpu = rollout(m, inputs, 9, mode="full")
-    m.cuda()
-    on_gpu = assert_rollouts_equal(m, inputs)
-    assert on_gpu.device.type == "cpu"  # predictions come back to the host
-    torch.testing.assert_close(on_gpu, on_cpu, rtol=1e-4, atol=1e-4)
+def test_denormalise_inverts_the_scaler():
+    scaler = Scaler(60.0, 5.0)
+    x = torch.tensor([[-1.0, 0.0, 2.0]])
+    np.testing.assert_allclose(denormalise(x, scaler), [[55.0, 60.0, 70.0]])

@@ -6,10 +6,16 @@ import logging
 import pytest
 import torch
 
-from kdstgcn.losses.core import LOSSES, build_loss
-from kdstgcn.model.core import STGCN, Architecture
+from kdstgcn.losses.base import Outputs, forward, loss_step
+from kdstgcn.losses.build import LOSS_CLASSES as LOSSES, build_loss
+from kdstgcn.model.architecture import Architecture
+from kdstgcn.model.stgcn import STGCN
+from kdstgcn.config.runspec import LossSpec, PruneSpec, RunSpec, TrainSettings
+from kdstgcn.data.graph import load_cheb
+from kdstgcn.jobs.prune import fit_prune
+from kdstgcn.training.loop import train
+from kdstgcn.training.teacher import CachedPredictions, LiveTeacher, StoredFeatures
 from kdstgcn.training.teacher_cache import CACHE_NAME, TeacherFeatureStore, cached_teacher_predictions
-from kdstgcn.training.loop import Outputs, TrainSettings, forward, loss_step, train
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -37,12 +43,13 @@ def test_cached_predictions_train_the_same_student_as_a_teacher_forward_per_batc
     settings = TrainSettings(epochs=2, batch_size=50, learning_rate=3e-3, eval_batch_size=200)
     runs = {}
     for how in ("forward", "cached"):
-        cached = None
+        source = LiveTeacher(teacher)
         if how == "cached":
-            cached = cached_teacher_predictions(teacher, data.inputs("train"), tmp_path / how, 50, CPU)
+            source = CachedPredictions(teacher, cached_teacher_predictions(teacher, data.inputs("train"),
+                                                                           tmp_path / how, 50, CPU))
         loss = build_loss(name, PARAMS)
         student, history = train(model(cheb, n, STUDENT, seed=0), data, loss, settings,
-                                 tmp_path / how / "checkpoint.pt", teacher, CPU, teacher_predictions=cached)
+                                 tmp_path / how / "checkpoint.pt", source, CPU)
         runs[how] = (student.state_dict(), history, loss.share_pct())
     (w_forward, h_forward, share_forward), (w_cached, h_cached, share_cached) = runs["forward"], runs["cached"]
     for key, value in w_forward.items():
@@ -86,7 +93,7 @@ def test_cached_predictions_are_refused_for_a_feature_loss(data, cheb, synthetic
     cached = cached_teacher_predictions(teacher, data.inputs("train"), tmp_path, 50, CPU)
     with pytest.raises(ValueError, match="needs the teacher"):
         train(model(cheb, n, STUDENT, seed=0), data, build_loss("tcd", PARAMS, correlation_kernel="cdist"),
-              TrainSettings(epochs=1), tmp_path / "checkpoint.pt", teacher, CPU, teacher_predictions=cached)
+              TrainSettings(epochs=1), tmp_path / "checkpoint.pt", CachedPredictions(teacher, cached), CPU)
 
 
 @pytest.mark.parametrize("name", FEATURE_LOSSES)
@@ -122,10 +129,10 @@ def test_feature_store_trains_the_same_student_as_a_teacher_forward_per_batch(na
     for how in ("live", "float32"):
         settings = TrainSettings(epochs=2, batch_size=50, learning_rate=3e-3, eval_batch_size=200, teacher_features=how)
         loss = build_loss(name, PARAMS, "cdist")
-        store = None if how == "live" else TeacherFeatureStore.open(
-            teacher, data.inputs("train"), tmp_path / "store", how, loss.feature_groups, 50, CPU)
+        source = LiveTeacher(teacher) if how == "live" else StoredFeatures(teacher, TeacherFeatureStore.open(
+            teacher, data.inputs("train"), tmp_path / "store", how, loss.feature_groups, 50, CPU))
         student, history = train(model(cheb, n, STUDENT, seed=0), data, loss, settings,
-                                 tmp_path / how / "checkpoint.pt", teacher, CPU, teacher_store=store)
+                                 tmp_path / how / "checkpoint.pt", source, CPU)
         runs[how] = (student.state_dict(), history)
     for key, value in runs["live"][0].items():
         torch.testing.assert_close(runs["float32"][0][key], value, rtol=1e-4, atol=1e-5)
@@ -164,28 +171,24 @@ def test_feature_store_holds_the_forward_per_window_built_once_and_keyed(data, c
 
 
 def test_pruned_teacher_fine_tunes_with_l_stcd_from_the_store_as_from_the_live_teacher(synthetic_files, tmp_path):
-    """Algorithm 1's L_STCD fine-tuning after pruning reads the teacher's store (jobs.fit_prune): float32 gives the
+    """Algorithm 1's L_STCD fine-tuning after pruning reads the teacher's store (fit_prune): float32 gives the
     compact model the live teacher forward gives, and the store lies beside the teacher."""
-    from kdstgcn import jobs
-    from kdstgcn.model.core import save_model
+    from kdstgcn.model.persist import save_model
 
-    cheb = jobs.load_cheb(str(synthetic_files.adjacency), 3)
+    cheb = load_cheb(str(synthetic_files.adjacency), 3)
     teacher_dir = tmp_path / "teacher"
     teacher_dir.mkdir()
     save_model(model(cheb, synthetic_files.n_nodes, TEACHER, seed=5), teacher_dir / "model.pt")
-    stcd = {"name": "stcd", "params": {"alpha1": 0.3, "alpha2": 0.5, "alpha3": 0.7}, "correlation_kernel": "cdist"}
+    stcd = LossSpec("stcd", {"alpha1": 0.3, "alpha2": 0.5, "alpha3": 0.7}, "cdist")
     compact = {}
     for how in ("live", "float32"):
-        run = {"dataset": "synthetic", "role": "pruned_kd_taylor_teacher_50", "method": "kd_taylor", "base": "teacher",
-               "ratio": 50, "data": synthetic_files.data_spec(),
-               "train": {"epochs": 1, "batch_size": 50, "learning_rate": 1e-3, "lr_decay": 0.7, "lr_step_epochs": 5,
-                         "optimizer": "rmsprop", "seed": 0, "horizons": [3, 6, 9], "eval_batch_size": 200,
-                         "teacher_features": how},
-               "loss": stcd, "finetune_loss": stcd, "pruning_minibatch": 2, "step_fraction": 0.25,
-               "ranking": "per_layer", "device": "cpu"}
-        compact[how], *_ = jobs.fit_prune(run, str(synthetic_files.values), str(synthetic_files.fill_report),
-                                         str(teacher_dir / "model.pt"), str(teacher_dir / "model.pt"),
-                                         str(tmp_path / how / "checkpoint.pt"))
+        run = RunSpec("synthetic", "pruned_kd_taylor_teacher_50", synthetic_files.data_spec(),
+                      TrainSettings(epochs=1, batch_size=50, eval_batch_size=200, teacher_features=how), stcd, "cpu",
+                      prune=PruneSpec("kd_taylor", "teacher", 50, stcd, pruning_minibatch=2, step_fraction=0.25,
+                                      ranking="per_layer"))
+        compact[how], *_ = fit_prune(run, str(synthetic_files.values), str(synthetic_files.fill_report),
+                                    str(teacher_dir / "model.pt"), str(teacher_dir / "model.pt"),
+                                    str(tmp_path / how / "checkpoint.pt"))
     assert compact["float32"].arch.kept == compact["live"].arch.kept
     for key, value in compact["live"].state_dict().items():
         torch.testing.assert_close(compact["float32"].state_dict()[key], value, rtol=1e-4, atol=1e-5)

@@ -3,15 +3,19 @@ a checkpoint of other settings is ignored, and a diverging loss stops the run wi
 import logging
 import math
 import re
+from dataclasses import replace
 
 import pandas as pd
 import pytest
 import torch
 
-from kdstgcn import jobs
-from kdstgcn.losses.core import TaskLoss
-from kdstgcn.model.core import STGCN, Architecture
-from kdstgcn.training.loop import NonFiniteLoss, TrainSettings, train
+from kdstgcn.config.runspec import LossSpec, RunSpec, TrainSettings
+from kdstgcn.jobs.train import train_run
+from kdstgcn.losses.response import TaskLoss
+from kdstgcn.model.architecture import Architecture
+from kdstgcn.model.persist import load_model
+from kdstgcn.model.stgcn import STGCN
+from kdstgcn.training.loop import NonFiniteLoss, train
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -130,17 +134,14 @@ def test_nan_in_the_data_stops_training(data, cheb, synthetic_files, tmp_path):
 
 
 def run_spec(synthetic_files, epochs, learning_rate):
-    return {"dataset": "synthetic", "role": "teacher", "data": synthetic_files.data_spec(),
-            "arch": Architecture(synthetic_files.n_nodes, BLOCKS).to_dict(),
-            "train": {"epochs": epochs, "batch_size": 50, "learning_rate": learning_rate, "lr_decay": 0.7,
-                      "lr_step_epochs": 5, "optimizer": "rmsprop", "seed": 0, "horizons": [3, 6, 9],
-                      "eval_batch_size": 200},
-            "loss": {"name": "task", "params": {}}, "device": "cpu"}
+    return RunSpec("synthetic", "teacher", synthetic_files.data_spec(),
+                   TrainSettings(epochs=epochs, batch_size=50, learning_rate=learning_rate, eval_batch_size=200),
+                   LossSpec("task", {}), "cpu", arch=Architecture(synthetic_files.n_nodes, BLOCKS))
 
 
 def call_train_run(run, files, out, teacher_path=None):
-    return jobs.train_run(run, values=str(files.values), fill_report=str(files.fill_report),
-                          adjacency=str(files.adjacency), model_out=str(out / "model.pt"),
+    return train_run(run, values=str(files.values), fill_report=str(files.fill_report),
+                     adjacency=str(files.adjacency), model_out=str(out / "model.pt"),
                           history_out=str(out / "history.parquet"), info_out=str(out / "info.json"),
                           checkpoint=str(out / "checkpoint.pt"), teacher_path=teacher_path)
 
@@ -149,7 +150,7 @@ def test_train_run_writes_model_history_and_a_larger_budget_continues(synthetic_
     call_train_run(run_spec(synthetic_files, 2, 1e-3), synthetic_files, tmp_path)
     history = pd.read_parquet(tmp_path / "history.parquet")
     assert history["epoch"].tolist() == [1, 2]
-    model, extra = jobs.load_model(tmp_path / "model.pt")
+    model, extra = load_model(tmp_path / "model.pt")
     assert extra["epochs_run"] == 2 and extra["best_epoch"] in (1, 2)
     assert (tmp_path / "checkpoint.pt").exists()
     with caplog.at_level(logging.INFO):
@@ -170,17 +171,16 @@ def test_a_student_checkpoint_is_ignored_once_its_teacher_changed(synthetic_file
     teacher_dir, student_dir = tmp_path / "teacher", tmp_path / "student"
     teacher_dir.mkdir(), student_dir.mkdir()
     call_train_run(run_spec(synthetic_files, 1, 1e-3), synthetic_files, teacher_dir)
-    student = {**run_spec(synthetic_files, 1, 1e-3), "role": "student_ord",
-               "loss": {"name": "ord", "params": {"alpha1": 0.5}}}
+    student = replace(run_spec(synthetic_files, 1, 1e-3), role="student_ord", loss=LossSpec("ord", {"alpha1": 0.5}))
     teacher = str(teacher_dir / "model.pt")
     call_train_run(student, synthetic_files, student_dir, teacher)
     with caplog.at_level(logging.INFO):
-        call_train_run(student | {"train": student["train"] | {"epochs": 2}}, synthetic_files, student_dir, teacher)
+        call_train_run(student.with_epochs(2), synthetic_files, student_dir, teacher)
     assert "after epoch 1" in caplog.text
     call_train_run(run_spec(synthetic_files, 2, 1e-3), synthetic_files, teacher_dir)  # the teacher trains on
     caplog.clear()
     with caplog.at_level(logging.INFO):
-        call_train_run(student | {"train": student["train"] | {"epochs": 3}}, synthetic_files, student_dir, teacher)
+        call_train_run(student.with_epochs(3), synthetic_files, student_dir, teacher)
     assert "ignoring checkpoint" in caplog.text and "resuming" not in caplog.text
     assert pd.read_parquet(student_dir / "history.parquet")["epoch"].tolist() == [1, 2, 3]
 

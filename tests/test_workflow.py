@@ -10,37 +10,19 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import run_snakemake, shared_data_dir
+from conftest import job_stats, planned_wildcards, run_snakemake, shared_data_dir
 
 pytestmark = pytest.mark.slow
 
 RAW_NAME = "pems08_288_62_170.mat"
 
 
-def job_stats(output: str) -> dict[str, int]:
-    """The 'Job stats' table of a Snakemake run: rule -> number of jobs."""
-    match = re.search(r"Job stats:\s*\n\s*job\s+count\s*\n\s*-+\s+-+\s*\n(.*?)\n\s*total\s+(\d+)", output, re.S)
-    assert match, f"no job table in the output:\n{output[-3000:]}"
-    return {name: int(count) for name, count in re.findall(r"^\s*(\w+)\s+(\d+)\s*$", match.group(1), re.M)}
-
-
-def planned_wildcards(output: str, rule: str) -> list[dict[str, str]]:
-    """Wildcards of every planned job of `rule` (from the per-job blocks of the dry run)."""
-    jobs = []
-    for block in re.findall(rf"^(?:local)?rule {rule}:\n((?:[ \t]+.*\n?)*)", output, re.M):
-        line = re.search(r"^\s*wildcards: (.*)$", block, re.M)
-        if line:
-            jobs.append(dict(item.split("=", 1) for item in line.group(1).split(", ")))
-    return jobs
-
-
 def test_dry_run_of_all_plans_both_teachers(repo_copy):
     result = run_snakemake(repo_copy, ["-n", "all", "--cores", "2"], timeout=120)
     assert result.returncode == 0, result.output[-4000:]
     stats = job_stats(result.output)
-    assert stats.get("train_teacher") == 2, stats
-    assert stats.get("all") == 1
-    teachers = planned_wildcards(result.output, "train_teacher")
+    assert stats.get("all") == 1, stats
+    teachers = [j for j in planned_wildcards(result.output, "train") if j["model"] == "teacher"]
     assert sorted(j["dataset"] for j in teachers) == ["pemsd7m", "pemsd8"], teachers
     assert all(j["seed"] == "0" for j in teachers)
     assert not (repo_copy / "results").exists()  # a dry run writes nothing
@@ -76,13 +58,13 @@ def test_demo_trains_and_evaluates_a_teacher(repo_copy):
     assert history["train_loss"].map(math.isfinite).all()
     assert (repo_copy / "results/demo/seed0/teacher/checkpoint.pt").exists()  # kept: a larger budget continues it
 
-    log = (repo_copy / "logs/train_teacher/demo/seed0.log").read_text()
+    log = (repo_copy / "logs/train/demo/seed0/teacher.log").read_text()
     assert len(re.findall(rf"epoch \d+/{epochs} ", log)) == epochs
     console = result.output.splitlines()
     assert len(console) < 200, f"{len(console)} console lines:\n{result.output[-4000:]}"
     finished = re.findall(r"^\S+ \d+ of \d+ steps \(\d+%\) done: ", result.output, re.M)
     assert len(finished) == sum(job_stats(result.output).values())  # one line per job
-    assert len(re.findall(rf"train_teacher/demo/seed0: epoch \d+/{epochs} .* ETA ", result.output)) == epochs
+    assert len(re.findall(rf"train/demo/seed0/teacher: epoch \d+/{epochs} .* ETA ", result.output)) == epochs
     assert "Shell command" not in result.output and "localrule" not in result.output  # no per-job blocks
     stats = json.loads((repo_copy / "results/demo/graph/stats.json").read_text())
     demo_nodes = yaml.safe_load((repo_copy / "config/demo.yaml").read_text())["datasets"]["demo"]["n_nodes"]

@@ -1,16 +1,19 @@
+# From raw files to what every model reads: download (or synthesize), clean, adjacency.
+
+
 onstart:
     check_raw_sources()
 
 
 rule download:
     output:
-        "results/{dataset}/raw/{filename}",
+        layout.raw_path("{dataset}", "{filename}"),
     log:
-        "logs/download/{dataset}/{filename}.log",
+        layout.job_log("download", "{dataset}", "{filename}"),
     benchmark:
-        "benchmarks/download/{dataset}/{filename}.tsv"
+        layout.job_benchmark("download", "{dataset}", "{filename}")
     params:
-        file=lambda w: cfg.raw_files(config, w.dataset)[w.filename],
+        file=lambda w: datasets.raw_files(config, w.dataset)[w.filename],
         mirror=config["mirror"],
     localrule: True
     threads: 1
@@ -18,19 +21,19 @@ rule download:
         mem_mb=500,
         runtime=30,
     conda:
-        "../../envs/kdstgcn.yaml"
+        CONDA_ENV
     script:
         "../../scripts/download.py"
 
 
 rule synthesize:
     output:
-        values=f"results/{{dataset}}/raw/{cfg.SYNTHETIC_VALUES}",
-        distance=f"results/{{dataset}}/raw/{cfg.SYNTHETIC_DISTANCE}",
+        values=layout.raw_path("{dataset}", datasets.SYNTHETIC_VALUES),
+        distance=layout.raw_path("{dataset}", datasets.SYNTHETIC_DISTANCE),
     log:
-        "logs/synthesize/{dataset}.log",
+        layout.job_log("synthesize", "{dataset}"),
     benchmark:
-        "benchmarks/synthesize/{dataset}.tsv"
+        layout.job_benchmark("synthesize", "{dataset}")
     params:
         dataset=lambda w: config["datasets"][w.dataset],
     localrule: True
@@ -39,53 +42,53 @@ rule synthesize:
         mem_mb=1000,
         runtime=10,
     conda:
-        "../../envs/kdstgcn.yaml"
+        CONDA_ENV
     script:
         "../../scripts/synthesize.py"
 
 
 rule clean:
     input:
-        lambda w: raw_path(w.dataset, cfg.values_source(config, w.dataset)["name"]),
+        lambda w: layout.raw_path(w.dataset, datasets.values_source(config, w.dataset)["name"]),
     output:
-        values="results/{dataset}/clean/values.parquet",
-        report="results/{dataset}/clean/fill_report.csv",
-        report_parquet="results/{dataset}/clean/fill_report.parquet",
+        values=layout.clean_path("{dataset}", "values.parquet"),
+        report=layout.clean_path("{dataset}", "fill_report.csv"),
+        report_parquet=layout.clean_path("{dataset}", "fill_report.parquet"),
     log:
-        "logs/clean/{dataset}.log",
+        layout.job_log("clean", "{dataset}"),
     benchmark:
-        "benchmarks/clean/{dataset}.tsv"
+        layout.job_benchmark("clean", "{dataset}")
     params:
-        source=lambda w: cfg.values_source(config, w.dataset),
+        source=lambda w: datasets.values_source(config, w.dataset),
         dataset=lambda w: config["datasets"][w.dataset],
     threads: 1
     resources:
         mem_mb=4000,
         runtime=20,
     conda:
-        "../../envs/kdstgcn.yaml"
+        CONDA_ENV
     script:
         "../../scripts/clean.py"
 
 
 rule adjacency:
     input:
-        lambda w: raw_path(w.dataset, cfg.distance_source(config, w.dataset)["name"]),
+        lambda w: layout.raw_path(w.dataset, datasets.distance_source(config, w.dataset)["name"]),
     output:
-        adjacency="results/{dataset}/graph/adjacency.parquet",
-        stats="results/{dataset}/graph/stats.json",
+        adjacency=layout.graph_path("{dataset}", "adjacency.parquet"),
+        stats=layout.graph_path("{dataset}", "stats.json"),
     log:
-        "logs/adjacency/{dataset}.log",
+        layout.job_log("adjacency", "{dataset}"),
     benchmark:
-        "benchmarks/adjacency/{dataset}.tsv"
+        layout.job_benchmark("adjacency", "{dataset}")
     params:
-        source=lambda w: cfg.distance_source(config, w.dataset),
+        source=lambda w: datasets.distance_source(config, w.dataset),
         dataset=lambda w: config["datasets"][w.dataset],
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
     conda:
-        "../../envs/kdstgcn.yaml"
+        CONDA_ENV
     script:
         "../../scripts/adjacency.py"

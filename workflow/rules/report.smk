@@ -1,224 +1,123 @@
+# The paper's tables, figures and summary from the trained models. Each rule's params carry only the config it
+# reads, so that changing anything else (tuning, timing, ...) leaves its outputs alone.
+
+
 rule metric_table:
     input:
-        lambda w: metric_table_inputs(paper_report.table_rows(int(w.number), config)),
+        lambda w: run_files([r["model"] for r in table_rows(int(w.number))], "metrics.csv"),
     output:
-        csv=report("results/table{number}.csv", caption="../report/metric_table.rst", category="Table downloads (CSV)"),
-        parquet="results/table{number}.parquet",
+        csv=report(layout.table_path("{number}", "csv"), caption="../report/metric_table.rst",
+                   category="Table downloads (CSV)"),
+        parquet=layout.table_path("{number}", "parquet"),
     log:
-        "logs/metric_table/table{number}.log",
+        layout.job_log("metric_table", "table{number}"),
     benchmark:
-        "benchmarks/metric_table/table{number}.tsv"
+        layout.job_benchmark("metric_table", "table{number}")
     wildcard_constraints:
         number="2|4|5|7|8",
     params:
-        config=config,
+        rows=lambda w: table_rows(int(w.number)),
+        datasets=report_rows.dataset_facts(config),
+        seeds=config["seeds"],
+        paper_epochs=config["training"]["paper_epochs"],
+        hyperparameter_sources=hyperparameter_sources("distillation", "pruning"),
     localrule: True
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
     conda:
-        "../../envs/kdstgcn.yaml"
+        CONDA_ENV
     script:
         "../../scripts/metric_table.py"
 
 
 rule teacher_share_table:
     input:
-        lambda w: student_info_inputs(
-            [m for m in paper_report.SHARE_MODELS if m[len("student_"):] in config["distillation"]["losses"]]
-        ),
+        run_files(report_rows.share_models(LOSSES), "info.json"),
     output:
-        csv=report("results/table3.csv", caption="../report/table3.rst", category="Table downloads (CSV)"),
-        parquet="results/table3.parquet",
+        csv=report(layout.table_path(3, "csv"), caption="../report/table3.rst", category="Table downloads (CSV)"),
+        parquet=layout.table_path(3, "parquet"),
     log:
-        "logs/teacher_share_table/table3.log",
+        layout.job_log("teacher_share_table", "table3"),
     benchmark:
-        "benchmarks/teacher_share_table/table3.tsv"
+        layout.job_benchmark("teacher_share_table", "table3")
     params:
-        config=config,
+        models=report_rows.share_models(LOSSES),
+        datasets=report_rows.dataset_facts(config),
+        seeds=config["seeds"],
+        paper_epochs=config["training"]["paper_epochs"],
+        hyperparameter_sources=hyperparameter_sources("distillation"),
     localrule: True
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
     conda:
-        "../../envs/kdstgcn.yaml"
+        CONDA_ENV
     script:
         "../../scripts/teacher_share_table.py"
 
 
 rule hyperparameter_table:
     output:
-        csv=report("results/table6.csv", caption="../report/table6.rst", category="Table downloads (CSV)"),
-        parquet="results/table6.parquet",
+        csv=report(layout.table_path(6, "csv"), caption="../report/table6.rst", category="Table downloads (CSV)"),
+        parquet=layout.table_path(6, "parquet"),
     log:
-        "logs/hyperparameter_table/table6.log",
+        layout.job_log("hyperparameter_table", "table6"),
     benchmark:
-        "benchmarks/hyperparameter_table/table6.tsv"
+        layout.job_benchmark("hyperparameter_table", "table6")
     params:
-        config=config,
+        hyperparameters=config["distillation"]["hyperparameters"],
+        datasets=report_rows.dataset_facts(config),
+        seeds=config["seeds"],
     localrule: True
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
     conda:
-        "../../envs/kdstgcn.yaml"
+        CONDA_ENV
     script:
         "../../scripts/hyperparameter_table.py"
 
 
 rule pruning_hyperparameter_table:
     output:
-        csv=report("results/table9.csv", caption="../report/table9.rst", category="Table downloads (CSV)"),
-        parquet="results/table9.parquet",
+        csv=report(layout.table_path(9, "csv"), caption="../report/table9.rst", category="Table downloads (CSV)"),
+        parquet=layout.table_path(9, "parquet"),
     log:
-        "logs/pruning_hyperparameter_table/table9.log",
+        layout.job_log("pruning_hyperparameter_table", "table9"),
     benchmark:
-        "benchmarks/pruning_hyperparameter_table/table9.tsv"
+        layout.job_benchmark("pruning_hyperparameter_table", "table9")
     params:
-        config=config,
+        hyperparameters=config["pruning"]["hyperparameters"],
+        datasets=report_rows.dataset_facts(config),
+        seeds=config["seeds"],
     localrule: True
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
     conda:
-        "../../envs/kdstgcn.yaml"
+        CONDA_ENV
     script:
         "../../scripts/pruning_hyperparameter_table.py"
-
-
-rule figure3:
-    input:
-        lambda w: [f"{cfg.run_dir(w.dataset, seeds()[0], m)}/predictions.npz" for m in figure3_models()],
-    output:
-        report("results/figures/figure3_{dataset}.png", caption="../report/figure3.rst", category="Figures"),
-    log:
-        "logs/figure3/{dataset}.log",
-    benchmark:
-        "benchmarks/figure3/{dataset}.tsv"
-    params:
-        models=figure3_models(),
-        seed=seeds()[0],
-        figures=config["figures"],
-        step_minutes=config["model"]["step_minutes"],
-        quantity=lambda w: cfg.quantity(config, w.dataset),
-    localrule: True
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
-    conda:
-        "../../envs/kdstgcn.yaml"
-    script:
-        "../../scripts/figure.py"
-
-
-rule tsne:
-    input:
-        unpack(prepared_inputs),
-        student=lambda w: f"{cfg.run_dir(w.dataset, seeds()[0], w.student)}/model.pt",
-        reference=lambda w: f"{cfg.run_dir(w.dataset, seeds()[0], w.reference)}/model.pt",
-    output:
-        report(
-            "results/figures/tsne_{dataset}_{student}_vs_{reference}.png",
-            caption="../report/tsne.rst",
-            category="Figures",
-        ),
-    log:
-        "logs/tsne/{dataset}_{student}_vs_{reference}.log",
-    benchmark:
-        "benchmarks/tsne/{dataset}_{student}_vs_{reference}.tsv"
-    wildcard_constraints:
-        student=r"student_[a-z0-9_]+|pruned_[a-z0-9_]+",
-        reference="teacher|pruning_base",
-    params:
-        data=lambda w: cfg.data_spec(config, w.dataset),
-        figures=config["figures"],
-        seed=seeds()[0],
-    localrule: True
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    conda:
-        "../../envs/kdstgcn.yaml"
-    script:
-        "../../scripts/tsne.py"
-
-
-use rule figure3 as figure4 with:
-    input:
-        lambda w: [f"{cfg.run_dir(w.dataset, seeds()[0], m)}/predictions.npz" for m in figure4_models()],
-    output:
-        report("results/figures/figure4_{dataset}.png", caption="../report/figure4.rst", category="Figures"),
-    log:
-        "logs/figure4/{dataset}.log",
-    benchmark:
-        "benchmarks/figure4/{dataset}.tsv"
-    params:
-        models=figure4_models(),
-        seed=seeds()[0],
-        figures=config["figures"],
-        step_minutes=config["model"]["step_minutes"],
-        quantity=lambda w: cfg.quantity(config, w.dataset),
-
-
-use rule figure3 as figure5 with:
-    input:
-        lambda w: [f"{cfg.run_dir(w.dataset, seeds()[0], m)}/predictions.npz" for m in figure5_models()],
-    output:
-        report("results/figures/figure5_{dataset}.png", caption="../report/figure5.rst", category="Figures"),
-    log:
-        "logs/figure5/{dataset}.log",
-    benchmark:
-        "benchmarks/figure5/{dataset}.tsv"
-    params:
-        models=figure5_models(),
-        seed=seeds()[0],
-        figures=config["figures"],
-        step_minutes=config["model"]["step_minutes"],
-        quantity=lambda w: cfg.quantity(config, w.dataset),
-
-
-rule loss_anatomy:
-    input:
-        lambda w: [f"{cfg.run_dir(w.dataset, s, 'student_' + loss)}/history.parquet" for loss, s in anatomy_runs()],
-    output:
-        png=report("results/figures/anatomy_{dataset}.png", caption="../report/anatomy.rst", category="Figures"),
-        csv="results/anatomy_{dataset}.csv",
-    log:
-        "logs/loss_anatomy/{dataset}.log",
-    benchmark:
-        "benchmarks/loss_anatomy/{dataset}.tsv"
-    params:
-        losses=[loss for loss, _ in anatomy_runs()],
-    localrule: True
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
-    conda:
-        "../../envs/kdstgcn.yaml"
-    script:
-        "../../scripts/anatomy.py"
 
 
 rule measure_cost:
     input:
         unpack(prepared_inputs),
-        models=lambda w: [f"{cfg.run_dir(w.dataset, seeds()[0], m)}/model.pt" for m in cost_models()],
+        models=lambda w: [layout.run_file(w.dataset, seeds()[0], m, "model.pt") for m in cost_models()],
     output:
-        "results/{dataset}/costs.parquet",
+        layout.costs_path("{dataset}"),
     log:
-        "logs/measure_cost/{dataset}.log",
+        layout.job_log("measure_cost", "{dataset}"),
     benchmark:
-        "benchmarks/measure_cost/{dataset}.tsv"
+        layout.job_benchmark("measure_cost", "{dataset}")
     params:
         models=cost_models(),
-        data=lambda w: cfg.data_spec(config, w.dataset),
+        data=lambda w: datasets.data_spec(config, w.dataset),
         timing=config["timing"],
         device=config["device"],
     threads: 2
@@ -227,100 +126,211 @@ rule measure_cost:
         mem_mb=8000,
         runtime=120,
     conda:
-        "../../envs/kdstgcn.yaml"
+        CONDA_ENV
     script:
         "../../scripts/measure_cost.py"
 
 
 rule cost_table:
     input:
-        expand("results/{dataset}/costs.parquet", dataset=config["run_datasets"]),
+        [layout.costs_path(d) for d in config["run_datasets"]],
     output:
-        csv=report("results/table1.csv", caption="../report/table1.rst", category="Table downloads (CSV)"),
-        parquet="results/table1.parquet",
+        csv=report(layout.table_path(1, "csv"), caption="../report/table1.rst", category="Table downloads (CSV)"),
+        parquet=layout.table_path(1, "parquet"),
     log:
-        "logs/cost_table/table1.log",
+        layout.job_log("cost_table", "table1"),
     benchmark:
-        "benchmarks/cost_table/table1.tsv"
+        layout.job_benchmark("cost_table", "table1")
     params:
-        config=config,
+        datasets=report_rows.dataset_facts(config),
     localrule: True
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
     conda:
-        "../../envs/kdstgcn.yaml"
+        CONDA_ENV
     script:
         "../../scripts/cost_table.py"
 
 
 rule table_page:
     input:
-        "results/table{number}.parquet",
+        layout.table_path("{number}", "parquet"),
     output:
-        report("results/table{number}.html", caption="../report/table_page.rst", category="Tables"),
+        report(layout.table_path("{number}", "html"), caption="../report/table_page.rst", category="Tables"),
     log:
-        "logs/table_page/table{number}.log",
+        layout.job_log("table_page", "table{number}"),
     benchmark:
-        "benchmarks/table_page/table{number}.tsv"
+        layout.job_benchmark("table_page", "table{number}")
     wildcard_constraints:
         number="[1-9]",
     params:
-        config=config,
+        datasets=report_rows.dataset_facts(config),
+        budget=report_rows.budget(config),
     localrule: True
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
     conda:
-        "../../envs/kdstgcn.yaml"
+        CONDA_ENV
     script:
         "../../scripts/table_page.py"
+
+
+# --- figures
+
+
+rule figure3:
+    input:
+        predictions(figure3_models()),
+    output:
+        report(layout.figure_path("figure3_{dataset}"), caption="../report/figure3.rst", category="Figures"),
+    log:
+        layout.job_log("figure3", "{dataset}"),
+    benchmark:
+        layout.job_benchmark("figure3", "{dataset}")
+    params:
+        figures=config["figures"],
+        step_minutes=config["model"]["step_minutes"],
+        quantity=lambda w: datasets.quantity(config, w.dataset),
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        CONDA_ENV
+    script:
+        "../../scripts/figure.py"
+
+
+use rule figure3 as figure4 with:
+    input:
+        predictions(figure4_models()),
+    output:
+        report(layout.figure_path("figure4_{dataset}"), caption="../report/figure4.rst", category="Figures"),
+    log:
+        layout.job_log("figure4", "{dataset}"),
+    benchmark:
+        layout.job_benchmark("figure4", "{dataset}")
+
+
+use rule figure3 as figure5 with:
+    input:
+        predictions(figure5_models()),
+    output:
+        report(layout.figure_path("figure5_{dataset}"), caption="../report/figure5.rst", category="Figures"),
+    log:
+        layout.job_log("figure5", "{dataset}"),
+    benchmark:
+        layout.job_benchmark("figure5", "{dataset}")
+
+
+rule tsne:
+    input:
+        unpack(prepared_inputs),
+        student=lambda w: layout.run_file(w.dataset, seeds()[0], w.student, "model.pt"),
+        reference=lambda w: layout.run_file(w.dataset, seeds()[0], w.reference, "model.pt"),
+    output:
+        report(layout.figure_path("tsne_{dataset}_{student}_vs_{reference}"), caption="../report/tsne.rst",
+               category="Figures"),
+    log:
+        layout.job_log("tsne", "{dataset}_{student}_vs_{reference}"),
+    benchmark:
+        layout.job_benchmark("tsne", "{dataset}_{student}_vs_{reference}")
+    wildcard_constraints:
+        student=r"student_[a-z0-9_]+|pruned_[a-z0-9_]+",
+        reference="|".join(layout.REFERENCE_MODELS),
+    params:
+        data=lambda w: datasets.data_spec(config, w.dataset),
+        figures=config["figures"],
+        seed=seeds()[0],
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        CONDA_ENV
+    script:
+        "../../scripts/tsne.py"
+
+
+rule loss_anatomy:
+    input:
+        anatomy_inputs,
+    output:
+        png=report(layout.figure_path("anatomy_{dataset}"), caption="../report/anatomy.rst", category="Figures"),
+        csv=layout.anatomy_path("{dataset}"),
+    log:
+        layout.job_log("loss_anatomy", "{dataset}"),
+    benchmark:
+        layout.job_benchmark("loss_anatomy", "{dataset}")
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        CONDA_ENV
+    script:
+        "../../scripts/anatomy.py"
+
+
+# --- the verdict and the summary
 
 
 rule verdict_table:
     input:
         unpack(verdict_inputs),
     output:
-        csv=report("results/verdict.csv", caption="../report/verdict.rst", category="Table downloads (CSV)"),
-        parquet="results/verdict.parquet",
+        csv=report(layout.verdict_path("csv"), caption="../report/verdict.rst", category="Table downloads (CSV)"),
+        parquet=layout.verdict_path("parquet"),
     log:
-        "logs/verdict_table/verdict.log",
+        layout.job_log("verdict_table", "verdict"),
     benchmark:
-        "benchmarks/verdict_table/verdict.tsv"
+        layout.job_benchmark("verdict_table", "verdict")
     params:
-        config=config,
+        verdict=config["verdict"],
+        runs=report_rows.verdict_runs(config),
+        datasets=report_rows.dataset_facts(config),
+        seeds=config["seeds"],
+        paper_epochs=config["training"]["paper_epochs"],
+        pruning=config["pruning"],
     localrule: True
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
     conda:
-        "../../envs/kdstgcn.yaml"
+        CONDA_ENV
     script:
         "../../scripts/verdict_table.py"
 
 
 rule summary:
     input:
-        tables=[f"results/table{n}.parquet" for n in (1, 2, 4, 5, 7, 8)],
-        verdict="results/verdict.parquet",
+        unpack(lambda w: {f"table{n}": layout.table_path(n, "parquet") for n in report_rows.SUMMARY_TABLES}),
+        verdict=layout.verdict_path("parquet"),
     output:
-        markdown=report("results/summary.md", caption="../report/summary.rst", category="Summary"),
-        html=report("results/summary.html", caption="../report/summary.rst", category="Summary"),
+        markdown=report(layout.summary_path("md"), caption="../report/summary.rst", category="Summary"),
+        html=report(layout.summary_path("html"), caption="../report/summary.rst", category="Summary"),
     log:
-        "logs/summary/summary.log",
+        layout.job_log("summary", "summary"),
     benchmark:
-        "benchmarks/summary/summary.tsv"
+        layout.job_benchmark("summary", "summary")
     params:
-        config=config,
+        pruning=config["pruning"],
+        datasets=report_rows.dataset_facts(config),
+        budget=report_rows.budget(config),
     localrule: True
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
     conda:
-        "../../envs/kdstgcn.yaml"
+        CONDA_ENV
     script:
         "../../scripts/summary.py"

@@ -1,88 +1,77 @@
-rule train_teacher:
+# Models: the teacher, the pruning base and the students (train), their pruned models (prune), and the test
+# metrics of each (evaluate). One folder per model: results/<dataset>/seed<seed>/<model>/.
+
+
+rule train:
     input:
-        unpack(prepared_inputs),
+        unpack(train_inputs),
     output:
-        model="results/{dataset}/seed{seed}/teacher/model.pt",
-        history="results/{dataset}/seed{seed}/teacher/history.parquet",
-        info="results/{dataset}/seed{seed}/teacher/info.json",
+        model=layout.run_file("{dataset}", "{seed}", "{model}", "model.pt"),
+        history=layout.run_file("{dataset}", "{seed}", "{model}", "history.parquet"),
+        info=layout.run_file("{dataset}", "{seed}", "{model}", "info.json"),
     log:
-        "logs/train_teacher/{dataset}/seed{seed}.log",
+        layout.job_log("train", "{dataset}", "seed{seed}", "{model}"),
     benchmark:
-        "benchmarks/train_teacher/{dataset}/seed{seed}.tsv"
+        layout.job_benchmark("train", "{dataset}", "seed{seed}", "{model}")
+    wildcard_constraints:
+        model=layout.TRAINED_PATTERN,
     params:
-        run=lambda w: cfg.reference_run(config, w.dataset, "teacher", w.seed),
-        checkpoint=lambda w: f"{cfg.run_dir(w.dataset, w.seed, 'teacher')}/checkpoint.pt",
+        run=lambda w: train_run(w).to_dict(),
+        checkpoint=lambda w: layout.run_file(w.dataset, w.seed, w.model, "checkpoint.pt"),
     threads: 2
     resources:
         gpu=1,
         mem_mb=8000,
         runtime=240,
     conda:
-        "../../envs/kdstgcn.yaml"
+        CONDA_ENV
     script:
         "../../scripts/train.py"
 
 
-use rule train_teacher as train_pruning_base with:
-    output:
-        model="results/{dataset}/seed{seed}/pruning_base/model.pt",
-        history="results/{dataset}/seed{seed}/pruning_base/history.parquet",
-        info="results/{dataset}/seed{seed}/pruning_base/info.json",
-    log:
-        "logs/train_pruning_base/{dataset}/seed{seed}.log",
-    benchmark:
-        "benchmarks/train_pruning_base/{dataset}/seed{seed}.tsv"
-    params:
-        run=lambda w: cfg.reference_run(config, w.dataset, "pruning_base", w.seed),
-        checkpoint=lambda w: f"{cfg.run_dir(w.dataset, w.seed, 'pruning_base')}/checkpoint.pt",
-
-
-use rule train_teacher as train_student with:
+rule prune:
     input:
-        unpack(student_inputs),
+        unpack(prune_inputs),
     output:
-        model="results/{dataset}/seed{seed}/student_{loss}/model.pt",
-        history="results/{dataset}/seed{seed}/student_{loss}/history.parquet",
-        info="results/{dataset}/seed{seed}/student_{loss}/info.json",
+        model=layout.run_file("{dataset}", "{seed}", "{model}", "model.pt"),
+        masked=layout.run_file("{dataset}", "{seed}", "{model}", "masked_model.pt"),
+        steps=layout.run_file("{dataset}", "{seed}", "{model}", "pruning_steps.parquet"),
+        history=layout.run_file("{dataset}", "{seed}", "{model}", "history.parquet"),
+        info=layout.run_file("{dataset}", "{seed}", "{model}", "info.json"),
     log:
-        "logs/train_student/{dataset}/seed{seed}/{loss}.log",
+        layout.job_log("prune", "{dataset}", "seed{seed}", "{model}"),
     benchmark:
-        "benchmarks/train_student/{dataset}/seed{seed}/{loss}.tsv"
+        layout.job_benchmark("prune", "{dataset}", "seed{seed}", "{model}")
+    wildcard_constraints:
+        model=layout.PRUNED_MODEL_PATTERN,
     params:
-        run=lambda w: cfg.student_run(config, w.dataset, w.loss, w.seed),
-        checkpoint=lambda w: f"{cfg.run_dir(w.dataset, w.seed, f'student_{w.loss}')}/checkpoint.pt",
-
-
-use rule train_teacher as train_sourced_student with:
-    input:
-        unpack(student_inputs),
-    output:
-        model="results/{dataset}/seed{seed}/student_{loss}_{source}/model.pt",
-        history="results/{dataset}/seed{seed}/student_{loss}_{source}/history.parquet",
-        info="results/{dataset}/seed{seed}/student_{loss}_{source}/info.json",
-    log:
-        "logs/train_student/{dataset}/seed{seed}/{loss}_{source}.log",
-    benchmark:
-        "benchmarks/train_student/{dataset}/seed{seed}/{loss}_{source}.tsv"
-    params:
-        run=lambda w: cfg.student_run(config, w.dataset, w.loss, w.seed, role=f"student_{w.loss}_{w.source}"),
-        checkpoint=lambda w: f"{cfg.run_dir(w.dataset, w.seed, f'student_{w.loss}_{w.source}')}/checkpoint.pt",
+        run=lambda w: prune_run(w).to_dict(),
+        checkpoint=lambda w: layout.run_file(w.dataset, w.seed, w.model, "checkpoint.pt"),
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=240,
+    conda:
+        CONDA_ENV
+    script:
+        "../../scripts/prune.py"
 
 
 rule evaluate:
     input:
         unpack(prepared_inputs),
-        model="results/{dataset}/seed{seed}/{model}/model.pt",
+        model=layout.run_file("{dataset}", "{seed}", "{model}", "model.pt"),
     output:
-        metrics="results/{dataset}/seed{seed}/{model}/metrics.csv",
-        metrics_parquet="results/{dataset}/seed{seed}/{model}/metrics.parquet",
-        predictions="results/{dataset}/seed{seed}/{model}/predictions.npz",
+        metrics=layout.run_file("{dataset}", "{seed}", "{model}", "metrics.csv"),
+        metrics_parquet=layout.run_file("{dataset}", "{seed}", "{model}", "metrics.parquet"),
+        predictions=layout.run_file("{dataset}", "{seed}", "{model}", "predictions.npz"),
     log:
-        "logs/evaluate/{dataset}/seed{seed}/{model}.log",
+        layout.job_log("evaluate", "{dataset}", "seed{seed}", "{model}"),
     benchmark:
-        "benchmarks/evaluate/{dataset}/seed{seed}/{model}.tsv"
+        layout.job_benchmark("evaluate", "{dataset}", "seed{seed}", "{model}")
     params:
-        data=lambda w: cfg.data_spec(config, w.dataset),
+        data=lambda w: datasets.data_spec(config, w.dataset),
         horizons=config["model"]["horizons"],
         step_minutes=config["model"]["step_minutes"],
         device=config["device"],
@@ -94,50 +83,6 @@ rule evaluate:
         mem_mb=8000,
         runtime=30,
     conda:
-        "../../envs/kdstgcn.yaml"
+        CONDA_ENV
     script:
         "../../scripts/evaluate.py"
-
-
-rule prune:
-    input:
-        unpack(prune_inputs),
-    output:
-        model="results/{dataset}/seed{seed}/pruned_{method}_{base}_{ratio}/model.pt",
-        masked="results/{dataset}/seed{seed}/pruned_{method}_{base}_{ratio}/masked_model.pt",
-        steps="results/{dataset}/seed{seed}/pruned_{method}_{base}_{ratio}/pruning_steps.parquet",
-        history="results/{dataset}/seed{seed}/pruned_{method}_{base}_{ratio}/history.parquet",
-        info="results/{dataset}/seed{seed}/pruned_{method}_{base}_{ratio}/info.json",
-    log:
-        "logs/prune/{dataset}/seed{seed}/{method}_{base}_{ratio}.log",
-    benchmark:
-        "benchmarks/prune/{dataset}/seed{seed}/{method}_{base}_{ratio}.tsv"
-    params:
-        run=lambda w: cfg.prune_run(config, w.dataset, w.method, w.base, int(w.ratio), w.seed),
-        checkpoint=lambda w: f"{cfg.run_dir(w.dataset, w.seed, cfg.pruned_name(w.method, w.base, w.ratio))}/checkpoint.pt",
-    threads: 2
-    resources:
-        gpu=1,
-        mem_mb=8000,
-        runtime=240,
-    conda:
-        "../../envs/kdstgcn.yaml"
-    script:
-        "../../scripts/prune.py"
-
-
-use rule prune as prune_sourced with:
-    output:
-        model="results/{dataset}/seed{seed}/pruned_{method}_{base}_{ratio}_{source}/model.pt",
-        masked="results/{dataset}/seed{seed}/pruned_{method}_{base}_{ratio}_{source}/masked_model.pt",
-        steps="results/{dataset}/seed{seed}/pruned_{method}_{base}_{ratio}_{source}/pruning_steps.parquet",
-        history="results/{dataset}/seed{seed}/pruned_{method}_{base}_{ratio}_{source}/history.parquet",
-        info="results/{dataset}/seed{seed}/pruned_{method}_{base}_{ratio}_{source}/info.json",
-    log:
-        "logs/prune/{dataset}/seed{seed}/{method}_{base}_{ratio}_{source}.log",
-    benchmark:
-        "benchmarks/prune/{dataset}/seed{seed}/{method}_{base}_{ratio}_{source}.tsv"
-    params:
-        run=lambda w: cfg.prune_run(config, w.dataset, w.method, w.base, int(w.ratio), w.seed,
-                                    role=f"{cfg.pruned_name(w.method, w.base, w.ratio)}_{w.source}"),
-        checkpoint=lambda w: f"{cfg.run_dir(w.dataset, w.seed, cfg.pruned_name(w.method, w.base, w.ratio))}_{w.source}/checkpoint.pt",

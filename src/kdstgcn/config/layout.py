@@ -11,11 +11,29 @@ REFERENCE_MODELS = ("teacher", "pruning_base")
 PRUNING_METHODS = ("kd_taylor", "taylor")
 HYPERPARAMETER_SOURCES = ("paper", "tuned")
 
-# the {model} wildcard: a reference model, a student, or a pruned model, each optionally a verdict variant
+LOGS = "logs"
+BENCHMARKS = "benchmarks"
+
+# model names: a reference model, a student, or a pruned model, students and pruned models optionally a verdict
+# variant (_paper, _tuned); the named groups are the parts the parsers below read
 PRUNED_PATTERN = (rf"pruned_(?P<method>{'|'.join(PRUNING_METHODS)})_(?P<base>{'|'.join(REFERENCE_MODELS)})"
                   rf"_(?P<ratio>\d+)")
 SOURCE_SUFFIX = rf"(?:_(?P<source>{'|'.join(HYPERPARAMETER_SOURCES)}))?"
-MODEL_PATTERN = rf"{'|'.join(REFERENCE_MODELS)}|student_[a-z0-9_]+|{PRUNED_PATTERN}{SOURCE_SUFFIX}"
+STUDENT_PATTERN = rf"student_(?P<loss>[a-z0-9_]+?){SOURCE_SUFFIX}"
+
+
+def unnamed(pattern: str) -> str:
+    """A pattern with its named groups made plain groups: Snakemake reads every named group of a wildcard's
+    constraint as a wildcard of its own, so the wildcard patterns below have none."""
+    return re.sub(r"\(\?P<\w+>", "(?:", pattern)
+
+
+# the wildcard patterns: {model} of the train rule, of the prune rule, of any run (evaluate); {study} of the
+# tuning rules for a pruned model (a loss's study is the loss's name)
+TRAINED_PATTERN = unnamed(rf"{'|'.join(REFERENCE_MODELS)}|{STUDENT_PATTERN}")
+PRUNED_MODEL_PATTERN = unnamed(PRUNED_PATTERN + SOURCE_SUFFIX)
+MODEL_PATTERN = f"{TRAINED_PATTERN}|{PRUNED_MODEL_PATTERN}"
+PRUNED_STUDY_PATTERN = unnamed(PRUNED_PATTERN)
 RUN_DIR = re.compile(rf"{RESULTS}/(?P<dataset>[^/]+)/seed(?P<seed>\d+)/(?P<model>[^/]+)")
 
 
@@ -23,11 +41,21 @@ def raw_path(dataset: str, name: str) -> str:
     return f"{RESULTS}/{dataset}/raw/{name}"
 
 
+def clean_path(dataset: str, name: str) -> str:
+    """A file of a dataset's cleaned values (values.parquet, fill_report.csv / .parquet)."""
+    return f"{RESULTS}/{dataset}/clean/{name}"
+
+
+def graph_path(dataset: str, name: str) -> str:
+    """A file of a dataset's sensor graph (adjacency.parquet, stats.json)."""
+    return f"{RESULTS}/{dataset}/graph/{name}"
+
+
 def prepared(dataset: str) -> dict[str, str]:
     """Cleaned values, fill report and adjacency of a dataset: what every training and evaluation job reads."""
-    return {"values": f"{RESULTS}/{dataset}/clean/values.parquet",
-            "fill_report": f"{RESULTS}/{dataset}/clean/fill_report.csv",
-            "adjacency": f"{RESULTS}/{dataset}/graph/adjacency.parquet"}
+    return {"values": clean_path(dataset, "values.parquet"),
+            "fill_report": clean_path(dataset, "fill_report.csv"),
+            "adjacency": graph_path(dataset, "adjacency.parquet")}
 
 
 def run_dir(dataset: str, seed: int | str, model: str) -> str:
@@ -74,6 +102,24 @@ def parse_pruned(model: str) -> PrunedName | None:
     return PrunedName(match["method"], match["base"], int(match["ratio"]), match["source"])
 
 
+@dataclass(frozen=True)
+class StudentName:
+    loss: str
+    source: str | None = None
+
+
+def student_name(loss: str) -> str:
+    return f"student_{loss}"
+
+
+def parse_student(model: str) -> StudentName | None:
+    """The loss (and verdict source) of a student's name (None for any other model)."""
+    match = re.fullmatch(STUDENT_PATTERN, model)
+    if match is None:
+        return None
+    return StudentName(match["loss"], match["source"])
+
+
 def variant_name(model: str, source: str) -> str:
     """A student or pruned model trained with the other hyper-parameter source, for the verdict only."""
     return f"{model}_{source}"
@@ -89,9 +135,49 @@ def tuning_journal(dataset: str, study: str) -> str:
     return f"{RESULTS}/{dataset}/tuned/{study}.journal"
 
 
+def tuning_trials(dataset: str, study: str) -> str:
+    """Every trial of one tuning study, with its values and validation MAE."""
+    return f"{RESULTS}/{dataset}/tuned/{study}_trials.parquet"
+
+
+def tuning_worker_file(dataset: str, study: str, worker: int | str) -> str:
+    """What one tuning worker of a study did (the trials it started, its time)."""
+    return f"{RESULTS}/{dataset}/tuned/workers/{study}_{worker}.json"
+
+
+def job_log(rule: str, *parts: str) -> str:
+    """Log file of one job: logs/<rule>/<parts...>.log (the console names a job by it)."""
+    return "/".join((LOGS, rule, *parts)) + ".log"
+
+
+def job_benchmark(rule: str, *parts: str) -> str:
+    """Benchmark (time and memory) file of one job: benchmarks/<rule>/<parts...>.tsv."""
+    return "/".join((BENCHMARKS, rule, *parts)) + ".tsv"
+
+
 def table_path(number: int | str, ext: str) -> str:
     return f"{RESULTS}/table{number}.{ext}"
 
 
 def figure_path(name: str) -> str:
     return f"{RESULTS}/figures/{name}.png"
+
+
+def verdict_path(ext: str) -> str:
+    """The verdict table: each of the paper's central claims under its and the tuned hyper-parameters."""
+    return f"{RESULTS}/verdict.{ext}"
+
+
+def summary_path(ext: str) -> str:
+    """The summary page (md, html): each claim of the paper against this study's numbers."""
+    return f"{RESULTS}/summary.{ext}"
+
+
+def costs_path(dataset: str) -> str:
+    """Parameters, FLOPs and test time of a dataset's Table 1 models, as measured."""
+    return f"{RESULTS}/{dataset}/costs.parquet"
+
+
+def anatomy_path(dataset: str) -> str:
+    """The loss anatomy of a dataset's distilled students (the table beside its figure)."""
+    return f"{RESULTS}/anatomy_{dataset}.csv"

@@ -116,3 +116,8 @@ def chebyshev_polynomials(w: np.ndarray, ks: int) -> torch.Tensor:
     for _ in range(2, ks):
         polys.append(2 * lt @ polys[-1] - polys[-2])
     return torch.tensor(np.stack(polys[:ks]), dtype=torch.float32)
+
+
+def load_cheb(adjacency_path: str, ks: int) -> torch.Tensor:
+    """`chebyshev_polynomials` of the adjacency table the adjacency rule wrote."""
+    return chebyshev_polynomials(pd.read_parquet(adjacency_path).to_numpy(), ks)

@@ -1,0 +1,1 @@
+"""Evaluation of a trained model: the multi-step rollout and its metrics, and the costs of Table 1."""

@@ -5,19 +5,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from kdstgcn.data.prepare import PreparedData, Scaler
+from kdstgcn.data.samples import PreparedData, Scaler
 
 
 ROLLOUT_MODES = ("streaming", "full")
 # On a CPU a batch of windows passes through in chunks whose largest activation is about this many bytes
-# (`STGCN.largest_activation_floats`): the teacher's 1140-window streaming rollout took 8.6 s in chunks of 38
-# windows against 22.7 s in one pass and 10.8 / 11.9 s with budgets of 8 / 128 MiB (bench/throughput.py --chunks,
-# 2 threads, N = 228), because each step's activations stay in cache and freed memory is reused instead of paged
-# in afresh.
+# (`STGCN.largest_activation_floats`): each step's activations then stay in cache and freed memory is reused
+# instead of paged in afresh, so the teacher's rollout ran faster in such chunks than in one pass or with a
+# smaller or larger budget (bench/throughput.py --chunks; figures: docs/performance.md).
 CPU_CHUNK_BYTES = 32 * 2**20
-# ... and at most this many windows: a narrow model's streaming step is ~100 small ops, each memory-bound, and
-# chunks of 128-153 student windows kept them in cache (0.24-0.27 s for the 1140-window rollout) where 613 windows,
-# all its byte budget allows, took 0.30-0.45 s and 64 windows, with twice the ops, 0.38 s (same table).
+# ... and at most this many windows: a narrow model's streaming step is about a hundred small memory-bound ops;
+# chunks of about this many student windows kept them in cache, where the larger chunks its byte budget allows
+# and smaller chunks (more ops) were slower (same table).
 CPU_CHUNK_WINDOWS = 128
 
 

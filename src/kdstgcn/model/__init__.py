@@ -1,0 +1,1 @@
+"""The STGCN: its architecture, layers, graph products, streaming and saved form."""

@@ -11,4 +11,5 @@ def parse_blocks(text_or_list) -> tuple[tuple[int, int, int], ...]:
 
 
 def format_blocks(blocks) -> str:
+    """The paper's string "[1,32,64][64,32,128]" of blocks given as lists or tuples of channel counts."""
     return "".join("[" + ",".join(str(c) for c in b) + "]" for b in blocks)

@@ -1,0 +1,1 @@
+"""Filter pruning of an STGCN and compaction of the pruned model."""

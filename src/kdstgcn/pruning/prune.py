@@ -17,7 +17,11 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from kdstgcn.model.core import LAYER_KINDS, ChebGraphConv, STGCN, TemporalConv, count_parameters
+from kdstgcn.model.architecture import LAYER_KINDS
+from kdstgcn.model.graph_conv import ChebGraphConv
+from kdstgcn.model.persist import count_parameters
+from kdstgcn.model.stgcn import STGCN
+from kdstgcn.model.temporal import TemporalConv
 from kdstgcn.model.notation import format_blocks
 
 

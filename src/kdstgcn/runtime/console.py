@@ -38,8 +38,8 @@ class JobConsoleFormatter(logging.Formatter):
 
 
 def job_console_handler(log_path: str | None) -> logging.Handler:
-    """The stderr handler of one job, named after its log file (logs/train_teacher/demo/seed0.log ->
-    train_teacher/demo/seed0)."""
+    """The stderr handler of one job, named after its log file (logs/train/demo/seed0/teacher.log ->
+    train/demo/seed0/teacher)."""
     job = "kdstgcn"
     if log_path:
         job = str(log_path).removeprefix("logs/").removesuffix(".log")

@@ -1,4 +1,5 @@
-"""Atomic file output: every writer goes to a temporary file beside the target, then renames."""
+"""Atomic file output: every writer goes to a temporary file beside the target, then renames. Torch-free (the
+table and page jobs import it); tensors are written by kdstgcn.runtime.tensor_files."""
 from __future__ import annotations
 
 import contextlib
@@ -49,24 +50,3 @@ def write_tables(df: pd.DataFrame, csv_path: str | os.PathLike, parquet_path: st
 def write_json(obj, path: str | os.PathLike) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=float) + "\n")
-
-
-def to_cpu(obj):
-    """`obj` with every tensor in it (nested in dicts, lists and tuples) on the CPU."""
-    import torch  # here, not at the top: the table and page jobs import this module without needing torch
-
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu()
-    if isinstance(obj, dict):
-        return {k: to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(to_cpu(v) for v in obj)
-    return obj
-
-
-def save_torch(obj, path: str | os.PathLike) -> None:
-    """torch.save with every tensor moved to the CPU first: what a GPU job writes loads on any machine."""
-    import torch
-
-    with atomic_path(path) as tmp:
-        torch.save(to_cpu(obj), tmp)

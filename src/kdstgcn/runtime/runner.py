@@ -12,10 +12,11 @@ import sys
 from kdstgcn.runtime.console import job_console_handler
 
 
-# glibc hands every freed block above 32 MiB back to the kernel, and the next block of that size is faulted in
-# again page by page, each page zero-filled. An L_STCD training step allocates and frees distance residuals of
-# B x T x N x N floats per graph-conv layer (~100 MiB at N = 228, batch 50): refaulting them cost as much as
-# computing them (bench/distill_step.py). Freed blocks up to this size are kept in the process for reuse.
+# glibc hands every freed block above its mmap threshold (32 MiB at most) back to the kernel, and the next block
+# of that size is faulted in again page by page, each page zero-filled. An L_STCD training step allocates and
+# frees distance residuals of B x T x N x N floats per graph-conv layer (about 100 MiB at N = 228, batch 50):
+# faulting them in again cost as much as computing them (bench/distill_step.py; figures: docs/performance.md).
+# Freed blocks up to this size are kept in the process for reuse.
 KEPT_BLOCK_BYTES = 1 << 30
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
 _MALLOC_ENVIRONMENT = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")

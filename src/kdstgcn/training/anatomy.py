@@ -16,7 +16,7 @@ from collections import defaultdict
 
 import torch
 
-from kdstgcn.losses.core import Loss
+from kdstgcn.losses.base import Loss, forward
 
 ANATOMY_BATCHES = 4
 ANATOMY_SEED_OFFSET = 7907  # keeps the anatomy's batches apart from the training order of the same seed
@@ -26,8 +26,6 @@ def loss_anatomy(model: torch.nn.Module, teacher: torch.nn.Module | None, loss: 
     """The anatomy of `loss` for `model` on `batches` [(x, y), ...] (on the model's device): one forward and one
     backward per term per batch. The model's mode and gradients, the loss's state (ORD's counters) and the
     random number generators are left as they were: training continues exactly as without it."""
-    from kdstgcn.training.loop import forward  # train.py calls this module once per epoch
-
     params = [p for p in model.parameters() if p.requires_grad]
     was_training = model.training
     loss_state = {k: v.clone() for k, v in loss.state_dict().items()}

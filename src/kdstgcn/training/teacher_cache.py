@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kdstgcn.runtime.io import save_torch
-from kdstgcn.losses.core import Outputs
-from kdstgcn.model.core import weights_digest
+from kdstgcn.runtime.tensor_files import save_torch
+from kdstgcn.losses.base import Outputs
+from kdstgcn.model.persist import weights_digest
 
 log = logging.getLogger(__name__)
 

@@ -1,11 +1,13 @@
-"""The paper's published numbers (paper_tables/tableN.csv, typed in from Izadi et al.) and the mapping from
-our run names to its rows."""
+"""The paper's published numbers: paper_tables/tableN.csv, typed in from Izadi et al., read by table number or
+by one row of its metric tables."""
 from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
 
 import pandas as pd
+
+from kdstgcn.report.rows import paper_model_name
 
 TABLES = Path(__file__).with_name("paper_tables")
 METRICS = ("MAE", "RMSE", "MAPE")
@@ -16,11 +18,6 @@ METRIC_TABLES = (2, 4, 5, 7, 8)
 @cache
 def table(number: int) -> pd.DataFrame:
     return pd.read_csv(TABLES / f"table{number}.csv")
-
-
-def paper_model_name(model: str) -> str:
-    """Our run name -> the paper's row name where the two differ."""
-    return {"student_task": "student_no_kd", "pruning_base": "base_model"}.get(model, model)
 
 
 def metric_rows(paper_name: str, paper_model: str, numbers=METRIC_TABLES, param_pct: int | None = None

@@ -1,0 +1,44 @@
+"""The cost job: parameters, FLOPs and rollout time of each model of a dataset (Table 1)."""
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+
+from kdstgcn.config.datasets import DataSpec
+from kdstgcn.data.samples import load_data
+from kdstgcn.evaluation.cost import count_flops, time_rollout
+from kdstgcn.model.persist import count_parameters, load_model
+from kdstgcn.runtime.devices import pick_device
+from kdstgcn.runtime.io import write_table
+
+log = logging.getLogger(__name__)
+
+
+def measure_costs(models: dict[str, str], values: str, fill_report: str, data: DataSpec, timing: dict,
+                  device: str, dataset: str, out: str) -> pd.DataFrame:
+    """Table 1 measurements of each model (name -> model.pt) on a batch of test windows of `dataset`, written
+    to `out`."""
+    prepared = load_data(values, fill_report, data)
+    x = prepared.inputs("test")
+    batch = timing["batch"]
+    if x.shape[0] < batch:
+        log.warning("only %d test windows; the %d-window timing batch repeats them", x.shape[0], batch)
+        x = x.repeat((batch + x.shape[0] - 1) // x.shape[0], 1, 1)
+    x = x[:batch]
+    dev = pick_device(device)
+    rows = []
+    for name, path in models.items():
+        model, _ = load_model(path)
+        model.to(dev)
+        flops = count_flops(model, x)
+        t, full = (time_rollout(model, x, steps=data.n_pred, runs=timing["runs"], warmup=timing["warmup"],
+                                device=dev, mode=mode) for mode in ("streaming", "full"))
+        log.info("%s: %d parameters, %.4g FLOPs, rollout %.4f s +- %.4f (full recompute %.4f s) over %d runs (%s)",
+                 name, count_parameters(model), flops, t["mean_s"], t["std_s"], full["mean_s"], t["runs"],
+                 t["device_name"])
+        rows.append({"model": name, "parameters": count_parameters(model), "flops": flops, **t,
+                     "full_recompute_mean_s": full["mean_s"], "full_recompute_std_s": full["std_s"]})
+    table = pd.DataFrame(rows).assign(dataset=dataset)
+    write_table(table, out)
+    return table

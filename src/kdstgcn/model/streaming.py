@@ -1,0 +1,34 @@
+"""The ring of the last kt positions a temporal conv reads while streaming (one new time position per step)."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from kdstgcn.model.temporal import TemporalConv
+
+
+class PositionRing:
+    """The last kt positions of a temporal conv's input for streaming, in a buffer [B, kt, C, N] whose slots are
+    written in turn: a new position overwrites the oldest, and the conv reads the slots in place with its
+    kernel taps in slot order (`TemporalConv.slot_weights`, made once per stream), so no position is copied
+    twice."""
+
+    def __init__(self, x: torch.Tensor, conv: TemporalConv):
+        """Start from the last kt - 1 positions of x [B, C, T, N]; `push` then completes the window."""
+        b, c, t, n = x.shape
+        self.size = conv.kt
+        self.buffer = x.new_empty(b, self.size, c, n)
+        self.buffer[:, : self.size - 1] = x[:, :, t - self.size + 1:].transpose(1, 2)
+        self.written = self.size - 2  # the slot of the newest position so far
+        self.slot_weights = conv.slot_weights()
+
+    def push(self, x_new: torch.Tensor) -> None:
+        """Add the newest position [B, C, 1, N], dropping the oldest."""
+        self.written = (self.written + 1) % self.size
+        self.buffer[:, self.written] = x_new[:, :, 0]
+
+    def weight(self) -> torch.Tensor:
+        """The conv's weight [C', kt x C] in the slot order of the window held now."""
+        return self.slot_weights[self.written]

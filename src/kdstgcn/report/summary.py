@@ -1,0 +1,108 @@
+"""results/summary.md and .html as blocks: the caveats, the verdict on the central claims, then every claim of
+the tables with the paper's numbers, ours and whether ours supports it.
+
+A block is (kind, content); kinds: h1, h2, caveat, p (text), table (DataFrame of strings) and html (markup).
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from kdstgcn.config.layout import HYPERPARAMETER_SOURCES
+from kdstgcn.report.caveats import caveat_lines, comparable, data_tag
+from kdstgcn.report.tables import epochs_text
+
+Blocks = list[tuple[str, object]]
+
+
+def budget_tag(epochs_better: pd.Series, epochs_worse: pd.Series, paper_epochs: int) -> str:
+    """The epochs behind a claim's two models, e.g. '2 epochs, paper 50' or '3 vs 2 epochs, paper 50'."""
+    better, worse = int(epochs_better.min()), int(epochs_worse.min())
+    trained = epochs_text(better) if better == worse else f"{better} vs {epochs_text(worse)}"
+    return f"{trained}, paper {paper_epochs}"
+
+
+def summary_blocks(claim_table: pd.DataFrame, cost_claims: pd.DataFrame, datasets: dict[str, dict], budget: dict,
+                   verdict: pd.DataFrame | None = None) -> Blocks:
+    """The summary: the caveats first (`datasets`: rows.dataset_facts, `budget`: rows.budget), then the verdict
+    (verdict.verdict_table, when given), then each claim of the tables (claims.claim_rows) and the cost claims
+    (claims.cost_claim_rows)."""
+    title = "Summary: the paper's claims against this run"
+    if not all(comparable(facts) for facts in datasets.values()):
+        title += " (not comparable with the paper's numbers)"
+    blocks: Blocks = [("h1", title)] + [("caveat", line) for line in caveat_lines(datasets, budget)]
+    if verdict is not None:
+        blocks += verdict_blocks(verdict, datasets)
+        blocks.append(("h2", "Every claim of the tables (the hyper-parameters the study is configured with)"))
+    blocks.append(("p", "Lower MAE is better. 'supported' compares our two means; 'beyond spread' says whether the "
+                        "gap exceeds the summed standard deviations over seeds."))
+    for text, group in claim_table.groupby("claim", sort=False):
+        votes = (group["supported"] == "yes").sum()
+        tags = "; ".join(data_tag(d, datasets[d]) for d in group["dataset"].unique())
+        trained = budget_tag(group["epochs_better"], group["epochs_worse"], budget["paper_epochs"])
+        rows = pd.DataFrame({
+            "dataset": group["dataset"], "horizon": group["horizon_min"].map(lambda h: f"{h} min"),
+            **{label: group[col].map(lambda v: f"{v:.3f}") for label, col in (
+                ("paper: claimed better", "paper_better"), ("paper: other", "paper_worse"),
+                ("ours: claimed better", "ours_better"), ("ours: other", "ours_worse"))},
+            "supported": group["supported"], "beyond spread": group["beyond_spread"]})
+        blocks += [("h2", f"{text} (Table {group['table'].iloc[0]}; {tags}; {trained})"),
+                   ("p", f"Supported at {votes} of {len(group)} dataset-horizon points."), ("table", rows)]
+    if len(cost_claims):
+        tags = "; ".join(data_tag(d, datasets[d]) for d in cost_claims["dataset"].unique())
+        rows = pd.DataFrame({
+            "dataset": cost_claims["dataset"], "quantity": cost_claims["metric"],
+            "paper: student / teacher": cost_claims["paper_ratio_to_teacher"].map(lambda v: f"{v:.3f}"),
+            "ours: student / teacher": cost_claims["ours_ratio_to_teacher"].map(lambda v: f"{v:.3f}"),
+            "device": cost_claims["device"]})
+        blocks += [("h2", f"The student costs a fraction of the teacher (Table 1; {tags})"), ("table", rows)]
+    return blocks
+
+
+def mean_std_text(mean: float, std: float) -> str:
+    return f"{mean:.2f}" if pd.isna(std) else f"{mean:.2f} ± {std:.2f}"
+
+
+def verdict_blocks(table: pd.DataFrame, datasets: dict[str, dict]) -> Blocks:
+    """The verdict (verdict.verdict_table): per claim a table of the paper's and our numbers at each horizon for
+    both sources of hyper-parameters, a line saying how often it holds and beyond the spread, and the anatomy."""
+    if table.empty:
+        return []
+    blocks: Blocks = [
+        ("h2", "Verdict: the paper's central claims with its hyper-parameters and with tuned ones"),
+        ("p", "MAE, mean ± std over seeds. Effect = claimed better - other: below 0 supports the claim; 'beyond "
+              "spread' when its size exceeds the two standard deviations summed. Tuned values come from the "
+              "`tuning` studies on the validation days (the test days are never used for tuning).")]
+    for (text, dataset), group in table.groupby(["claim", "dataset"], sort=False):
+        cells = {"horizon": group["horizon_min"].map(lambda h: f"{h} min"),
+                 "published: better / other": [f"{b:.2f} / {o:.2f}" for b, o in zip(group["published_better"],
+                                                                                      group["published_other"])]}
+        lines = []
+        for source in HYPERPARAMETER_SOURCES:
+            col = f"{source}_values_"
+            cells[f"ours, {source} values: better"] = [mean_std_text(m, s) for m, s in
+                                                       zip(group[col + "better"], group[col + "better_std"])]
+            cells[f"ours, {source} values: other"] = [mean_std_text(m, s) for m, s in
+                                                      zip(group[col + "other"], group[col + "other_std"])]
+            cells[f"{source}: effect"] = group[col + "effect"].map(lambda v: f"{v:+.2f}")
+            cells[f"{source}: beyond spread"] = group[col + "beyond_spread"]
+            lines.append(verdict_line(group, source))
+        blocks += [("h2", f"{text} ({data_tag(dataset, datasets[dataset])})"), ("table", pd.DataFrame(cells))]
+        blocks += [("p", line) for line in lines]
+        blocks.append(("p", f"Loss anatomy: {group['anatomy'].iloc[0]}"))
+    return blocks
+
+
+def verdict_line(group: pd.DataFrame, source: str) -> str:
+    """How often one claim holds on one dataset with one source's values, and how often beyond the spread."""
+    col = f"{source}_values_"
+    held = (group[col + "supported"] == "yes").sum()
+    beyond = ((group[col + "supported"] == "yes") & (group[col + "beyond_spread"] == "yes")).sum()
+    against = ((group[col + "supported"] == "no") & (group[col + "beyond_spread"] == "yes")).sum()
+    better_epochs, other_epochs = group[col + "better_epochs"].min(), group[col + "other_epochs"].min()
+    trained = epochs_text(better_epochs) if better_epochs == other_epochs else (
+        f"{better_epochs} vs {epochs_text(other_epochs)}")
+    trained = (f"fine-tuned {trained} after pruning" if group["better"].iloc[0].startswith("pruned_") else
+               f"{trained}, paper {group['paper_epochs'].iloc[0]}")
+    return (f"With {source} values ({trained}; {group[col + 'seeds'].min()} seed(s)): holds at "
+            f"{held} of {len(group)} horizons, beyond the spread at {beyond}; contradicted beyond the "
+            f"spread at {against}.")

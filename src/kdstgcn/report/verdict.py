@@ -1,0 +1,98 @@
+"""The verdict on the paper's central claims: each claim with the paper's and with tuned hyper-parameters, over
+seeds, beside the published numbers, with a sentence on the loss anatomy of the model claimed better."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from kdstgcn.config.layout import HYPERPARAMETER_SOURCES, RunPlace
+from kdstgcn.report import published
+from kdstgcn.report.anatomy import gradient_shares
+from kdstgcn.report.claims import judge_claim
+from kdstgcn.report.labels import paper_label
+from kdstgcn.report.rows import KD_TABLES, Claim, pruning_rows
+from kdstgcn.report.runs import seed_metrics, spread_summary
+from kdstgcn.report.tables import epochs_text
+
+VERDICT_METRIC = "MAE"
+VERDICT_COLUMNS = (["claim", "table", "dataset", "metric", "horizon_min", "better", "other", "published_better",
+                    "published_other", "published_effect"]
+                   + [f"{s}_values_{c}" for s in HYPERPARAMETER_SOURCES
+                      for c in ("better", "better_std", "other", "other_std", "effect", "spread", "supported",
+                                "beyond_spread", "seeds", "better_epochs", "other_epochs")]
+                   + ["paper_epochs", "anatomy"])
+
+
+def paper_values(paper_name: str, number: int, model: str, pruning: dict) -> pd.DataFrame:
+    """The paper's MAE per horizon (horizon_min, paper) of one of our models in table `number` (`pruning`: the
+    config section that names the models of Tables 7-8)."""
+    row = next(r for r in [*KD_TABLES.get(number, []), *(pruning_rows(number, pruning) if number in (7, 8) else [])]
+               if r.model == model)
+    paper = published.metric_rows(paper_name, row.paper_model, (number,), row.param_pct)
+    return paper[paper["metric"] == VERDICT_METRIC][["horizon_min", "paper"]]
+
+
+def seed_spread(metrics: Mapping[RunPlace, pd.DataFrame], dataset: str, model: str, seeds) -> pd.DataFrame:
+    """Our MAE per horizon over seeds: mean, sample std (NaN for one seed), seeds and the epochs trained."""
+    ours = seed_metrics(metrics, dataset, model, seeds)
+    ours = ours[ours["metric"] == VERDICT_METRIC]
+    return spread_summary(ours, ["horizon_min"]).assign(epochs=int(ours["epochs_run"].min()))
+
+
+def anatomy_sentence(label: str, histories: list[pd.DataFrame]) -> str:
+    """One sentence on where the gradient of the model said to be better comes from (or that it has one term)."""
+    shares = gradient_shares(histories)
+    if not shares:
+        return f"{label}: one loss term, no anatomy."
+    epochs = int(min(h["epoch"].max() for h in histories))
+    parts = ", ".join(f"{term.upper()} {round(100 * share):d} %" for term, share in
+                      sorted(shares.items(), key=lambda kv: -abs(kv[1])))
+    top, share = max(shares.items(), key=lambda kv: kv[1])
+    verdict = (f"{top.upper()} dominates" if share > 0.8 else f"{top.upper()} leads" if share > 0.5
+               else "no term dominates")
+    return (f"{label}: {verdict}; share of the student's gradient, mean over {epochs_text(epochs)} and "
+            f"{len(histories)} seed(s): {parts}.")
+
+
+def verdict_table(claims: list[Claim], runs: Mapping[str, Mapping[str, str]],
+                  metrics: Mapping[RunPlace, pd.DataFrame], histories: Mapping[tuple[str, str], list[pd.DataFrame]],
+                  datasets: dict[str, dict], seeds: list, paper_epochs: int, pruning: dict) -> pd.DataFrame:
+    """One row per claim (rows.verdict_claims), dataset and horizon: the paper's two published MAEs and effect,
+    then for the paper's and the tuned values (columns paper_values_*, tuned_values_*) our two means, their
+    spreads over seeds, the effect (claimed better - other; below 0 supports the claim), whether it exceeds the
+    summed spreads, and a sentence per source on the better model's loss anatomy.
+
+    `runs` names each model's run folder per source (rows.verdict_runs), `metrics` holds their metrics.csv
+    (runs.read_runs), `histories` maps (dataset, better model's run folder) to its seeds' histories, `datasets`
+    gives each dataset's paper name (rows.dataset_facts)."""
+    rows = []
+    for claim in claims:
+        for dataset, facts in datasets.items():
+            paper_better, paper_worse = (paper_values(facts["paper_name"], claim.table, m, pruning)
+                                         .set_index("horizon_min")["paper"] for m in (claim.better, claim.worse))
+            ours, anatomy = {}, []
+            for source in HYPERPARAMETER_SOURCES:
+                better, worse = runs[claim.better][source], runs[claim.worse][source]
+                ours[source] = (seed_spread(metrics, dataset, better, seeds).set_index("horizon_min"),
+                                seed_spread(metrics, dataset, worse, seeds).set_index("horizon_min"))
+                anatomy.append(anatomy_sentence(f"{paper_label(claim.better)} ({source} values)",
+                                                histories.get((dataset, better), [])))
+            for h in ours["paper"][0].index:
+                row = {"claim": claim.text, "table": claim.table, "dataset": dataset, "metric": VERDICT_METRIC,
+                       "horizon_min": int(h), "better": claim.better, "other": claim.worse,
+                       "published_better": paper_better.get(h, np.nan), "published_other": paper_worse.get(h, np.nan)}
+                row["published_effect"] = row["published_better"] - row["published_other"]
+                for source, (b, w) in ours.items():
+                    row.update({
+                        f"{source}_values_{key}": value for key, value in {
+                            "better": b.loc[h, "ours"], "better_std": b.loc[h, "ours_std"],
+                            "other": w.loc[h, "ours"], "other_std": w.loc[h, "ours_std"],
+                            **judge_claim(b.loc[h], w.loc[h]),
+                            "seeds": int(min(b.loc[h, "n_seeds"], w.loc[h, "n_seeds"])),
+                            "better_epochs": int(b["epochs"].min()), "other_epochs": int(w["epochs"].min())}.items()})
+                row["anatomy"] = " ".join(anatomy)
+                row["paper_epochs"] = paper_epochs
+                rows.append(row)
+    return pd.DataFrame(rows, columns=VERDICT_COLUMNS)

@@ -1,0 +1,47 @@
+"""The figures (kdstgcn.report.figures), read back from the matplotlib objects they return: panels, titles,
+line styles, bars, and the PNG each writes."""
+import numpy as np
+import pytest
+
+from kdstgcn.report import figures
+from kdstgcn.report.labels import paper_label
+from kdstgcn.report.rows import pruning_rows
+
+
+def test_prediction_figure_draws_one_panel_per_model_with_the_paper_names(fake_study, tmp_path):
+    models = ["teacher"] + [f"student_{loss}" for loss in fake_study.config["distillation"]["losses"]]
+    fig = figures.prediction_figure("demo", fake_study.predictions(models), {m: paper_label(m) for m in models},
+                                    fake_study.config["figures"], 5, "speed", "Figure 3", tmp_path / "f3.png")
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(panels) == len(models)
+    assert [ax.get_title() for ax in panels][:3] == ["Teacher", "Student W/O KD", r"Student $L_{\mathrm{RD(L2)}}$"]
+    for ax in panels:
+        truth, prediction = ax.get_lines()
+        assert truth.get_linestyle() == "-" and prediction.get_linestyle() == "--"
+        assert prediction.get_marker() == "o"
+    assert (tmp_path / "f3.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_mean_prediction_figure_starts_at_zero_and_names_models(fake_study, tmp_path):
+    models = [r.model for r in pruning_rows(8, fake_study.config["pruning"])]
+    fig = figures.mean_prediction_figure("demo", fake_study.predictions(models), fake_study.config["figures"],
+                                         "speed", "Figure 5", tmp_path / "f5.png")
+    bars, gaps = fig.axes
+    assert bars.get_ylim()[0] == 0 and "(axis from 0)" in bars.get_ylabel()
+    names = [t.get_text().replace("\n", " ") for t in gaps.get_xticklabels()]
+    assert names[:3] == ["Ground truth", "Base Model", "Pruned W/O KD 25 %"]
+    assert names[3] == r"Pruned W $L_{\mathrm{STCD}}$ (ours) 25 %"
+    heights = [b.get_height() for b in bars.patches]
+    assert [g.get_height() for g in gaps.patches] == pytest.approx([h - heights[0] for h in heights[1:]])
+
+
+def test_tsne_figure_says_what_a_point_is(tmp_path):
+    rng = np.random.default_rng(0)
+    fig = figures.tsne_figure(rng.normal(size=(12, 30)), rng.normal(size=(12, 30)),
+                              ("Student L_STCD (ours)", "Teacher"), "t-SNE, demo", tmp_path / "t.png")
+    ax = fig.axes[0]
+    assert "each point: one test window's hidden representation" in ax.get_title()
+    assert "averaged over channels" in ax.get_title()
+    assert ax.get_xlabel() == "t-SNE dimension 1"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "reference: Teacher", r"student: Student $L_{\mathrm{STCD}}$ (ours)"]

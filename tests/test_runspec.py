@@ -1,0 +1,67 @@
+"""The run spec (kdstgcn.config.runspec): what each builder makes of the configuration, and its dict form, which
+the rules pass as params and info.json records, read back to the same spec (through JSON too)."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from conftest import merged_config
+from kdstgcn.config import runspec, schema
+from kdstgcn.config.runspec import RunSpec
+
+
+@pytest.fixture(scope="module")
+def demo_config() -> dict:
+    config = merged_config("config/demo.yaml")
+    schema.validate(config)
+    return config
+
+
+def every_run(config: dict) -> list[RunSpec]:
+    pr = config["pruning"]
+    runs = [runspec.reference_run(config, "demo", role, 0) for role in ("teacher", "pruning_base")]
+    for loss in config["distillation"]["losses"]:
+        runs += [runspec.student_run(config, "demo", loss, 1), runspec.tuning_run(config, "demo", loss),
+                 runspec.student_run(config, "demo", loss, 1, role=f"student_{loss}_tuned")]
+    for method in pr["methods"]:
+        for base, ratio in [("pruning_base", r) for r in pr["base_ratios"]] + [("teacher", pr["teacher_ratio"])]:
+            runs += [runspec.prune_run(config, "demo", method, base, ratio, 0),
+                     runspec.prune_tuning_run(config, "demo", method, base, ratio)]
+    return runs
+
+
+def test_the_dict_form_reads_back_to_the_same_spec_also_through_json(demo_config):
+    for run in every_run(demo_config) + [replace(every_run(demo_config)[0], hyperparameter_source="tuned")]:
+        d = run.to_dict()
+        assert RunSpec.from_dict(d) == run, run.role
+        assert RunSpec.from_dict(json.loads(json.dumps(d))) == run, run.role
+        assert RunSpec.from_dict(d).to_dict() == d
+
+
+def test_a_reference_run_trains_its_architecture_on_the_task_loss_alone(demo_config):
+    run = runspec.reference_run(demo_config, "demo", "teacher", 3)
+    assert run.loss.name == "task" and run.prune is None and run.train.seed == 3
+    assert run.arch.n_nodes == demo_config["datasets"]["demo"]["n_nodes"]
+    assert run.train.teacher_features is None and "teacher_features" not in run.to_dict()["train"]
+    with pytest.raises(ValueError, match="either an architecture or a pruning spec"):
+        replace(run, arch=None)
+
+
+def test_tuning_run_trains_the_student_for_the_tuning_budget(demo_config):
+    run = runspec.tuning_run(demo_config, "demo", "stcd")
+    tuning = demo_config["tuning"]
+    assert (run.train.epochs, run.train.seed) == (tuning["epochs"], tuning["seed"])
+    assert run == runspec.student_run(demo_config, "demo", "stcd", tuning["seed"]).with_epochs(tuning["epochs"])
+
+
+def test_pruning_studies_tune_the_fine_tuning_and_for_algorithm_1_the_stcd_weights(demo_config):
+    from kdstgcn.config.tuned import tuning_space
+
+    for method, weights in (("kd_taylor", {"alpha1", "alpha2", "alpha3"}), ("taylor", set())):
+        run = runspec.prune_tuning_run(demo_config, "demo", method, "pruning_base", 50)
+        assert run.train.epochs == demo_config["tuning"]["epochs"]
+        assert run == runspec.prune_run(demo_config, "demo", method, "pruning_base", 50,
+                                        demo_config["tuning"]["seed"]).with_epochs(run.train.epochs)
+        assert set(tuning_space(demo_config, run.loss.name)) == {"learning_rate", "batch_size"} | weights

@@ -1,0 +1,79 @@
+"""Tuned values over a run spec (kdstgcn.config.tuned): the search space and switches each loss gets, tuned
+values placed where the run reads them (a pruning run's fine-tuning loss included), a tuning result file checked."""
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from conftest import REPO, merged_config
+from kdstgcn.config import runspec, schema
+from kdstgcn.config.tuned import apply_tuned, read_tuned, switch_value, tuning_space, tuning_switches
+from kdstgcn.losses.registry import LOSSES
+
+
+@pytest.fixture(scope="module")
+def demo_config() -> dict:
+    config = merged_config("config/demo.yaml")
+    schema.validate(config)
+    return config
+
+
+def test_each_loss_tunes_learning_rate_batch_size_and_its_own_weights(demo_config):
+    expected = {"task": set(), "rd_l2": {"beta"}, "rd_kl": {"beta"}, "skd": {"alpha"}, "ord": {"alpha1"},
+                "tcd": {"alpha1", "alpha3"}, "scd": {"alpha1", "alpha3"}, "stcd": {"alpha1", "alpha2", "alpha3"}}
+    assert set(expected) == set(LOSSES)
+    for loss, weights in expected.items():
+        space = tuning_space(demo_config, loss)
+        assert set(space) == {"learning_rate", "batch_size"} | weights, loss
+        assert all(space[name] == demo_config["tuning"]["space"][name] for name in space)
+
+
+def test_a_loss_tunes_only_the_readings_it_uses():
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    schema.validate(config)
+    assert set(tuning_switches(config, "stcd")) == {"training.optimizer", "distillation.scalar_norm",
+                                                    "distillation.ord_reduction", "distillation.distance_scale"}
+    assert set(tuning_switches(config, "rd_l2")) == {"training.optimizer", "distillation.scalar_norm"}
+    assert set(tuning_switches(config, "skd")) == {"training.optimizer"}
+    assert set(tuning_switches(config, "task")) == {"training.optimizer"}
+
+
+TUNED = {"hyperparameters": {"learning_rate": 0.004, "batch_size": 25, "alpha1": 0.3, "alpha2": 0.2, "alpha3": 0.1},
+         "switches": {"training.optimizer": "adam", "distillation.scalar_norm": "absolute"}}
+
+
+def test_tuned_values_go_where_the_run_reads_them(demo_config):
+    run = runspec.student_run(demo_config, "demo", "stcd", 0)
+    before = run.to_dict()
+    out = apply_tuned(run, TUNED, source="trial 3")
+    assert run.to_dict() == before  # the spec handed in is left alone
+    assert (out.train.learning_rate, out.train.batch_size, out.train.optimizer) == (0.004, 25, "adam")
+    assert {k: out.loss.params[k] for k in ("alpha1", "alpha2", "alpha3")} == {"alpha1": 0.3, "alpha2": 0.2,
+                                                                               "alpha3": 0.1}
+    assert out.loss.readings == {**run.loss.readings, "scalar_norm": "absolute"}
+    assert out.hyperparameter_source == "trial 3" and out.to_dict()["hyperparameter_source"] == "trial 3"
+    assert switch_value(out, "distillation.scalar_norm") == "absolute"
+    assert switch_value(out, "training.optimizer") == "adam"
+    for bad in ("model.dropout", "training.no_such_setting"):
+        with pytest.raises(schema.ConfigError, match=f"'{bad}'"):
+            apply_tuned(run, {"hyperparameters": {}, "switches": {bad: 0.1}})
+
+
+def test_a_pruning_run_fine_tuned_with_its_importance_loss_gets_the_tuned_values_in_both(demo_config):
+    config = {**demo_config, "pruning": {**demo_config["pruning"], "finetune_loss": "stcd"}}
+    algorithm1 = apply_tuned(runspec.prune_run(config, "demo", "kd_taylor", "teacher", 97, 0), TUNED)
+    assert algorithm1.prune.finetune_loss == algorithm1.loss and algorithm1.loss.params["alpha1"] == 0.3
+    assert algorithm1.loss.readings["scalar_norm"] == "absolute"
+    baseline = apply_tuned(runspec.prune_run(config, "demo", "taylor", "pruning_base", 50, 0), TUNED)
+    assert baseline.prune.finetune_loss == baseline.loss and baseline.loss.params["learning_rate"] == 0.004
+    config["pruning"]["finetune_loss"] = "task"
+    run = runspec.prune_run(config, "demo", "kd_taylor", "teacher", 97, 0)
+    tuned = apply_tuned(run, TUNED)
+    assert tuned.loss.params["alpha1"] == 0.3 and tuned.prune.finetune_loss == run.prune.finetune_loss
+
+
+def test_a_file_that_is_no_tuning_result_is_rejected_naming_it(tmp_path):
+    path = tmp_path / "stcd.yaml"
+    path.write_text("alpha1: 0.3\n")
+    with pytest.raises(schema.ConfigError, match="stcd.yaml: not a tuning result"):
+        read_tuned(path)
