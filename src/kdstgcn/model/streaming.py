@@ -1,12 +1,8 @@
 """The ring of the last kt positions a temporal conv reads while streaming (one new time position per step)."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
-
-if TYPE_CHECKING:
-    from kdstgcn.model.temporal import TemporalConv
+from torch import nn
 
 
 class PositionRing:
@@ -15,8 +11,9 @@ class PositionRing:
     kernel taps in slot order (`TemporalConv.slot_weights`, made once per stream), so no position is copied
     twice."""
 
-    def __init__(self, x: torch.Tensor, conv: TemporalConv):
-        """Start from the last kt - 1 positions of x [B, C, T, N]; `push` then completes the window."""
+    def __init__(self, x: torch.Tensor, conv: nn.Module):
+        """Start from the last kt - 1 positions of x [B, C, T, N] for the temporal conv `conv` (its `kt` and
+        `slot_weights`); `push` then completes the window."""
         b, c, t, n = x.shape
         self.size = conv.kt
         self.buffer = x.new_empty(b, self.size, c, n)
