@@ -8,7 +8,8 @@ graph product (sparse against dense) on the real networks.
 Training: windows/s of full optimisation steps (forward, task loss, backward, RMSprop step) at batch 50, and
 the epoch of 13,400 windows they imply (`--epoch` also times one real epoch of that many windows).
 Inference: the 9-step rollout (kdstgcn.evaluation.rollout.rollout) of one batch of 1140 windows, full recompute (what
-the paper timed) and streaming (what evaluation runs), and streaming with every graph product dense.
+the paper timed) and streaming (what evaluation runs), and streaming with every graph product dense; on a CPU also
+the same streaming rollout of the model's ONNX files on ONNX Runtime (kdstgcn.deploy.session, same threads).
 FLOPs: torch FlopCounterMode of one forward pass of the 1140-window batch (kdstgcn.evaluation.cost.count_flops).
 Graph product: one Chebyshev term times a [N, M] block, dense against sparse (CSR), per term of the real
 PeMSD7(M) and PEMS08 graphs and over a sweep of densities: the data behind
@@ -28,6 +29,8 @@ import torch.nn.functional as F
 
 from common import REAL_GRAPHS, SHAPES, benchmark_cheb, graph, load_now, machine, random_windows, real_distances
 from kdstgcn.evaluation import rollout as rollout_module
+from kdstgcn.deploy.export import export_bytes
+from kdstgcn.deploy.session import OnnxStream, time_onnx_rollout
 from kdstgcn.evaluation.cost import count_flops, time_rollout
 from kdstgcn.model import graph_products
 from kdstgcn.model.architecture import Architecture
@@ -35,6 +38,7 @@ from kdstgcn.model.graph_products import ChebyshevTerms, csr_matmul
 from kdstgcn.model.notation import format_blocks
 from kdstgcn.model.persist import count_parameters
 from kdstgcn.model.stgcn import STGCN
+from kdstgcn.runtime.io import write_json
 
 EPOCH_WINDOWS = 13_400
 
@@ -158,9 +162,10 @@ def temporal_conv_table(models: dict, batch: int, device: torch.device, repeats:
             t -= layer.kt - 1
 
 
-def chunk_table(models: dict, x: torch.Tensor, steps: int) -> None:
+def chunk_table(models: dict, x: torch.Tensor, steps: int, onnx: dict) -> None:
     """Streaming rollout of the batch on a CPU for several chunk limits (`kdstgcn.evaluation.rollout.CPU_CHUNK_BYTES` and
-    `CPU_CHUNK_WINDOWS`): byte budgets with no window cap, then the package's byte budget under window caps."""
+    `CPU_CHUNK_WINDOWS`): byte budgets with no window cap, then the package's byte budget under window caps; on
+    ONNX Runtime (`onnx`: name -> OnnxStream) chunks of 64, 128, 256 windows and the whole batch."""
     chosen = rollout_module.CPU_CHUNK_BYTES, rollout_module.CPU_CHUNK_WINDOWS
     limits = [(8 * 2**20, None), (32 * 2**20, None), (128 * 2**20, None), (None, None),
               (chosen[0], 64), (chosen[0], 128), (chosen[0], 256)]
@@ -179,6 +184,10 @@ def chunk_table(models: dict, x: torch.Tensor, steps: int) -> None:
             finally:
                 rollout_module.CPU_CHUNK_BYTES, rollout_module.CPU_CHUNK_WINDOWS = chosen
         print(f"{name:8} " + " ".join(f"{c:>16}" for c in cells))
+    for name, stream in onnx.items():
+        cells = [f"{w} windows {time_onnx_rollout(stream, x.numpy(), steps, 1, 0, chunk=w)['mean_s']:.3f} s"
+                 for w in (64, 128, 256, x.shape[0])]
+        print(f"{name:8} ONNX Runtime: " + ", ".join(cells))
 
 
 def main() -> None:
@@ -199,6 +208,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--chunks", action="store_true", help="also time the CPU rollout at several chunk budgets")
     ap.add_argument("--quick", action="store_true", help="small run: 5 train steps, 1 rollout of 285 windows")
+    ap.add_argument("--json", default=None, help="also write the main table's figures (seconds) to this file")
     args = ap.parse_args()
     if args.quick:
         args.train_steps, args.infer_runs, args.infer_batch, args.warmup = 5, 1, 285, 1
@@ -265,16 +275,22 @@ def main() -> None:
         for mode, dense in variants.values():
             with forced_products(device, sparse=False) if dense else contextlib.nullcontext():
                 time_rollout(models[name], x_infer[:args.warmup_batch], steps=args.steps, runs=1, warmup=0, mode=mode)
-    roll = {(name, v): [] for name in models for v in variants}
+    onnx = {name: OnnxStream(*(export_bytes(m)[part] for part in ("start", "stream")), torch.get_num_threads())
+            for name, m in models.items() if device.type == "cpu"}
+    for name, stream in onnx.items():
+        stream.rollout(x_infer[:args.warmup_batch].numpy(), args.steps)
+    roll = {(name, v): [] for name in models for v in [*variants, "onnx"]}
     for _ in range(args.infer_runs):
         for name, m in models.items():
             for variant, (mode, dense) in variants.items():
                 with forced_products(device, sparse=False) if dense else contextlib.nullcontext():
                     roll[name, variant].append(time_rollout(m, x_infer, steps=args.steps, runs=1, warmup=0,
                                                             mode=mode)["mean_s"])
+            if name in onnx:
+                roll[name, "onnx"].append(time_onnx_rollout(onnx[name], x_infer.numpy(), args.steps, 1, 0)["mean_s"])
     for name in models:
-        for variant in variants:
-            rows[name][variant] = statistics.median(roll[name, variant])
+        for variant in [*variants, "onnx"]:
+            rows[name][variant] = statistics.median(roll[name, variant]) if roll[name, variant] else float("nan")
 
     print(f"\ntraining: batch {args.train_batch}, median of {args.train_steps} steps (task loss, RMSprop); epoch = "
           f"{EPOCH_WINDOWS} windows ({'timed' if args.epoch else 'from the median step'}) | inference: "
@@ -282,23 +298,26 @@ def main() -> None:
           f"runs | FLOPs: one forward of the {args.infer_batch}-window batch")
     head = (f"{'model':8} {'blocks':22} {'params':>9} {'GFLOP/fwd':>10} {'train ms/step':>14} {'train win/s':>12} "
             f"{'epoch s':>8} {'full s':>9} {'stream s':>9} {'full/strm':>9} {'strm dense s':>12} "
-            f"{'infer win/s':>12}")
+            f"{'ORT strm s':>10} {'infer win/s':>12}")
     print(head)
     print("-" * len(head))
     for name, r in rows.items():
         print(f"{name:8} {r['blocks']:22} {r['params']:>9,} {r['flops'] / 1e9:>10.2f} "
               f"{1e3 * r['train_step_s']:>14.1f} {r['train_wps']:>12.0f} {r['epoch_s']:>8.1f} {r['full']:>9.3f} "
               f"{r['streaming']:>9.3f} {r['full'] / r['streaming']:>9.1f} {r['streaming_dense']:>12.3f} "
-              f"{args.infer_batch / r['streaming']:>12.0f}")
+              f"{r['onnx']:>10.3f} {args.infer_batch / r['streaming']:>12.0f}")
     if "teacher" in rows and "student" in rows:
         s, t = rows["student"], rows["teacher"]
         print(f"\nstudent / teacher: params {s['params'] / t['params']:.4f}, FLOPs {s['flops'] / t['flops']:.4f}, "
               f"training throughput {s['train_wps'] / t['train_wps']:.1f}x, streaming rollout time "
               f"{s['streaming'] / t['streaming']:.3f} (full recompute {s['full'] / t['full']:.3f})")
+    if args.json:
+        write_json({"device": str(device), "nodes": args.nodes, "infer_batch": args.infer_batch, "steps": args.steps,
+                    "epoch_windows": EPOCH_WINDOWS, "epoch_timed": args.epoch, "models": rows}, args.json)
     if device.type == "cpu":
         temporal_conv_table(models, args.train_batch, device, args.product_repeats)
         if args.chunks:
-            chunk_table(models, x_infer, args.steps)
+            chunk_table(models, x_infer, args.steps, onnx)
     graph_product_table(device, columns=args.infer_batch * 32, repeats=args.product_repeats)
     graph_block_table(device, repeats=args.product_repeats)
     print(f"load average at the end: {load_now()}")

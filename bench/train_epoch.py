@@ -25,6 +25,7 @@ from kdstgcn.model.stgcn import STGCN
 from kdstgcn.model.notation import format_blocks
 from kdstgcn.config.runspec import TrainSettings
 from kdstgcn.runtime.devices import pick_device
+from kdstgcn.runtime.io import write_json
 from kdstgcn.training.loop import train
 
 
@@ -44,6 +45,7 @@ def main() -> None:
     ap.add_argument("--compile", default="off,on", help="comma list of training.compile settings to compare")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--quick", action="store_true", help="N=16, 400 windows, 2 epochs, eager only")
+    ap.add_argument("--json", default=None, help="also write the table's figures (seconds) to this file")
     args = ap.parse_args()
     if args.quick:
         args.nodes, args.windows, args.val, args.epochs, args.compile = 16, 400, 100, 2, "off"
@@ -57,6 +59,7 @@ def main() -> None:
                          "test": windows(1, args.nodes, 3)}, Scaler(0.0, 1.0),
                         torch.ones(args.nodes, dtype=torch.bool), 12, 9)
     print(f"{'model':<8} {'blocks':<24} {'compile':>7} {'epoch 1 s':>10} {'epoch s':>9} {'windows/s':>11}")
+    rows = []
     for name in args.models.split(","):
         for setting in args.compile.split(","):
             torch.manual_seed(0)
@@ -70,6 +73,10 @@ def main() -> None:
             steady = statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0]
             print(f"{name:<8} {format_blocks(SHAPES[name]):<24} {setting:>7} {seconds[0]:>10.3f} {steady:>9.3f} "
                   f"{args.windows / steady:>11.0f}", flush=True)
+            rows.append({"model": name, "compile": setting, "first_epoch_s": seconds[0], "epoch_s": steady})
+    if args.json:
+        write_json({"device": str(device), "nodes": args.nodes, "windows": args.windows, "batch": args.batch,
+                    "epochs": args.epochs, "runs": rows}, args.json)
     print(f"load average after: {load_now()}")
 
 

@@ -6,5 +6,6 @@ from kdstgcn.runtime.runner import logged
 
 with logged(snakemake.log[0], snakemake.threads):
     p, i = snakemake.params, snakemake.input
-    measure_costs(dict(zip(p.models, i.models)), i.values, i.fill_report, DataSpec.from_dict(p.data), p.timing,
-                  p.device, snakemake.wildcards.dataset, snakemake.output[0])
+    measure_costs(dict(zip(p.models, i.models)), dict(zip(p.models, zip(i.starts, i.streams))), i.values,
+                  i.fill_report, DataSpec.from_dict(p.data), p.timing, p.device, snakemake.wildcards.dataset,
+                  snakemake.output[0])

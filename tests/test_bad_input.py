@@ -18,6 +18,7 @@ from conftest import merged_config, run_snakemake
 from kdstgcn.config import schema
 from kdstgcn.config.datasets import DataSpec
 from kdstgcn.config.runspec import LossSpec, RunSpec, TrainSettings
+from kdstgcn.data.download import MIRROR_ENV, check_mirror
 from kdstgcn.jobs.evaluate import evaluate_run
 from kdstgcn.jobs.train import train_run
 from kdstgcn.data.clean import DataError, clean, timestamps
@@ -92,7 +93,18 @@ BAD_VALUES = {
                                  ["60 is not pruned", "pruning.base_ratios [25, 50, 75]"]),
     "unknown_tuned_optimizer": ("tuning.switches", {"training.optimizer": ["sgd"]},
                                 "tuning.switches.training.optimizer.0", ["'sgd' is not one of", "'adam'"]),
+    "tuning_min_epochs_above_epochs": ("tuning.min_epochs", 2, "tuning.min_epochs",
+                                       ["2 exceeds tuning.epochs = 1", "at most tuning.epochs"]),
+    "unknown_importance_memory": ("pruning.importance_memory", "forget", "pruning.importance_memory",
+                                  ["'carry'", "'reset'"]),
 }
+
+
+def test_student_claims_need_the_student_without_kd_to_check_the_teacher_against(demo_config):
+    config = copy.deepcopy(demo_config)
+    config["distillation"]["losses"] = config["verdict"]["losses"] = ["ord", "stcd"]
+    with pytest.raises(schema.ConfigError, match=r"verdict.losses: .*student without KD.*add 'task'"):
+        schema.validate(config)
 
 
 def rejection(demo_config, case) -> str:
@@ -148,6 +160,18 @@ def test_command_line_strings_are_read_as_the_schema_types(demo_config):
     assert config["pruning"]["base_ratios"] == demo_config["pruning"]["base_ratios"]  # merged, not replaced
     assert config["datasets"]["demo"]["weekdays_only"] is True
     assert config["mirror"] == "" and config["device"] == "auto"  # strings stay strings
+
+
+def test_an_empty_or_null_mirror_means_no_mirror(demo_config, monkeypatch):
+    """`--config mirror=""` (the shell hands Snakemake `mirror=`, which it reads as null), `mirror: null` in a
+    file and the default `mirror: ""` all name no mirror folder: the raw files come from $KDSTGCN_MIRROR or the
+    URLs."""
+    monkeypatch.delenv(MIRROR_ENV, raising=False)
+    from_file = copy.deepcopy(demo_config)
+    from_file.update(yaml.safe_load("mirror: null"))
+    for config in (command_line_config(demo_config, "mirror="), from_file, copy.deepcopy(demo_config)):
+        schema.validate(config)
+        assert check_mirror(config["mirror"]) is None, config["mirror"]
 
 
 @pytest.mark.parametrize("entry, named, words", [

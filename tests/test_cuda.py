@@ -1,8 +1,8 @@
 """On a GPU (every test is marked `cuda` and skipped, saying why, where torch sees none): the compiled correlation
 kernel (Triton) against cdist and the literal loops, a run moved between the CPU and the GPU through its
-checkpoint, the compiled training step against eager, no host sync per training step, and the demo study with
-`device: cuda` end to end (teacher, KD student with the compiled kernel, prune + compact, evaluate, measure_cost),
-whose every output loads on the CPU. The SIGKILL-and-resume run on the GPU is
+checkpoint, the compiled training step against eager, CUDA graphs replayed for ORD and L_STCD steps, no host sync
+per training step, and the demo study with `device: cuda` end to end (teacher, KD student with the compiled
+kernel, prune + compact, evaluate, measure_cost), whose every output loads on the CPU. The SIGKILL-and-resume run on the GPU is
 tests/test_faults.py::test_sigkill_mid_epoch_then_rerun_incomplete_resumes_to_the_same_metrics[cuda]."""
 from __future__ import annotations
 
@@ -17,6 +17,9 @@ import yaml
 from conftest import run_snakemake
 from helpers import (B, C, KERNELS, N, feature_outputs, literal_gap, literal_scd, literal_tcd, randn,
                      two_layer_features)
+from torch._dynamo.utils import counters
+
+from kdstgcn.losses.build import build_loss
 from kdstgcn.losses.correlation import SpatialCorrelationDistance, TemporalCorrelationDistance
 from kdstgcn.losses.response import TaskLoss
 from kdstgcn.model.architecture import Architecture
@@ -24,6 +27,7 @@ from kdstgcn.model.stgcn import STGCN
 from kdstgcn.config.runspec import TrainSettings
 from kdstgcn.training.checkpoint import load_checkpoint
 from kdstgcn.training.loop import train
+from kdstgcn.training.teacher import LiveTeacher
 
 pytestmark = pytest.mark.cuda
 
@@ -122,6 +126,25 @@ def test_the_compiled_step_on_the_gpu_trains_the_eager_model(data, cheb, synthet
     eager = train(new_model(cheb, n), data, TaskLoss(), settings(2, "off"), tmp_path / "eager.pt", device=GPU)
     graphs = train(new_model(cheb, n), data, TaskLoss(), settings(2, "on"), tmp_path / "graphs.pt", device=GPU)
     assert_close_runs(eager, graphs)
+
+
+@pytest.mark.parametrize("name", ["ord", "stcd"])
+def test_compiled_distillation_steps_replay_as_cuda_graphs(data, cheb, synthetic_files, tmp_path, name):
+    """ORD's share is counted outside the compiled step and the live teacher runs inside it under no_grad, so an
+    ORD and an L_STCD student's steps are captured as CUDA graphs and replayed: no graph skipped, a graph launch
+    (forward and backward) in every step after the warm-up and the recording, and the share still counted."""
+    n = synthetic_files.n_nodes
+    loss = build_loss(name, {"alpha1": 0.5, "alpha2": 0.5, "alpha3": 0.5}, correlation_kernel="compiled")
+    student = STGCN(Architecture(n, ((1, 2, 4), (4, 2, 8))), cheb)
+    counters.clear()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
+                                            torch.profiler.ProfilerActivity.CUDA]) as profile:
+        train(student, data, loss, settings(1, "on", batch_size=19), tmp_path / "ckpt.pt",
+              LiveTeacher(new_model(cheb, n)), device=GPU)
+    assert not counters["inductor"]["cudagraph_skips"], dict(counters["inductor"])
+    launches = sum(e.name == "cudaGraphLaunch" for e in profile.events())
+    assert launches >= 2 * (152 // 19 - 2), launches
+    assert 0 < loss.share_pct() < 100
 
 
 def host_syncs(data, cheb, n_nodes, path, batch_size: int) -> int:

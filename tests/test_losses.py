@@ -14,7 +14,7 @@ from helpers import (B, C, KERNELS, N, T, feature_outputs, literal_gap, literal_
                      two_layer_features)
 from kdstgcn.config import runspec, schema
 from kdstgcn.data.graph import chebyshev_polynomials
-from kdstgcn.losses.base import Outputs, Readings, forward, loss_step, teacher_forward
+from kdstgcn.losses.base import Outputs, Readings, counted_step, forward, loss_step, teacher_forward
 from kdstgcn.losses.build import build_loss
 from kdstgcn.losses.correlation import (SpatialCorrelationDistance, SpatioTemporalCorrelation,
                                         TemporalCorrelationDistance, spatial_groups, temporal_groups)
@@ -34,6 +34,10 @@ def test_task_loss_is_mean_squared_error():
     # squared errors 1, 4, 4, 4 -> mean 13/4
     assert TaskLoss()(Outputs(y_s), target).item() == pytest.approx(13 / 4)
     assert TaskLoss.uses_teacher is False and TaskLoss().share_pct() is None
+    # the default reading computes what the plain mean squared error computes, bit for bit
+    assert torch.equal(TaskLoss()(Outputs(y_s), target), torch.nn.functional.mse_loss(y_s, target))
+    # absolute errors 1, 2, 2, 2 -> mean 7/4
+    assert TaskLoss(Readings(scalar_norm="absolute"))(Outputs(y_s), target).item() == pytest.approx(7 / 4)
 
 
 # ------------------------------------------------------------------------------------------- RD(L2), Eq. 3
@@ -133,24 +137,32 @@ def test_ord_threshold_extremes():
         ((y_s - y_t) ** 2).mean().item())
 
 
+def counted(loss, student, target, teacher):
+    """The loss of a batch, the batch counted in its share, as the training step does (kdstgcn.losses.base)."""
+    value = loss(student, target, teacher)
+    loss.record(loss.taken(target, teacher), target.numel())
+    return value
+
+
 def test_ord_constant_gap_is_finite_and_uses_target():
     target = torch.zeros(2, 4)
     y_t = torch.full((2, 4), 3.0)  # max == min: the normalisation divides 0 by 0
     y_s = torch.arange(8.0).reshape(2, 4)
     ord_loss = OverseenResponse(alpha1=0.5)
-    loss = ord_loss(Outputs(y_s), target, Outputs(y_t))
+    loss = counted(ord_loss, Outputs(y_s), target, Outputs(y_t))
     assert torch.isfinite(loss) and loss.item() == pytest.approx(((y_s - target) ** 2).mean().item())
-    assert ord_loss.share_pct() == 0.0
+    assert ord_loss.share_pct() == 0.0 and int(ord_loss.entries) == 8
 
 
 def test_ord_share_accumulates_in_buffers_and_survives_state_dict():
     ord_loss = OverseenResponse(alpha1=0.5)
     assert ord_loss.share_pct() == 0.0
     y_s, y_t, target = ord_case()
-    ord_loss(Outputs(y_s), target, Outputs(y_t))  # 4 of 10 entries from the teacher
+    counted(ord_loss, Outputs(y_s), target, Outputs(y_t))  # 4 of 10 entries from the teacher
     assert ord_loss.share_pct() == pytest.approx(40.0)
     # one sample, D = [0, .1, .2, .3, 1]: 1 of 5 from the teacher -> cumulative 5 / 15
-    ord_loss(Outputs(torch.zeros(1, 5)), torch.zeros(1, 5), Outputs(torch.tensor([[0.0, 1.0, 2.0, 3.0, 10.0]])))
+    counted(ord_loss, Outputs(torch.zeros(1, 5)), torch.zeros(1, 5),
+            Outputs(torch.tensor([[0.0, 1.0, 2.0, 3.0, 10.0]])))
     assert ord_loss.share_pct() == pytest.approx(100 * 5 / 15)
     state = ord_loss.state_dict()
     assert int(state["teacher_entries"]) == 5 and int(state["entries"]) == 15
@@ -185,7 +197,7 @@ def literal_ord(y_s, y_t, target, alpha1, norm, reduction):
 def test_ord_matches_literal_loop_under_every_reading(norm, reduction):
     y_s, y_t, target = ord_case()
     loss = OverseenResponse(0.5, Readings(scalar_norm=norm, ord_reduction=reduction))
-    assert loss(Outputs(y_s), target, Outputs(y_t)).item() == pytest.approx(
+    assert counted(loss, Outputs(y_s), target, Outputs(y_t)).item() == pytest.approx(
         literal_ord(y_s, y_t, target, 0.5, norm, reduction), rel=1e-6)
     assert loss.share_pct() == pytest.approx(40.0)
 
@@ -380,7 +392,7 @@ def test_stcd_combines_its_parts():
     assert min(ord_part, tcd_part, scd_part) > 0
     stcd = build_loss("stcd", {"alpha1": alpha1, "alpha2": alpha2, "alpha3": alpha3})
     want = ord_part + alpha3 * (alpha2 * scd_part + (1 - alpha2) * tcd_part)
-    assert stcd(student, target, teacher).item() == pytest.approx(want, rel=1e-10)
+    assert counted(stcd, student, target, teacher).item() == pytest.approx(want, rel=1e-10)
     assert stcd.share_pct() == pytest.approx(40.0)
     # the ablations of Table 5 ignore any alpha2 given to them
     params = {"alpha1": alpha1, "alpha2": alpha2, "alpha3": alpha3}
@@ -439,6 +451,9 @@ def test_structure_kd_matches_cosine_loop():
             for b in range(2) for n in range(4) for m in range(4)]
     loss = StructureKD(alpha=0.6)(Outputs(y_s, {"hidden": hidden_s}), target, Outputs(y_s, {"hidden": hidden_t}))
     assert loss.item() == pytest.approx(0.6 * np.mean(gaps) + 0.4 * ((y_s - target) ** 2).mean().item(), rel=1e-10)
+    absolute = StructureKD(0.6, Readings(scalar_norm="absolute"))(Outputs(y_s, {"hidden": hidden_s}), target,
+                                                                   Outputs(y_s, {"hidden": hidden_t}))
+    assert absolute.item() == pytest.approx(0.6 * np.mean(gaps) + 0.4 * (y_s - target).abs().mean().item(), rel=1e-10)
 
 
 # ------------------------------------------------------------------------------------------------ build_loss
@@ -472,9 +487,9 @@ def test_build_loss_passes_the_readings_to_every_part():
         parts = [loss.ord, loss.scd, loss.tcd] if LOSSES[name].correlation else [loss]
         assert all(part.readings == Readings(**readings) for part in parts), name
     assert build_loss("ord", ALL_PARAMS).readings == Readings()
-    # the task loss and our SKD reading have no paper norm to read; they take the spec's readings and ignore them
-    assert type(build_loss("task", {}, readings=readings)) is TaskLoss
-    assert type(build_loss("skd", ALL_PARAMS, readings=readings)) is StructureKD
+    # every student's task term takes scalar_norm; the reference runs' task loss (no readings) the default
+    assert {name for name, info in LOSSES.items() if "scalar_norm" in info.readings} == set(LOSSES)
+    assert build_loss("task").readings == Readings()
 
 
 def test_run_spec_carries_the_configured_readings():
@@ -487,10 +502,16 @@ def test_run_spec_carries_the_configured_readings():
     assert build_loss(**spec.to_dict()).ord.readings == Readings("absolute", "sum", "mean_normalised")
     pruning = runspec.prune_run(config, "demo", "kd_taylor", "pruning_base", config["pruning"]["base_ratios"][0], 0)
     assert pruning.loss.readings == spec.readings
-    # defaults: today's readings; the task loss's spec has none (its identity does not change with them)
+    # defaults: today's readings; the student without KD takes them like the others, the teacher and the pruning
+    # base train on the plain task loss (no readings)
     assert runspec.student_run(demo_config, "demo", "stcd", 0).loss.readings == {
         "scalar_norm": "squared", "ord_reduction": "mean", "distance_scale": "raw"}
-    assert "readings" not in runspec.student_run(demo_config, "demo", "task", 0).loss.to_dict()
+    no_kd = runspec.student_run(config, "demo", "task", 0).loss
+    assert no_kd.readings["scalar_norm"] == build_loss(**no_kd.to_dict()).readings.scalar_norm == "absolute"
+    for role in ("teacher", "pruning_base"):
+        assert "readings" not in runspec.reference_run(config, "demo", role, 0).loss.to_dict()
+    baseline = runspec.prune_run(config, "demo", "taylor", "pruning_base", config["pruning"]["base_ratios"][0], 0)
+    assert baseline.loss.readings["scalar_norm"] == baseline.prune.finetune_loss.readings["scalar_norm"] == "absolute"
 
 
 def test_build_loss_unknown_name():
@@ -529,6 +550,23 @@ def test_each_loss_runs_on_what_the_registry_says_it_reads(name):
     assert (loss.uses_teacher, loss.uses_features) == (info.uses_teacher, info.reads_features)
     value = loss_step(student, teacher if info.uses_teacher else None, loss, x, y)
     assert value.dim() == 0 and torch.isfinite(value)
+
+
+@pytest.mark.parametrize("name", ["ord", "stcd"])
+def test_a_compiled_counted_step_returns_the_share_count_and_changes_no_state(name):
+    """ORD's counters stay out of the compiled graph (a buffer written there keeps CUDA graphs from replaying):
+    counted_step compiled in one graph returns the batch's count and leaves the loss's state alone; loss_step
+    then records it. Loss and share are the eager ones."""
+    student, teacher, x, y = small_models()
+    loss = build_loss(name, ALL_PARAMS, correlation_kernel="cdist")
+    eager_value, eager_taken = counted_step(student, teacher, loss, x, y)
+    compiled = torch.compile(counted_step, backend="aot_eager", fullgraph=True, dynamic=False)
+    value, taken = compiled(student, teacher, loss, x, y)
+    assert all(int(v) == 0 for v in loss.state_dict().values())
+    assert int(taken) == int(eager_taken) and 0 < int(taken) < y.numel()
+    assert value.item() == pytest.approx(eager_value.item(), rel=1e-6)
+    assert loss_step(student, teacher, loss, x, y).item() == eager_value.item()
+    assert loss.share_pct() == pytest.approx(100 * int(taken) / y.numel())
 
 
 @pytest.mark.parametrize("name", KD_LOSSES)

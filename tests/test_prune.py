@@ -117,9 +117,66 @@ def test_accumulator_averages_over_minibatches():
         accumulator.add(model)
     for name, average in accumulator.average().items():
         torch.testing.assert_close(average, sum(s[name] for s in scores) / 3)
-    accumulator.reset()
+    accumulator.decide()
     with pytest.raises(RuntimeError):
         accumulator.average()
+
+
+def set_gradients(model: STGCN, gradients: dict[str, torch.Tensor], scale: float = 1.0) -> None:
+    for name, param in model.named_parameters():
+        param.grad = scale * gradients[name]
+
+
+@pytest.mark.parametrize("memory, expected", [("reset", [2.5, 12.5, 30.5]), ("carry", [2.5, 13.75, 37.375])])
+def test_importance_memory_follows_a_hand_computed_schedule(memory, expected):
+    """Minibatch k has gradients k * G, so its importance is k^2 times that of G; a decision every two minibatches.
+    The intervals sum 1 + 4 = 5, 9 + 16 = 25 and 25 + 36 = 61 units. reset: 5/2, 25/2, 61/2. carry (Algorithm 1,
+    lines 14-15, as written): 5/2 = 2.5, (2.5 + 25)/2 = 13.75, (13.75 + 61)/2 = 37.375."""
+    model = make_model()
+    generator = torch.Generator().manual_seed(0)
+    gradients = {name: torch.randn(p.shape, generator=generator) for name, p in model.named_parameters()}
+    set_gradients(model, gradients)
+    unit = filter_importance(model)
+    accumulator = ImportanceAccumulator(memory)
+    decisions = []
+    for k in range(1, 7):
+        set_gradients(model, gradients, scale=float(k))
+        accumulator.add(model)
+        if k % 2 == 0:
+            decisions.append(accumulator.decide())
+    for decided, factor in zip(decisions, expected):
+        for name in unit:
+            torch.testing.assert_close(decided[name], factor * unit[name])
+
+
+def test_prune_ranks_the_second_step_by_carried_or_reset_importance():
+    """Weights held still (learning rate 0), gradients G_A in the first interval and G_B in the second, two
+    minibatches each: the second step ranks I_A / 2 + I_B (carry) or I_B (reset), whatever the first removed."""
+    model = make_model()
+    patterns = []
+    for seed in (1, 2):
+        generator = torch.Generator().manual_seed(seed)
+        patterns.append({name: torch.randn(p.shape, generator=generator) for name, p in model.named_parameters()})
+    unit = []
+    for gradients in patterns:
+        set_gradients(model, gradients)
+        unit.append(filter_importance(model))
+    first = select_masks(model, unit[0], current_masks(model), 0.9, 0.25)
+    expected = {}
+    for memory, ranked in (("carry", {k: unit[0][k] / 2 + unit[1][k] for k in unit[0]}), ("reset", unit[1])):
+        second = select_masks(model, ranked, first, 0.9, 0.25)
+        target = removed_share(model, second)
+
+        def loss_fn(m, x, y):
+            return sum((p * patterns[int(x)][name]).sum() for name, p in m.named_parameters())
+
+        pruned = copy.deepcopy(model)
+        batches = [(torch.tensor(k // 2), None) for k in range(4)]
+        masks = prune(pruned, iter(batches), loss_fn, torch.optim.SGD(pruned.parameters(), lr=0.0), target, 2, 0.25,
+                      log=lambda line: None, importance_memory=memory)
+        assert all(torch.equal(masks[k], second[k]) for k in masks), memory
+        expected[memory] = second
+    assert any(not torch.equal(expected["carry"][k], expected["reset"][k]) for k in expected["carry"])
 
 
 def assert_compact_matches(model: STGCN, x: torch.Tensor) -> STGCN:
@@ -468,7 +525,7 @@ def prune_spec(synthetic_files, epochs: int, ranking: str = "per_layer") -> RunS
     return RunSpec("synthetic", "pruned_taylor_base_50", synthetic_files.data_spec(),
                    TrainSettings(epochs=epochs, batch_size=50, eval_batch_size=200), task, "cpu",
                    prune=PruneSpec("taylor", "base", 50, task, pruning_minibatch=1, step_fraction=0.25,
-                                   ranking=ranking))
+                                   ranking=ranking, importance_memory="carry"))
 
 
 def all_tensors(blob) -> list[torch.Tensor]:

@@ -60,6 +60,10 @@ def test_all_writes_every_table_beside_the_paper(demo_study):
     cost = pd.read_csv(results / "table1.csv")
     student_time = cost[(cost["model"] == "student_task") & (cost["metric"] == "flops")]
     assert (student_time["ours_ratio_to_teacher"] < 0.2).all()
+    assert set(cost.loc[cost["metric"] == "onnx_test_time_s", "model"]) == set(cost["model"])  # ONNX Runtime
+    evaluated = {p.parent for p in results.glob("demo/seed*/*/metrics.csv")}
+    assert {p.parent for p in results.glob("demo/seed*/*/model_card.json")} == evaluated
+    assert all((folder / name).is_file() for folder in evaluated for name in ("model.onnx", "stream.onnx"))
     verdict = pd.read_parquet(results / "verdict.parquet")
     assert list(verdict.columns) == VERDICT_COLUMNS
     assert set(verdict["claim"]) == {"The student trained with L_STCD beats the student without KD"}
@@ -67,6 +71,13 @@ def test_all_writes_every_table_beside_the_paper(demo_study):
         assert np.isfinite(verdict[[f"{source}_values_better", f"{source}_values_other"]]).all().all(), source
         assert np.allclose(verdict[f"{source}_values_effect"],
                            verdict[f"{source}_values_better"] - verdict[f"{source}_values_other"])
+    teacher = pd.read_csv(results / "demo/seed0/teacher/metrics.csv").query("metric == 'MAE'")
+    assert verdict["teacher_mae"].tolist() == pytest.approx(teacher["ours"].tolist())
+    for reason in ("fewer epochs than the paper (2 of 50)", "one seed, so no spread"):
+        assert verdict["judgeable"].str.contains(reason, regex=False).all(), reason
+    for source in ("paper", "tuned"):  # the student without KD reads scalar_norm like the L_STCD student
+        assert verdict[f"{source}_values_other_readings"].str.fullmatch(r"scalar_norm=(squared|absolute)").all()
+        assert verdict[f"{source}_values_better_readings"].str.startswith("scalar_norm=").all()
     tuned = json.loads((results / "demo/seed0/student_stcd_tuned/info.json").read_text())
     assert tuned["run"]["hyperparameter_source"].startswith("tuned: results/demo/tuned/stcd.yaml")
     assert "steps (100%) done" in result.output
@@ -80,10 +91,14 @@ def test_all_draws_every_figure(demo_study):
         assert f"figure{n}_demo.png" in figures
     assert "tsne_demo_student_stcd_vs_teacher.png" in figures
     assert "tsne_demo_pruned_kd_taylor_teacher_97_vs_teacher.png" in figures
+    assert "verdict.png" in figures
     for name in figures:
         assert (workdir / "results" / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = (workdir / "results" / "summary.md").read_text()
-    assert summary.splitlines()[2].startswith("**Not comparable with the paper's numbers:** `demo`")
+    lines = summary.splitlines()  # it leads with whether the claim could be judged, then the caveats
+    assert lines[2].startswith("**Could not be judged:** The student trained with L_STCD beats the student without "
+                               "KD (`demo`): at 15, 30, 45 min: ")
+    assert lines[4].startswith("**Not comparable with the paper's numbers:** `demo`")
     assert "Algorithm 1 beats the Molchanov baseline at 50 % pruning (Table 8; demo: synthetic data" in summary
     assert "| demo | 15 min |" in summary
 
@@ -152,6 +167,7 @@ def test_report_shows_every_table_and_figure_in_a_browser(demo_study):
         "Figures": sorted(f"results/figures/{p.name}" for p in (workdir / "results" / "figures").glob("*.png")),
         "Summary": ["results/summary.html", "results/summary.md"],
     }
+    assert "results/figures/verdict.png" in expected["Figures"]
     driver = browser()
     try:
         from selenium.webdriver.common.by import By

@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 from conftest import merged_config
-from kdstgcn.report.rows import table_rows, verdict_runs
+from kdstgcn.report.rows import table_rows, verdict_claims, verdict_runs, without_kd
 
 
 def test_rows_import_neither_torch_nor_matplotlib():
@@ -23,6 +23,14 @@ def test_verdict_runs_each_setting_once_under_the_name_the_tables_use():
     runs = verdict_runs(config)
     assert runs["pruned_taylor_pruning_base_50"] == {"paper": "pruned_taylor_pruning_base_50_paper",
                                                      "tuned": "pruned_taylor_pruning_base_50"}
+
+
+def test_the_verdict_reads_the_model_without_kd_its_teacher_must_beat():
+    config = merged_config("config/demo.yaml")
+    config["verdict"] = {"losses": ["ord", "stcd"], "pruning_ratios": [50]}
+    students, pruning = verdict_claims(config["verdict"])
+    assert (without_kd(students), without_kd(pruning)) == ("student_task", "pruned_taylor_pruning_base_50")
+    assert verdict_runs(config)["student_task"] == {"paper": "student_task", "tuned": "student_task_tuned"}
 
 
 def test_metric_tables_hold_only_the_students_the_config_trains():

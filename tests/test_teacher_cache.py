@@ -1,6 +1,7 @@
 """The teacher's outputs once per run: cached predictions give the same student as a teacher forward in every
 batch, the cache is keyed by the teacher and the data, and the inference-mode teacher forward of the feature
 losses gives the gradients of a no_grad forward."""
+import json
 import logging
 
 import pytest
@@ -15,6 +16,7 @@ from kdstgcn.data.graph import load_cheb
 from kdstgcn.jobs.prune import fit_prune
 from kdstgcn.training.loop import train
 from kdstgcn.training.teacher import CachedPredictions, LiveTeacher, StoredFeatures
+from kdstgcn.training import teacher_cache
 from kdstgcn.training.teacher_cache import CACHE_NAME, TeacherFeatureStore, cached_teacher_predictions
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -79,11 +81,11 @@ def test_cache_is_written_once_and_keyed_by_teacher_and_data(data, cheb, synthet
     caplog.clear()
     with caplog.at_level(logging.INFO):
         other = cached_teacher_predictions(other_teacher, inputs, tmp_path, 50, CPU)
-    assert "another teacher or other data" in caplog.text and not torch.equal(other, first)
+    assert "another teacher, other data" in caplog.text and not torch.equal(other, first)
     caplog.clear()
     with caplog.at_level(logging.INFO):
         fewer = cached_teacher_predictions(other_teacher, inputs[:70], tmp_path, 50, CPU)
-    assert "another teacher or other data" in caplog.text and torch.equal(fewer, other[:70])
+    assert "another teacher, other data" in caplog.text and torch.equal(fewer, other[:70])
     assert not list(tmp_path.glob("*.part"))
 
 
@@ -164,10 +166,44 @@ def test_feature_store_holds_the_forward_per_window_built_once_and_keyed(data, c
             for s, t in zip(stored, live):
                 torch.testing.assert_close(s, t, rtol=tolerance, atol=tolerance)
     assert set(half.features) == {"spatial"} and torch.is_tensor(exact.batch(idx).features["hidden"])
+    assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 2  # one per precision and groups
     other = model(cheb, n, TEACHER, seed=6).eval()
     TeacherFeatureStore.open(other, inputs, tmp_path, "float32", ("spatial",), 50, CPU)
-    assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 3  # one per teacher, precision and groups
+    stores = [p for p in tmp_path.iterdir() if p.is_dir()]  # the first teacher's stores are removed
+    assert len(stores) == 1 and json.loads((stores[0] / "meta.json").read_text())["key"]["groups"] == ["spatial"]
+    assert sorted(p.name for p in tmp_path.glob("*.lock")) == [f"{stores[0].name}.lock"]
     assert not list(tmp_path.glob("*.partial"))
+
+
+def test_a_change_to_the_feature_code_recomputes_the_teacher_outputs(data, cheb, synthetic_files, tmp_path,
+                                                                     monkeypatch, caplog):
+    """The caches' keys hold a digest of the source of the code that computes the teacher's outputs (the model
+    package and, here, one more module that the test edits): edited code rebuilds the store and the cached
+    predictions, and the store of the old code is removed."""
+    assert {"kdstgcn.model/stgcn.py", "kdstgcn.model/blocks.py"} <= set(teacher_cache.code_files("kdstgcn.model"))
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "feature_definitions.py").write_text("GROUPS = ('spatial',)\n")
+    monkeypatch.syspath_prepend(str(code))
+    monkeypatch.setattr(teacher_cache, "FEATURE_CODE", (*teacher_cache.FEATURE_CODE, "feature_definitions"))
+    teacher = model(cheb, synthetic_files.n_nodes, TEACHER, seed=5).eval()
+    inputs, root, run = data.inputs("train"), tmp_path / "store", tmp_path / "run"
+
+    def build():
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            TeacherFeatureStore.open(teacher, inputs, root, "float16", ("spatial",), 50, CPU)
+            cached_teacher_predictions(teacher, inputs, run, 50, CPU)
+        return caplog.text, [p.name for p in root.iterdir() if p.is_dir()]
+
+    text, first = build()
+    assert text.count("computed once") == 2 and len(first) == 1
+    text, again = build()
+    assert "computed once" not in text and again == first
+    (code / "feature_definitions.py").write_text("GROUPS = ('spatial', 'temporal')\n")
+    text, rebuilt = build()
+    assert text.count("computed once") == 2 and "other model code: recomputing" in text
+    assert len(rebuilt) == 1 and rebuilt != first
 
 
 def test_pruned_teacher_fine_tunes_with_l_stcd_from_the_store_as_from_the_live_teacher(synthetic_files, tmp_path):
@@ -185,7 +221,7 @@ def test_pruned_teacher_fine_tunes_with_l_stcd_from_the_store_as_from_the_live_t
         run = RunSpec("synthetic", "pruned_kd_taylor_teacher_50", synthetic_files.data_spec(),
                       TrainSettings(epochs=1, batch_size=50, eval_batch_size=200, teacher_features=how), stcd, "cpu",
                       prune=PruneSpec("kd_taylor", "teacher", 50, stcd, pruning_minibatch=2, step_fraction=0.25,
-                                      ranking="per_layer"))
+                                      ranking="per_layer", importance_memory="carry"))
         compact[how], *_ = fit_prune(run, str(synthetic_files.values), str(synthetic_files.fill_report),
                                     str(teacher_dir / "model.pt"), str(teacher_dir / "model.pt"),
                                     str(tmp_path / how / "checkpoint.pt"))

@@ -1,5 +1,6 @@
 """Training loop: the loss falls, resuming from a checkpoint ends exactly where an uninterrupted run ends,
-a checkpoint of other settings is ignored, and a diverging loss stops the run without writing a model."""
+a checkpoint of other settings is ignored, a diverging loss stops the run without writing a model, and a
+compiled step trains the eager model, or falls back to it when the compiler fails."""
 import logging
 import math
 import re
@@ -11,11 +12,12 @@ import torch
 
 from kdstgcn.config.runspec import LossSpec, RunSpec, TrainSettings
 from kdstgcn.jobs.train import train_run
-from kdstgcn.losses.response import TaskLoss
+from kdstgcn.losses.response import OverseenResponse, TaskLoss
 from kdstgcn.model.architecture import Architecture
 from kdstgcn.model.persist import load_model
 from kdstgcn.model.stgcn import STGCN
 from kdstgcn.training.loop import NonFiniteLoss, train
+from kdstgcn.training.teacher import LiveTeacher
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -197,5 +199,48 @@ def test_a_compiled_training_step_gives_the_eager_run(data, cheb, synthetic_file
                            tmp_path / f"{mode}.pt", device=cpu())
     (eager, eager_history), (compiled, compiled_history) = runs["off"], runs["on"]
     assert compiled_history["train_loss"].iloc[0] == pytest.approx(eager_history["train_loss"].iloc[0], rel=1e-4)
+    for k, v in eager.state_dict().items():
+        torch.testing.assert_close(compiled.state_dict()[k], v, rtol=1e-4, atol=1e-5)
+
+
+def small_student(cheb, n_nodes):
+    torch.manual_seed(0)
+    return STGCN(Architecture(n_nodes, ((1, 2, 4),)), cheb)
+
+
+def ord_student_run(data, cheb, n_nodes, path, compile):
+    """An ORD student of a live teacher, one epoch of two equal batches (compiling costs seconds per graph)."""
+    teacher = new_model(cheb, n_nodes, seed=5)
+    loss = OverseenResponse(alpha1=0.5)
+    run = train(small_student(cheb, n_nodes), data, loss, TrainSettings(epochs=1, batch_size=76, eval_batch_size=200,
+                                                                          compile=compile),
+                path, LiveTeacher(teacher), device=cpu())
+    return run, loss.share_pct()
+
+
+def test_a_compile_failure_warns_once_and_trains_the_eager_run(data, cheb, synthetic_files, tmp_path, caplog):
+    """A compiler that fails (inductor's own fault injection: its C++ code for relu does not compile) costs one
+    warning naming the error; the run continues eager with the numbers of compile: off, ORD's share included."""
+    n = synthetic_files.n_nodes
+    eager, eager_share = ord_student_run(data, cheb, n, tmp_path / "off.pt", "off")
+    with torch._inductor.config.patch({"cpp.inject_relu_bug_TESTING_ONLY": "compile_error"}):
+        with caplog.at_level(logging.WARNING, logger="kdstgcn"):
+            fallen, fallen_share = ord_student_run(data, cheb, n, tmp_path / "on.pt", "on")
+    warned = [r.getMessage() for r in caplog.records if r.name == "kdstgcn.training.loop"]
+    assert len(warned) == 1 and "compiled step failed" in warned[0] and "compile error" in warned[0], warned
+    assert_same_run(eager, fallen)
+    assert fallen_share == eager_share > 0
+
+
+def test_a_compiled_ord_student_of_a_live_teacher_trains_the_eager_model(data, cheb, synthetic_files, tmp_path,
+                                                                          caplog):
+    """The teacher forward inside the compiled step (under no_grad there: AOTAutograd cannot trace inference
+    tensors) and ORD's count returned from it: no fallback, the eager model and the same share."""
+    n = synthetic_files.n_nodes
+    (eager, _), eager_share = ord_student_run(data, cheb, n, tmp_path / "off.pt", "off")
+    with caplog.at_level(logging.WARNING, logger="kdstgcn"):
+        (compiled, _), compiled_share = ord_student_run(data, cheb, n, tmp_path / "on.pt", "on")
+    assert not [r for r in caplog.records if r.name == "kdstgcn.training.loop"]
+    assert compiled_share == eager_share > 0
     for k, v in eager.state_dict().items():
         torch.testing.assert_close(compiled.state_dict()[k], v, rtol=1e-4, atol=1e-5)

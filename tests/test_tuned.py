@@ -2,6 +2,8 @@
 values placed where the run reads them (a pruning run's fine-tuning loss included), a tuning result file checked."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 
@@ -34,8 +36,9 @@ def test_a_loss_tunes_only_the_readings_it_uses():
     assert set(tuning_switches(config, "stcd")) == {"training.optimizer", "distillation.scalar_norm",
                                                     "distillation.ord_reduction", "distillation.distance_scale"}
     assert set(tuning_switches(config, "rd_l2")) == {"training.optimizer", "distillation.scalar_norm"}
-    assert set(tuning_switches(config, "skd")) == {"training.optimizer"}
-    assert set(tuning_switches(config, "task")) == {"training.optimizer"}
+    # every student's task term takes scalar_norm: the student without KD tunes it like the others
+    assert set(tuning_switches(config, "skd")) == {"training.optimizer", "distillation.scalar_norm"}
+    assert set(tuning_switches(config, "task")) == {"training.optimizer", "distillation.scalar_norm"}
 
 
 TUNED = {"hyperparameters": {"learning_rate": 0.004, "batch_size": 25, "alpha1": 0.3, "alpha2": 0.2, "alpha3": 0.1},
@@ -70,6 +73,19 @@ def test_a_pruning_run_fine_tuned_with_its_importance_loss_gets_the_tuned_values
     run = runspec.prune_run(config, "demo", "kd_taylor", "teacher", 97, 0)
     tuned = apply_tuned(run, TUNED)
     assert tuned.loss.params["alpha1"] == 0.3 and tuned.prune.finetune_loss == run.prune.finetune_loss
+
+
+def test_tuned_values_reach_the_fine_tuning_loss_after_a_json_round_trip(demo_config):
+    """The rules hand a run spec over as its dict form (params, info.json): after JSON, the importance loss and
+    the fine-tuning loss are two equal objects, not one, and both still get the tuned values."""
+    config = {**demo_config, "pruning": {**demo_config["pruning"], "finetune_loss": "stcd"}}
+    run = runspec.prune_run(config, "demo", "kd_taylor", "teacher", 97, 0)
+    passed = runspec.RunSpec.from_dict(json.loads(json.dumps(run.to_dict())))
+    assert passed == run and passed.prune.finetune_loss is not passed.loss
+    tuned = apply_tuned(passed, TUNED)
+    for loss in (tuned.loss, tuned.prune.finetune_loss):
+        assert loss.params["alpha1"] == 0.3 and loss.readings["scalar_norm"] == "absolute"
+    assert tuned.to_dict()["finetune_loss"] == tuned.to_dict()["loss"]
 
 
 def test_a_file_that_is_no_tuning_result_is_rejected_naming_it(tmp_path):

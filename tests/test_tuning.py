@@ -21,7 +21,7 @@ from kdstgcn.config.tuned import apply_tuned, read_tuned, tuning_space, tuning_s
 from kdstgcn.data.samples import load_data
 from kdstgcn.evaluation.rollout import evaluate
 from kdstgcn.jobs.train import fit_run, train_run
-from kdstgcn.tuning.results import trials_table, write_result
+from kdstgcn.tuning.results import trials_table, tuned_result, write_result
 from kdstgcn.tuning.storage import STALE_AFTER_HEARTBEATS, StudyMismatch, open_study
 from kdstgcn.tuning.trials import SurplusTrial, enqueue_paper_values, objective, trainer, work
 
@@ -40,7 +40,7 @@ def demo_config() -> dict:
 # ---------------------------------------------------------------------------------------------------------
 
 def small_tuning(demo_config, **changes) -> dict:
-    return {**demo_config["tuning"], "epochs": 2, "startup_trials": 1, "warmup_epochs": 0, **changes}
+    return {**demo_config["tuning"], "epochs": 2, "startup_trials": 1, "min_epochs": 1, **changes}
 
 
 def small_run(demo_config, synthetic_files, tuning_settings) -> RunSpec:
@@ -89,8 +89,35 @@ def test_a_worker_fills_the_study_with_validation_mae_starting_from_the_paper_va
     best = min((t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE), key=lambda t: t.value)
     assert result["trial"] == best.number and result["val_mae"] == best.value
     assert read_tuned(out)["hyperparameters"] == {k: best.params[k] for k in space}
-    assert result["switches"] == {"training.optimizer": best.params["training.optimizer"]}
+    assert set(switches) == {"training.optimizer", "distillation.scalar_norm"}  # the task loss's reading too
+    assert result["switches"] == {name: best.params[name] for name in switches}
     assert len(pd.read_parquet(tmp_path / "trials.parquet")) == 4
+
+
+def test_epochs_are_the_budget_and_only_trials_that_ran_them_all_can_win(demo_config, synthetic_files, tmp_path):
+    """Hyperband over epochs (3 at most, a first rung after 1): poor trials stop early, every complete trial ran
+    all 3 epochs, the trials table keeps each trial's per-epoch curve, and a complete trial of fewer epochs never
+    wins, however low its value."""
+    settings = small_tuning(demo_config, epochs=3, min_epochs=1, reduction_factor=3)
+    run = small_run(demo_config, synthetic_files, settings)
+    space = tuning_space(demo_config, "task")
+    study = open_study(tmp_path / "task.journal", {"run": run.to_dict()}, settings, worker=0)
+    assert isinstance(study.pruner, optuna.pruners.HyperbandPruner)
+    assert work(study, objective(run, space, {}, trainer(inputs(synthetic_files)), trials=6, worker=0),
+                trials=6, poll_s=0.1) == 6
+    table = trials_table(study)
+    complete, pruned = table[table["state"] == "COMPLETE"], table[table["state"] == "PRUNED"]
+    assert len(complete) and len(pruned) and len(complete) + len(pruned) == 6
+    assert (complete["epochs_run"] == 3).all() and (pruned["epochs_run"] < 3).all()
+    assert (table["val_mae_per_epoch"].map(len) == table["epochs_run"]).all()
+    assert (complete["value"] == complete["val_mae_per_epoch"].map(min)).all()
+    short = optuna.trial.create_trial(params={"learning_rate": 1e-3},
+                                      distributions={"learning_rate": FloatDistribution(1e-4, 1e-2, log=True)},
+                                      value=0.0, user_attrs={"val_mae": [0.0]})
+    study.add_trial(short)
+    result = tuned_result(study, "demo", "task", space, 3)
+    best = complete.loc[complete["value"].idxmin()]
+    assert (result["trial"], result["val_mae"]) == (best["number"], best["value"])
 
 
 def test_a_dead_workers_trial_is_failed_and_retried_with_its_values(demo_config, synthetic_files, tmp_path):
@@ -158,7 +185,7 @@ def test_a_study_of_other_settings_is_not_continued(demo_config, tmp_path):
 # ---------------------------------------------------------------------------------------------------------
 
 DEMO_TUNING = {"training": {"epochs": 1}, "model": {"architectures": {"teacher": "[1,4,8][8,4,16]"}},
-               "tuning": {"trials": 4, "epochs": 1, "workers": 2, "startup_trials": 1, "warmup_epochs": 0,
+               "tuning": {"trials": 4, "epochs": 1, "workers": 2, "startup_trials": 1, "min_epochs": 1,
                           "heartbeat_s": 1}}
 
 

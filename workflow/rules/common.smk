@@ -140,15 +140,34 @@ def tuning_worker_files(wildcards):
 
 
 def all_outputs():
-    """Every table, figure and page of the study (what `all` asks for)."""
+    """Every table, figure and page of the study, and the exported files of every evaluated model (what `all`
+    asks for)."""
     run_datasets = config["run_datasets"]
     tables = [layout.table_path(n, ext) for n in range(1, 10) for ext in ("csv", "parquet", "html")]
     figures = [layout.figure_path(f"figure{n}_{d}") for n in (3, 4, 5) for d in run_datasets]
     tsne = [layout.figure_path(f"tsne_{d}_{s}_vs_{r}") for d in run_datasets for s, r in tsne_pairs()]
     anatomy = [layout.figure_path(f"anatomy_{d}") for d in run_datasets]
-    verdict = [layout.verdict_path(ext) for ext in ("csv", "parquet")]
+    verdict = [layout.verdict_path(ext) for ext in ("csv", "parquet")] + [layout.verdict_figure_path()]
     summary = [layout.summary_path(ext) for ext in ("md", "html")]
-    return tables + figures + tsne + anatomy + verdict + summary
+    return tables + figures + tsne + anatomy + verdict + summary + deployed_outputs()
+
+
+def evaluated_runs():
+    """(dataset, seed, model) of every model the study evaluates: those of the metric tables and the verdict (all
+    seeds) and of the figures (first seed)."""
+    tables = {r["model"] for n in (2, 4, 5, 7, 8) for r in table_rows(n)}
+    runs = {(d, s, m) for d in config["run_datasets"] for s in seeds() for m in tables}
+    figures = set(figure3_models() + figure4_models() + figure5_models())
+    runs |= {(d, seeds()[0], m) for d in config["run_datasets"] for m in figures}
+    for path in verdict_inputs(None)["metrics"]:
+        place = layout.parse_run_path(path)
+        runs.add((place.dataset, place.seed, place.model))
+    return sorted(runs)
+
+
+def deployed_outputs():
+    """The exported files of every evaluated model (what `all` asks for)."""
+    return [path for run in evaluated_runs() for path in layout.deploy_files(*run).values()]
 
 
 def check_raw_sources():

@@ -109,6 +109,8 @@ rule measure_cost:
     input:
         unpack(prepared_inputs),
         models=lambda w: [layout.run_file(w.dataset, seeds()[0], m, "model.pt") for m in cost_models()],
+        starts=lambda w: [layout.deploy_files(w.dataset, seeds()[0], m)["start"] for m in cost_models()],
+        streams=lambda w: [layout.deploy_files(w.dataset, seeds()[0], m)["stream"] for m in cost_models()],
     output:
         layout.costs_path("{dataset}"),
     log:
@@ -308,6 +310,26 @@ rule verdict_table:
         CONDA_ENV
     script:
         "../../scripts/verdict_table.py"
+
+
+rule verdict_figure:
+    input:
+        layout.verdict_path("parquet"),
+    output:
+        report(layout.verdict_figure_path(), caption="../report/verdict_figure.rst", category="Figures"),
+    log:
+        layout.job_log("verdict_figure", "verdict"),
+    benchmark:
+        layout.job_benchmark("verdict_figure", "verdict")
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        CONDA_ENV
+    script:
+        "../../scripts/verdict_figure.py"
 
 
 rule summary:

@@ -64,7 +64,9 @@ def anatomy_inputs(wildcards):
 
 
 def verdict_inputs(wildcards):
-    """Metrics of every verdict model, both sources, all seeds; histories of the models claimed better."""
+    """Metrics and info.json (the readings each was trained with) of every verdict model, both sources, all
+    seeds, and the teacher's metrics (is it better than the model without KD?); histories of the models claimed
+    better."""
     folders = report_rows.verdict_runs(config)  # model -> {source: its run folder}
     better = {c.better for c in report_rows.verdict_claims(config["verdict"])}
     places = [(d, s) for d in config["run_datasets"] for s in seeds()]
@@ -73,4 +75,6 @@ def verdict_inputs(wildcards):
         runs = [folder for m in models for folder in folders[m].values()]
         return sorted({layout.run_file(d, s, run, name) for d, s in places for run in runs})
 
-    return {"metrics": files(folders, "metrics.csv"), "histories": files(better, "history.parquet")}
+    teacher = [layout.run_file(d, s, "teacher", "metrics.csv") for d, s in places] if folders else []
+    return {"metrics": files(folders, "metrics.csv") + teacher, "infos": files(folders, "info.json"),
+            "histories": files(better, "history.parquet")}

@@ -67,6 +67,17 @@ def run_file(dataset: str, seed: int | str, model: str, name: str) -> str:
     return f"{run_dir(dataset, seed, model)}/{name}"
 
 
+# the deployable form of a run, in its folder: the ONNX files (one step, streaming start, streaming step) and the
+# model card that says how to feed them
+CARD = "card"
+DEPLOY_FILES = {"model": "model.onnx", "start": "start.onnx", "stream": "stream.onnx", CARD: "model_card.json"}
+
+
+def deploy_files(dataset: str, seed: int | str, model: str) -> dict[str, str]:
+    """The exported files of one run (model, start, stream, card -> path)."""
+    return {part: run_file(dataset, seed, model, name) for part, name in DEPLOY_FILES.items()}
+
+
 @dataclass(frozen=True)
 class RunPlace:
     dataset: str
@@ -166,6 +177,11 @@ def figure_path(name: str) -> str:
 def verdict_path(ext: str) -> str:
     """The verdict table: each of the paper's central claims under its and the tuned hyper-parameters."""
     return f"{RESULTS}/verdict.{ext}"
+
+
+def verdict_figure_path() -> str:
+    """The verdict's figure: each claim's effect per horizon, paper and tuned values, beside the published one."""
+    return figure_path("verdict")
 
 
 def summary_path(ext: str) -> str:

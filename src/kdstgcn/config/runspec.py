@@ -61,8 +61,9 @@ class TrainSettings:
 
 @dataclass(frozen=True)
 class LossSpec:
-    """A loss as `build_loss` takes it: name, hyper-parameters, the kernel of its correlation terms and, for the
-    losses of Eq. 2-11, the paper's open readings (None: not recorded, the loss's defaults)."""
+    """A loss as `build_loss` takes it: name, hyper-parameters, the kernel of its correlation terms and, for a loss
+    that takes readings (every student's, kdstgcn.losses.registry), the paper's open readings (None: not recorded,
+    the defaults: the reference runs' plain task loss)."""
 
     name: str
     params: dict
@@ -81,7 +82,8 @@ class LossSpec:
 class PruneSpec:
     """What a pruning run adds: method (Algorithm 1 or the baseline), base model, ratio in %, the loss it
     fine-tunes the compact model with, a pruning step every `pruning_minibatch` minibatches removing
-    `step_fraction` of the remaining budget, and the ranking of the channels."""
+    `step_fraction` of the remaining budget, the ranking of the channels, and whether the averaged importance is
+    carried into the next interval or reset (`importance_memory`)."""
 
     method: str
     base: str
@@ -90,11 +92,12 @@ class PruneSpec:
     pruning_minibatch: int
     step_fraction: float
     ranking: str
+    importance_memory: str
 
 
 RUN_KEYS = ("dataset", "role", "data", "arch", "train", "loss", "device")
 PRUNE_RUN_KEYS = ("dataset", "role", "method", "base", "ratio", "data", "train", "loss", "finetune_loss",
-                  "pruning_minibatch", "step_fraction", "ranking", "device")
+                  "pruning_minibatch", "step_fraction", "ranking", "importance_memory", "device")
 
 
 @dataclass(frozen=True)
@@ -138,7 +141,7 @@ class RunSpec:
         prune = None
         if "method" in d:
             prune = PruneSpec(d["method"], d["base"], d["ratio"], LossSpec.from_dict(d["finetune_loss"]),
-                              d["pruning_minibatch"], d["step_fraction"], d["ranking"])
+                              d["pruning_minibatch"], d["step_fraction"], d["ranking"], d["importance_memory"])
         return cls(d["dataset"], d["role"], DataSpec.from_dict(d["data"]), TrainSettings.from_dict(d["train"]),
                    LossSpec.from_dict(d["loss"]), d["device"],
                    arch=Architecture.from_dict(d["arch"]) if "arch" in d else None, prune=prune,
@@ -170,8 +173,8 @@ def train_settings(config: dict, seed: int, **overrides) -> TrainSettings:
 
 
 def loss_spec(config: dict, name: str, params: dict) -> LossSpec:
-    """A distillation loss with its hyper-parameters, the kernel its correlation terms are computed with and,
-    for the losses of Eq. 2-11, the paper's open readings it is built with."""
+    """A student's loss with its hyper-parameters, the kernel its correlation terms are computed with and, for a
+    loss that takes readings (every student's: the task term reads scalar_norm), the configured readings."""
     kd = config["distillation"]
     readings = {key: kd[key] for key in READING_CHOICES} if LOSSES[name].readings else None
     return LossSpec(name, params, kd["correlation_kernel"], readings)
@@ -228,6 +231,7 @@ def prune_run(config: dict, dataset: str, method: str, base: str, ratio: int, se
                      if finetune_loss.name == "stcd" else {})
     train = train_settings(config, seed, batch_size=hyper["batch_size"], learning_rate=hyper["learning_rate"],
                            epochs=pr["finetune_epochs"], **reads_teacher)
-    prune = PruneSpec(method, base, int(ratio), finetune_loss, interval, pr["step_fraction"], pr["ranking"])
+    prune = PruneSpec(method, base, int(ratio), finetune_loss, interval, pr["step_fraction"], pr["ranking"],
+                      pr["importance_memory"])
     return RunSpec(dataset, role or pruned_name(method, base, ratio), DataSpec.from_dict(data_spec(config, dataset)),
                    train, loss, config["device"], prune=prune)

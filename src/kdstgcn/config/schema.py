@@ -3,7 +3,6 @@ validation with messages that name the key and what is allowed, and the rules th
 from __future__ import annotations
 
 from importlib.resources import files
-import jsonschema
 import yaml
 
 from kdstgcn.losses.registry import LOSSES
@@ -95,6 +94,8 @@ def coerce(value, schema: dict, root: dict):
 def validate(config: dict) -> None:
     """Read command-line strings as the types the JSON schema asks for, check `config` against the schema
     (the package's `config.schema.yaml`), then the rules that span several keys."""
+    import jsonschema  # here: the jobs import the config modules but never validate
+
     schema = yaml.safe_load(SCHEMA.read_text())
     coerce(config, schema, schema)
     validator = jsonschema.Draft202012Validator(schema)
@@ -112,6 +113,9 @@ def check(config: dict) -> None:
     check_hyperparameters(config)
     check_verdict(config["verdict"], config["distillation"]["losses"], config["pruning"])
     check_tuning_space(config["tuning"]["space"])
+    if config["tuning"]["min_epochs"] > config["tuning"]["epochs"]:
+        raise ConfigError(f"tuning.min_epochs: {config['tuning']['min_epochs']} exceeds tuning.epochs = "
+                          f"{config['tuning']['epochs']}; allowed: at most tuning.epochs")
     if config["figures"]["horizon"] > config["model"]["n_pred"]:
         raise ConfigError(f"figures.horizon: {config['figures']['horizon']} exceeds model.n_pred = "
                           f"{config['model']['n_pred']}")
@@ -174,6 +178,9 @@ def check_verdict(verdict: dict, losses: list, pr: dict) -> None:
     if verdict["losses"] and "stcd" not in verdict["losses"]:
         raise ConfigError(f"verdict.losses: {verdict['losses']} holds no 'stcd', the loss every claim is about; "
                           "add it, or leave the list empty for no student claims")
+    if verdict["losses"] and "task" not in losses:
+        raise ConfigError("verdict.losses: a claim on students is judgeable only against a teacher better than the "
+                          f"student without KD, which is not trained; add 'task' to distillation.losses {losses}")
     for ratio in verdict["pruning_ratios"]:
         if ratio not in pr["base_ratios"]:
             raise ConfigError(f"verdict.pruning_ratios: {ratio} is not pruned; allowed: those of "

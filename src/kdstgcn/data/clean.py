@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import scipy.io
+
+from kdstgcn.data.gaps import fill_gaps, missing_readings
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,8 @@ def read_values(path: str | Path, fmt: str, n_nodes: int, steps: int | None = No
             if values.ndim == 3:
                 values = values[..., channel]
         elif fmt == "mat_day_major":
+            import scipy.io  # here: the jobs that read prepared data run without it
+
             cube = scipy.io.loadmat(path)[key]  # (time of day, day, node)
             values = np.asarray(cube, dtype=float).transpose(1, 0, 2).reshape(-1, cube.shape[2])
         else:
@@ -79,10 +82,10 @@ def clean(values: np.ndarray, index: pd.DatetimeIndex) -> tuple[pd.DataFrame, pd
     """
     if len(index) != values.shape[0]:
         raise DataError(f"{values.shape[0]} steps do not fill whole days ({len(index)} steps in whole days)")
-    missing = ~np.isfinite(values) | (values == 0)
+    missing = missing_readings(values)
     frame = pd.DataFrame(np.where(missing, np.nan, values), index=index,
                          columns=[str(i) for i in range(values.shape[1])])
-    filled = frame.interpolate(method="linear", axis=0, limit_direction="both")
+    filled = fill_gaps(frame)
     all_missing = missing.all(axis=0)
     if all_missing.any():
         ids = [int(i) for i in np.flatnonzero(all_missing)]

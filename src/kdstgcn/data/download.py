@@ -32,7 +32,8 @@ def sha256sum(path: str | Path) -> str:
 
 
 def mirror_folder(config_value: str | None) -> Path | None:
-    """The mirror folder: the config key `mirror` wins over the environment variable KDSTGCN_MIRROR."""
+    """The mirror folder: the config key `mirror` wins over the environment variable KDSTGCN_MIRROR; an empty or
+    null key (`mirror: ""`, `mirror: null`, `--config mirror=`) names none."""
     value = config_value or os.environ.get(MIRROR_ENV)
     return Path(value).expanduser() if value else None
 

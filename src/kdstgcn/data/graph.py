@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
-from scipy.sparse.csgraph import connected_components
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,8 @@ def gaussian_adjacency(distance_m: np.ndarray, sigma2: float = 10.0, epsilon: fl
 
 def components(w: np.ndarray) -> list[list[int]]:
     """Connected components of the (symmetrised) graph as sorted station ids, largest first (ties: lowest id)."""
+    from scipy.sparse.csgraph import connected_components  # here: the training jobs read graphs without it
+
     sym = np.logical_or(w > 0, (w > 0).T)
     _, labels = connected_components(sym, directed=False)
     groups = [sorted(int(k) for k in np.flatnonzero(labels == c)) for c in np.unique(labels)]
@@ -111,6 +115,8 @@ def scaled_laplacian(w: np.ndarray) -> np.ndarray:
 
 def chebyshev_polynomials(w: np.ndarray, ks: int) -> torch.Tensor:
     """Stack T_0..T_{ks-1} of the scaled Laplacian as a float32 tensor [ks, N, N]."""
+    import torch  # here: the data jobs (synthesize, clean, adjacency) run without torch
+
     lt = scaled_laplacian(w)
     polys = [np.eye(w.shape[0]), lt]
     for _ in range(2, ks):

@@ -83,7 +83,8 @@ def prepare(clean_path: str | Path, report_path: str | Path, steps_per_day: int,
     if scaler.std == 0:
         raise DataError(f"{clean_path}: the training days are constant; nothing to learn")
     report = pd.read_csv(report_path)
-    windows = {name: torch.from_numpy(make_windows(scaler.transform(p), n_his + n_pred).astype(np.float32))
+    # cast before cutting windows (the same values): each value is copied into up to 21 windows
+    windows = {name: torch.from_numpy(make_windows(scaler.transform(p).astype(np.float32), n_his + n_pred))
                for name, p in parts.items()}
     mask = torch.from_numpy(metric_mask(report, report_path))
     return PreparedData(windows, scaler, mask, n_his, n_pred)

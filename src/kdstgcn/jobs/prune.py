@@ -24,7 +24,7 @@ from kdstgcn.training.teacher import teacher_source
 log = logging.getLogger(__name__)
 
 RESUME_KEYS = ("dataset", "role", "data", "loss", "finetune_loss", "ratio", "ranking", "step_fraction",
-               "pruning_minibatch")
+               "pruning_minibatch", "importance_memory")
 
 
 def training_batches(data: PreparedData, batch_size: int, seed: int):
@@ -71,12 +71,12 @@ def fit_prune(run: RunSpec, values: str, fill_report: str, base_path: str, teach
         return loss_step(m, teacher, loss, x.to(device), y.to(device))
 
     steps: list[dict] = []
-    log.info("%s: pruning %s (%d parameters) by %d %% with %s, %s ranking, a step every %d minibatches",
-             run.role, pruning.base, base_parameters, pruning.ratio, run.loss.name, pruning.ranking,
-             pruning.pruning_minibatch)
+    log.info("%s: pruning %s (%d parameters) by %d %% with %s, %s ranking, a step every %d minibatches, "
+             "importance %s", run.role, pruning.base, base_parameters, pruning.ratio, run.loss.name, pruning.ranking,
+             pruning.pruning_minibatch, pruning.importance_memory)
     prune(model, training_batches(data, settings.batch_size, settings.seed), loss_fn, optimizer,
           pruning.ratio / 100.0, pruning.pruning_minibatch, pruning.step_fraction, pruning.ranking, log=log.info,
-          history=steps)
+          history=steps, importance_memory=pruning.importance_memory)
     model.eval()
     finetune_loss = loss if pruning.finetune_loss == run.loss else build_loss(**pruning.finetune_loss.to_dict())
     log.info("fine-tuning the compact model with %s", pruning.finetune_loss.name)

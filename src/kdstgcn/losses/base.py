@@ -1,5 +1,5 @@
 """What every loss is made of: a model's `Outputs`, the paper's open `Readings`, the `Loss` base class (a sum of
-named, weighted terms), and the forward passes that feed a loss during training (`loss_step`).
+named, weighted terms), and the forward passes that feed a loss during training (`counted_step`, `loss_step`).
 
 A loss sees the student's and (frozen) teacher's `Outputs` and the target. Which losses exist, what they take
 and whether they read the teacher or its hidden layers is said once, in kdstgcn.losses.registry.
@@ -70,6 +70,14 @@ class Loss(nn.Module):
     def forward(self, student: Outputs, target: torch.Tensor, teacher: Outputs | None = None) -> torch.Tensor:
         return sum(weight * value for weight, value in self.terms(student, target, teacher).values())
 
+    def taken(self, target: torch.Tensor, teacher: Outputs | None) -> torch.Tensor | None:
+        """How many entries of this batch a loss with a switch (ORD, Eq. 4-5) learns from the teacher's prediction,
+        as a device tensor; None for losses without a switch. Computing it changes nothing: `record` counts it."""
+        return None
+
+    def record(self, taken: torch.Tensor | None, entries: int) -> None:
+        """Count a batch for the share (`share_pct`): `taken` of its `entries` learnt from the teacher."""
+
     def share_pct(self) -> float | None:
         """Share of entries learnt from the teacher's prediction (Table 3); None for losses without a switch."""
         return None
@@ -85,17 +93,28 @@ def forward(model: torch.nn.Module, x: torch.Tensor, features: bool) -> Outputs:
 def teacher_forward(teacher: torch.nn.Module, x: torch.Tensor, features: bool) -> Outputs:
     """The frozen teacher's outputs in inference mode. The prediction is cloned into a normal tensor, since
     response losses keep it for their backward; features stay inference tensors, which the feature losses
-    only read (copied into groups, or under no_grad), never keep for autograd."""
-    with torch.inference_mode():
+    only read (copied into groups, or under no_grad), never keep for autograd. Inside torch.compile the forward
+    runs under no_grad instead (the same numbers): AOTAutograd cannot trace inference tensors, and its failure
+    there leaves torch's dispatch state broken for the rest of the process."""
+    with torch.no_grad() if torch.compiler.is_compiling() else torch.inference_mode():
         out = forward(teacher, x, features)
     return Outputs(out.prediction.clone(), out.features)
 
 
-def loss_step(model, teacher, loss: Loss, x: torch.Tensor, y: torch.Tensor,
-              teacher_out: Outputs | None = None) -> torch.Tensor:
-    """One forward of the student (and, without gradients, of the frozen teacher) and the loss.
-    `teacher_out`: the teacher's stored outputs for this batch (kdstgcn.training.teacher_cache), which replace the
-    teacher forward."""
+def counted_step(model, teacher, loss: Loss, x: torch.Tensor, y: torch.Tensor,
+                 teacher_out: Outputs | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One forward of the student (and, without gradients, of the frozen teacher): the loss and the batch's entries
+    learnt from the teacher (`Loss.taken`), with no state changed, so that a compiled training step can return
+    the count and record it outside the compiled graph. `teacher_out`: the teacher's stored outputs for this
+    batch (kdstgcn.training.teacher_cache), which replace the teacher forward."""
     if teacher_out is None and loss.uses_teacher:
         teacher_out = teacher_forward(teacher, x, loss.uses_features)
-    return loss(forward(model, x, loss.uses_features), y, teacher_out)
+    return loss(forward(model, x, loss.uses_features), y, teacher_out), loss.taken(y, teacher_out)
+
+
+def loss_step(model, teacher, loss: Loss, x: torch.Tensor, y: torch.Tensor,
+              teacher_out: Outputs | None = None) -> torch.Tensor:
+    """`counted_step`'s loss, the batch counted in the loss's share (`Loss.record`)."""
+    value, taken = counted_step(model, teacher, loss, x, y, teacher_out)
+    loss.record(taken, y.numel())
+    return value

@@ -17,8 +17,8 @@ def build_loss(name: str, params: dict | None = None, correlation_kernel: str = 
                readings: dict | None = None) -> Loss:
     """Build a loss by name from its hyper-parameters (extra keys such as batch_size are ignored); the
     correlation losses compute their distance matrices with `correlation_kernel` (a name in
-    kdstgcn.losses.kernels.CORRELATION_KERNELS), and the losses of Eq. 2-11 take the paper's open readings from
-    `readings` (Readings' fields; missing fields keep their defaults)."""
+    kdstgcn.losses.kernels.CORRELATION_KERNELS), and the losses that take readings (registry) take the paper's
+    open readings from `readings` (Readings' fields; missing fields keep their defaults)."""
     params = params or {}
     info = loss_info(name)
     kwargs = {k: params[k] for k in info.parameters if k in params}

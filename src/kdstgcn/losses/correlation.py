@@ -136,6 +136,12 @@ class SpatioTemporalCorrelation(Loss):
             terms["tcd"] = (self.alpha3 * (1 - self.alpha2), self.tcd(student, target, teacher))
         return terms
 
+    def taken(self, target, teacher):
+        return self.ord.taken(target, teacher)
+
+    def record(self, taken, entries):
+        self.ord.record(taken, entries)
+
     def share_pct(self) -> float:
         return self.ord.share_pct()
 

@@ -9,12 +9,16 @@ from kdstgcn.losses.base import Loss, Readings, scalar_gap
 
 
 class TaskLoss(Loss):
-    """Eq. 3 at beta = 0 under the squared reading: mean squared error to the ground truth (no KD; the teachers)."""
+    """Eq. 3 at beta = 0: ||y_s - T||_2 under the scalar_norm reading (no KD; the teachers take the default)."""
 
     name = "task"
 
+    def __init__(self, readings: Readings = Readings()):
+        super().__init__()
+        self.readings = readings
+
     def terms(self, student, target, teacher=None):
-        return {"task": (1.0, F.mse_loss(student.prediction, target))}
+        return {"task": (1.0, scalar_gap(student.prediction, target, self.readings.scalar_norm))}
 
 
 class ResponseL2(Loss):
@@ -62,17 +66,25 @@ class OverseenResponse(Loss):
         self.register_buffer("teacher_entries", torch.zeros((), dtype=torch.long))
         self.register_buffer("entries", torch.zeros((), dtype=torch.long))
 
-    def terms(self, student, target, teacher):
+    def switch(self, target: torch.Tensor, teacher) -> torch.Tensor:
+        """Eq. 4-5: True where the entry is learnt from the teacher's prediction."""
         gap = (teacher.prediction - target).abs()
         low = gap.min(dim=-1, keepdim=True).values
         span = gap.max(dim=-1, keepdim=True).values - low
         normalised = torch.where(span > 0, (gap - low) / span.clamp_min(1e-12), torch.zeros_like(gap))
-        use_teacher = normalised > self.alpha1
-        self.teacher_entries += use_teacher.sum().cpu()
-        self.entries += use_teacher.numel()
-        goal = torch.where(use_teacher, teacher.prediction, target)
+        return normalised > self.alpha1
+
+    def terms(self, student, target, teacher):
+        goal = torch.where(self.switch(target, teacher), teacher.prediction, target)
         readings = self.readings
         return {"ord": (1.0, scalar_gap(student.prediction, goal, readings.scalar_norm, readings.ord_reduction))}
+
+    def taken(self, target, teacher):
+        return self.switch(target, teacher).sum()
+
+    def record(self, taken, entries):
+        self.teacher_entries += taken
+        self.entries += entries
 
     def share_pct(self) -> float:
         return 100.0 * int(self.teacher_entries) / max(int(self.entries), 1)

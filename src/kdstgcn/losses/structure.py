@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kdstgcn.losses.base import Loss
+from kdstgcn.losses.base import Loss, Readings, scalar_gap
 
 
 def node_similarity(hidden: torch.Tensor) -> torch.Tensor:
@@ -15,18 +15,19 @@ def node_similarity(hidden: torch.Tensor) -> torch.Tensor:
 
 
 class StructureKD(Loss):
-    """SKD (no equation in the paper), our reading: alpha * MSE of node similarities + (1 - alpha) * task loss."""
+    """SKD (no equation in the paper), our reading: alpha * MSE of node similarities + (1 - alpha) * task loss, the
+    task term under the scalar_norm reading as every student's."""
 
     name = "skd"
     feature_groups = ("hidden",)
 
-    def __init__(self, alpha: float):
+    def __init__(self, alpha: float, readings: Readings = Readings()):
         super().__init__()
-        self.alpha = alpha
+        self.alpha, self.readings = alpha, readings
 
     def terms(self, student, target, teacher):
         with torch.no_grad():
             sim_t = node_similarity(teacher.features["hidden"])
         structure = F.mse_loss(node_similarity(student.features["hidden"]), sim_t)
         return {"structure": (self.alpha, structure),
-                "task": (1 - self.alpha, F.mse_loss(student.prediction, target))}
+                "task": (1 - self.alpha, scalar_gap(student.prediction, target, self.readings.scalar_norm))}

@@ -50,10 +50,18 @@ def filter_importance(model: STGCN) -> dict[str, torch.Tensor]:
     return importance
 
 
-class ImportanceAccumulator:
-    """Sums Eq. 14 filter importance over minibatches and averages it (Algorithm 1, lines 12 and 15)."""
+IMPORTANCE_MEMORIES = ("carry", "reset")
 
-    def __init__(self):
+
+class ImportanceAccumulator:
+    """KDIS of Algorithm 1: Eq. 14 filter importance summed over minibatches (line 12) and divided by their number
+    at each pruning decision (lines 14-15). `memory` says what the next interval starts from: "carry" keeps the
+    divided KDIS, as the algorithm is written (no line zeroes it); "reset" starts again from zero."""
+
+    def __init__(self, memory: str = "carry"):
+        if memory not in IMPORTANCE_MEMORIES:
+            raise ValueError(f"unknown importance memory {memory!r}; allowed: {', '.join(IMPORTANCE_MEMORIES)}")
+        self.memory = memory
         self.total: dict[str, torch.Tensor] = {}
         self.minibatches = 0
 
@@ -64,14 +72,18 @@ class ImportanceAccumulator:
         self.minibatches += 1
 
     def average(self) -> dict[str, torch.Tensor]:
-        """Importance summed so far divided by the number of minibatches (Algorithm 1, line 15)."""
+        """KDIS divided by the minibatches added since the last decision (Algorithm 1, line 15)."""
         if self.minibatches == 0:
             raise RuntimeError("no minibatch has been accumulated")
         return {name: total / self.minibatches for name, total in self.total.items()}
 
-    def reset(self) -> None:
-        """Forget everything accumulated (Algorithm 1, after each pruning step)."""
-        self.total, self.minibatches = {}, 0
+    def decide(self) -> dict[str, torch.Tensor]:
+        """The importance a pruning step ranks by (`average`); the minibatch counter starts again (line 14) and
+        KDIS becomes that average ("carry") or zero ("reset")."""
+        averaged = self.average()
+        self.total = dict(averaged) if self.memory == "carry" else {}
+        self.minibatches = 0
+        return averaged
 
 
 def current_masks(model: STGCN) -> dict[str, torch.Tensor]:
@@ -268,13 +280,15 @@ def _widths(model: STGCN, masks: dict[str, torch.Tensor]) -> str:
 
 def prune(model: STGCN, batches: Iterable, loss_fn: Callable, optimizer: torch.optim.Optimizer,
           target_ratio: float, pruning_minibatch: int, step_fraction: float, ranking: str = "per_layer",
-          log: Callable[[str], None] = print, history: list | None = None) -> dict[str, torch.Tensor]:
+          log: Callable[[str], None] = print, history: list | None = None,
+          importance_memory: str = "carry") -> dict[str, torch.Tensor]:
     """Algorithm 1: fine-tune with `loss_fn`, accumulate Eq. 14 importance, prune every `pruning_minibatch` minibatches.
 
     Stops (returning the masks on the CPU, also set on the model) as soon as `target_ratio` of the model's dense
     parameters is gone. `loss_fn(model, x, y)` is L_STCD against the teacher for Algorithm 1, the task loss for the
-    baseline. `step_fraction` and `ranking` shape each step (`select_masks`). One row per pruning step is appended
-    to `history` when given.
+    baseline. `step_fraction` and `ranking` shape each step (`select_masks`); `importance_memory` says whether the
+    averaged importance is carried into the next interval, as Algorithm 1 is written, or reset to zero
+    (`ImportanceAccumulator`). One row per pruning step is appended to `history` when given.
     """
     limit = max_removable_share(model)
     if not 0.0 <= target_ratio <= limit:
@@ -282,7 +296,7 @@ def prune(model: STGCN, batches: Iterable, loss_fn: Callable, optimizer: torch.o
                          f"got {target_ratio}")
     model.train()
     masks = current_masks(model)
-    accumulator = ImportanceAccumulator()
+    accumulator = ImportanceAccumulator(importance_memory)
     losses: list[float] = []
     step = 0
     for minibatch, (x, y) in enumerate(batches, start=1):
@@ -295,9 +309,8 @@ def prune(model: STGCN, batches: Iterable, loss_fn: Callable, optimizer: torch.o
         if minibatch % pruning_minibatch:
             continue
         step += 1
-        masks = select_masks(model, accumulator.average(), masks, target_ratio, step_fraction, ranking)
+        masks = select_masks(model, accumulator.decide(), masks, target_ratio, step_fraction, ranking)
         apply_masks(model, masks)
-        accumulator.reset()
         share = removed_share(model, masks)
         row = {"step": step, "minibatches": minibatch, "removed_share": share, "widths": _widths(model, masks),
                "mean_loss": sum(losses) / len(losses)}

@@ -25,10 +25,12 @@ def kept_share(costs: pd.DataFrame, row: pd.Series) -> float:
 
 def cost_table(costs: pd.DataFrame, datasets: dict[str, dict]) -> pd.DataFrame:
     """Table 1 from measured costs (dataset, model, parameters, flops, mean_s, std_s, runs, batch, device_name,
-    full_recompute_mean_s, full_recompute_std_s): long rows per metric with the paper's value and, in their own
-    columns, ratios to the teacher. `test_time_s` is the streaming rollout (what evaluation runs); its row also
-    carries the full-recompute time (what the paper measured) and its ratio to the teacher's. `datasets` gives
-    each dataset's paper name and description (rows.dataset_facts)."""
+    full_recompute_mean_s, full_recompute_std_s, onnx_mean_s, onnx_std_s, onnx_device_name): long rows per metric
+    with the paper's value and, in their own columns, ratios to the teacher. `test_time_s` is the streaming
+    rollout (what evaluation runs); its row also carries the full-recompute time (what the paper measured) and
+    its ratio to the teacher's. `onnx_test_time_s` is the same streaming rollout of the model's ONNX files on
+    ONNX Runtime on the CPU, beside the paper's test time (no row for costs measured before it existed).
+    `datasets` gives each dataset's paper name and description (rows.dataset_facts)."""
     paper = published.table(1)
     rows = []
     for _, c in costs.iterrows():
@@ -36,10 +38,11 @@ def cost_table(costs: pd.DataFrame, datasets: dict[str, dict]) -> pd.DataFrame:
         prow = paper[(paper["dataset"] == paper_name) & (paper["model"] == TABLE1_PAPER_MODELS.get(c["model"], ""))]
         pteacher = paper[(paper["dataset"] == paper_name) & (paper["model"] == "teacher")].iloc[0]
         teacher = costs[(costs["dataset"] == c["dataset"]) & (costs["model"] == "teacher")].iloc[0]
-        for metric, ours, std, paper_col, teacher_value in (
-                ("parameters", c["parameters"], np.nan, "parameters", teacher["parameters"]),
-                ("flops", c["flops"], np.nan, "flops", teacher["flops"]),
-                ("test_time_s", c["mean_s"], c["std_s"], "test_time_s", teacher["mean_s"])):
+        for metric, ours, std, paper_col, teacher_value, device in (
+                ("parameters", c["parameters"], np.nan, "parameters", teacher["parameters"], c["device_name"]),
+                ("flops", c["flops"], np.nan, "flops", teacher["flops"], c["device_name"]),
+                ("test_time_s", c["mean_s"], c["std_s"], "test_time_s", teacher["mean_s"], c["device_name"]),
+                *_onnx_time(c, teacher)):
             published_value = float(prow.iloc[0][paper_col]) if len(prow) else np.nan
             rows.append({
                 "table": 1, "dataset": c["dataset"], "paper_dataset": paper_name, "model": c["model"],
@@ -48,16 +51,25 @@ def cost_table(costs: pd.DataFrame, datasets: dict[str, dict]) -> pd.DataFrame:
                 "kept_pct": kept_share(costs, c),
                 "ours_ratio_to_teacher": float(ours) / float(teacher_value),
                 "paper_ratio_to_teacher": published_value / float(pteacher[paper_col]),
-                "device": c["device_name"],
+                "device": device,
                 **_full_recompute_columns(c, teacher, metric == "test_time_s"),
                 "note": (f"{datasets[c['dataset']]['description']}; FLOPs of one forward pass of "
                          f"{int(c['batch'])} windows (torch FlopCounterMode: matmul/conv/einsum, 2 per MAC); "
-                         f"test time = 9-step rollout of that batch (streaming; full recompute in full_recompute_s), "
+                         f"test time = 9-step rollout of that batch (streaming; full recompute in full_recompute_s; "
+                         f"the model's ONNX files on ONNX Runtime in the onnx_test_time_s rows), "
                          f"mean of {int(c['runs'])} runs on {c['device_name']}"),
             })
     df = pd.DataFrame(rows)
     df["diff"] = df["ours"] - df["paper"]
     return finish(df).join(df[TABLE1_EXTRA])
+
+
+def _onnx_time(cost: pd.Series, teacher: pd.Series) -> list[tuple]:
+    """The ONNX Runtime test time row's values (none for costs measured before it was timed)."""
+    if pd.isna(cost.get("onnx_mean_s", np.nan)):
+        return []
+    return [("onnx_test_time_s", cost["onnx_mean_s"], cost["onnx_std_s"], "test_time_s", teacher["onnx_mean_s"],
+             cost["onnx_device_name"])]
 
 
 def _full_recompute_columns(cost: pd.Series, teacher: pd.Series, timed: bool) -> dict:

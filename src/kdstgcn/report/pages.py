@@ -75,7 +75,7 @@ TABLE_TITLES = {
     8: "Algorithm 1 against the pruning baseline without KD", 9: "Pruning hyper-parameters"}
 METRIC_ORDER = ("MAPE", "MAE", "RMSE")
 METRIC_LABELS = {"MAPE": "MAPE (%)", "teacher_share_pct": "share from the teacher (%)", "flops": "FLOPs",
-                 "test_time_s": "test time (s)"}
+                 "test_time_s": "test time (s)", "onnx_test_time_s": "test time, ONNX Runtime (s)"}
 ROW_COLUMNS = {"param_pct": ("paper's parameter %", "{:.0f}"), "kept_pct": ("kept % of base", "{:.1f}"),
                "parameters": ("parameters", "{:,.0f}"), "epochs": ("epochs", "{:.0f}")}
 CELL_COLUMNS = {"ours": "ours", "paper": "paper", "diff": "diff"}

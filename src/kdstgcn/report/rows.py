@@ -127,10 +127,17 @@ def verdict_claims(verdict: dict) -> list[Claim]:
     return found
 
 
+def without_kd(claim: Claim) -> str:
+    """The model trained without KD that a claim's teacher must beat for the claim to test KD: the student without
+    KD for a claim on students, the baseline (pruned without KD) for a claim on pruning."""
+    return claim.worse if claim.table == 8 else KD_COMPARISON
+
+
 def verdict_runs(config: dict) -> dict[str, dict[str, str]]:
-    """The run folder of each model of a verdict claim per hyper-parameter source (paper, tuned): the tables' own
-    run or a variant trained for the verdict only (config.tuned.sourced_model)."""
-    models = [m for c in verdict_claims(config["verdict"]) for m in (c.better, c.worse)]
+    """The run folder of each model of a verdict claim, and of the model without KD its teacher is checked
+    against (`without_kd`), per hyper-parameter source (paper, tuned): the tables' own run or a variant trained
+    for the verdict only (config.tuned.sourced_model)."""
+    models = [m for c in verdict_claims(config["verdict"]) for m in (c.better, c.worse, without_kd(c))]
     return {m: {source: sourced_model(config, m, source) for source in HYPERPARAMETER_SOURCES}
             for m in dict.fromkeys(models)}
 

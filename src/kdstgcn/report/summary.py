@@ -1,5 +1,6 @@
-"""results/summary.md and .html as blocks: the caveats, the verdict on the central claims, then every claim of
-the tables with the paper's numbers, ours and whether ours supports it.
+"""results/summary.md and .html as blocks: whether each central claim could be judged at all, the caveats, the
+verdict on the central claims, then every claim of the tables with the paper's numbers, ours and whether ours
+supports it.
 
 A block is (kind, content); kinds: h1, h2, caveat, p (text), table (DataFrame of strings) and html (markup).
 """
@@ -9,6 +10,7 @@ import pandas as pd
 
 from kdstgcn.config.layout import HYPERPARAMETER_SOURCES
 from kdstgcn.report.caveats import caveat_lines, comparable, data_tag
+from kdstgcn.report.labels import paper_label
 from kdstgcn.report.tables import epochs_text
 
 Blocks = list[tuple[str, object]]
@@ -23,13 +25,16 @@ def budget_tag(epochs_better: pd.Series, epochs_worse: pd.Series, paper_epochs: 
 
 def summary_blocks(claim_table: pd.DataFrame, cost_claims: pd.DataFrame, datasets: dict[str, dict], budget: dict,
                    verdict: pd.DataFrame | None = None) -> Blocks:
-    """The summary: the caveats first (`datasets`: rows.dataset_facts, `budget`: rows.budget), then the verdict
-    (verdict.verdict_table, when given), then each claim of the tables (claims.claim_rows) and the cost claims
-    (claims.cost_claim_rows)."""
+    """The summary: whether each claim of the verdict could be judged (verdict.verdict_table, when given), the
+    caveats (`datasets`: rows.dataset_facts, `budget`: rows.budget), then the verdict, then each claim of the
+    tables (claims.claim_rows) and the cost claims (claims.cost_claim_rows)."""
     title = "Summary: the paper's claims against this run"
     if not all(comparable(facts) for facts in datasets.values()):
         title += " (not comparable with the paper's numbers)"
-    blocks: Blocks = [("h1", title)] + [("caveat", line) for line in caveat_lines(datasets, budget)]
+    blocks: Blocks = [("h1", title)]
+    if verdict is not None:
+        blocks += [("caveat", line) for line in judgeable_lines(verdict)]
+    blocks += [("caveat", line) for line in caveat_lines(datasets, budget)]
     if verdict is not None:
         blocks += verdict_blocks(verdict, datasets)
         blocks.append(("h2", "Every claim of the tables (the hyper-parameters the study is configured with)"))
@@ -58,6 +63,27 @@ def summary_blocks(claim_table: pd.DataFrame, cost_claims: pd.DataFrame, dataset
     return blocks
 
 
+def judgeable_lines(table: pd.DataFrame) -> list[str]:
+    """One line per verdict claim and dataset: whether it could be judged, and if not why, at which horizons."""
+    lines = []
+    for (text, dataset), group in table.groupby(["claim", "dataset"], sort=False):
+        if (group["judgeable"] == "yes").all():
+            lines.append(f"**Could be judged:** {text} (`{dataset}`), at every horizon.")
+            continue
+        reasons = group.groupby("judgeable", sort=False)["horizon_min"].agg(list)
+        why = "; ".join(f"at {', '.join(map(str, horizons))} min: {'judgeable' if reason == 'yes' else reason}"
+                        for reason, horizons in reasons.items())
+        lines.append(f"**Could not be judged:** {text} (`{dataset}`): {why}.")
+    return lines
+
+
+def readings_line(group: pd.DataFrame, source: str) -> str:
+    """The readings the two models of a claim were trained with under one source's values."""
+    col, first = f"{source}_values_", group.iloc[0]
+    return (f"Readings with {source} values: {paper_label(first['better'])}: {first[col + 'better_readings']}; "
+            f"{paper_label(first['other'])}: {first[col + 'other_readings']}.")
+
+
 def mean_std_text(mean: float, std: float) -> str:
     return f"{mean:.2f}" if pd.isna(std) else f"{mean:.2f} ± {std:.2f}"
 
@@ -74,6 +100,7 @@ def verdict_blocks(table: pd.DataFrame, datasets: dict[str, dict]) -> Blocks:
               "`tuning` studies on the validation days (the test days are never used for tuning).")]
     for (text, dataset), group in table.groupby(["claim", "dataset"], sort=False):
         cells = {"horizon": group["horizon_min"].map(lambda h: f"{h} min"),
+                 "teacher": group["teacher_mae"].map(lambda v: f"{v:.2f}"),
                  "published: better / other": [f"{b:.2f} / {o:.2f}" for b, o in zip(group["published_better"],
                                                                                       group["published_other"])]}
         lines = []
@@ -85,7 +112,7 @@ def verdict_blocks(table: pd.DataFrame, datasets: dict[str, dict]) -> Blocks:
                                                       zip(group[col + "other"], group[col + "other_std"])]
             cells[f"{source}: effect"] = group[col + "effect"].map(lambda v: f"{v:+.2f}")
             cells[f"{source}: beyond spread"] = group[col + "beyond_spread"]
-            lines.append(verdict_line(group, source))
+            lines += [verdict_line(group, source), readings_line(group, source)]
         blocks += [("h2", f"{text} ({data_tag(dataset, datasets[dataset])})"), ("table", pd.DataFrame(cells))]
         blocks += [("p", line) for line in lines]
         blocks.append(("p", f"Loss anatomy: {group['anatomy'].iloc[0]}"))

@@ -1,5 +1,6 @@
 """The verdict on the paper's central claims: each claim with the paper's and with tuned hyper-parameters, over
-seeds, beside the published numbers, with a sentence on the loss anatomy of the model claimed better."""
+seeds, beside the published numbers, whether it can be judged at all, the readings each model was trained with,
+and a sentence on the loss anatomy of the model claimed better."""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -12,16 +13,18 @@ from kdstgcn.report import published
 from kdstgcn.report.anatomy import gradient_shares
 from kdstgcn.report.claims import judge_claim
 from kdstgcn.report.labels import paper_label
-from kdstgcn.report.rows import KD_TABLES, Claim, pruning_rows
+from kdstgcn.report.preconditions import judgeable, run_readings, source_means, trained_epochs, without_kd_label
+from kdstgcn.report.rows import KD_TABLES, Claim, pruning_rows, without_kd
 from kdstgcn.report.runs import seed_metrics, spread_summary
 from kdstgcn.report.tables import epochs_text
 
 VERDICT_METRIC = "MAE"
-VERDICT_COLUMNS = (["claim", "table", "dataset", "metric", "horizon_min", "better", "other", "published_better",
-                    "published_other", "published_effect"]
+VERDICT_COLUMNS = (["claim", "table", "dataset", "metric", "horizon_min", "judgeable", "better", "other",
+                    "published_better", "published_other", "published_effect", "teacher_mae"]
                    + [f"{s}_values_{c}" for s in HYPERPARAMETER_SOURCES
                       for c in ("better", "better_std", "other", "other_std", "effect", "spread", "supported",
-                                "beyond_spread", "seeds", "better_epochs", "other_epochs")]
+                                "beyond_spread", "seeds", "better_epochs", "other_epochs", "better_readings",
+                                "other_readings")]
                    + ["paper_epochs", "anatomy"])
 
 
@@ -58,41 +61,66 @@ def anatomy_sentence(label: str, histories: list[pd.DataFrame]) -> str:
 
 def verdict_table(claims: list[Claim], runs: Mapping[str, Mapping[str, str]],
                   metrics: Mapping[RunPlace, pd.DataFrame], histories: Mapping[tuple[str, str], list[pd.DataFrame]],
-                  datasets: dict[str, dict], seeds: list, paper_epochs: int, pruning: dict) -> pd.DataFrame:
-    """One row per claim (rows.verdict_claims), dataset and horizon: the paper's two published MAEs and effect,
-    then for the paper's and the tuned values (columns paper_values_*, tuned_values_*) our two means, their
-    spreads over seeds, the effect (claimed better - other; below 0 supports the claim), whether it exceeds the
-    summed spreads, and a sentence per source on the better model's loss anatomy.
+                  infos: Mapping[RunPlace, dict], datasets: dict[str, dict], seeds: list, paper_epochs: int,
+                  pruning: dict) -> pd.DataFrame:
+    """One row per claim (rows.verdict_claims), dataset and horizon: whether the row can judge the claim at all
+    (preconditions.judgeable) with the teacher's MAE it is checked against, the paper's two published MAEs and
+    effect, then for the paper's and the tuned values (columns paper_values_*, tuned_values_*) our two means,
+    their spreads over seeds, the effect (claimed better - other; below 0 supports the claim), whether it exceeds
+    the summed spreads, the epochs and readings each model was trained with, and a sentence per source on the
+    better model's loss anatomy.
 
-    `runs` names each model's run folder per source (rows.verdict_runs), `metrics` holds their metrics.csv
-    (runs.read_runs), `histories` maps (dataset, better model's run folder) to its seeds' histories, `datasets`
-    gives each dataset's paper name (rows.dataset_facts)."""
+    `runs` names each model's run folder per source (rows.verdict_runs), `metrics` holds their metrics.csv and the
+    teacher's (runs.read_runs), `histories` maps (dataset, better model's run folder) to its seeds' histories,
+    `infos` holds their info.json, `datasets` gives each dataset's paper name (rows.dataset_facts)."""
     rows = []
     for claim in claims:
         for dataset, facts in datasets.items():
-            paper_better, paper_worse = (paper_values(facts["paper_name"], claim.table, m, pruning)
-                                         .set_index("horizon_min")["paper"] for m in (claim.better, claim.worse))
-            ours, anatomy = {}, []
-            for source in HYPERPARAMETER_SOURCES:
-                better, worse = runs[claim.better][source], runs[claim.worse][source]
-                ours[source] = (seed_spread(metrics, dataset, better, seeds).set_index("horizon_min"),
-                                seed_spread(metrics, dataset, worse, seeds).set_index("horizon_min"))
-                anatomy.append(anatomy_sentence(f"{paper_label(claim.better)} ({source} values)",
-                                                histories.get((dataset, better), [])))
-            for h in ours["paper"][0].index:
-                row = {"claim": claim.text, "table": claim.table, "dataset": dataset, "metric": VERDICT_METRIC,
-                       "horizon_min": int(h), "better": claim.better, "other": claim.worse,
-                       "published_better": paper_better.get(h, np.nan), "published_other": paper_worse.get(h, np.nan)}
-                row["published_effect"] = row["published_better"] - row["published_other"]
-                for source, (b, w) in ours.items():
-                    row.update({
-                        f"{source}_values_{key}": value for key, value in {
-                            "better": b.loc[h, "ours"], "better_std": b.loc[h, "ours_std"],
-                            "other": w.loc[h, "ours"], "other_std": w.loc[h, "ours_std"],
-                            **judge_claim(b.loc[h], w.loc[h]),
-                            "seeds": int(min(b.loc[h, "n_seeds"], w.loc[h, "n_seeds"])),
-                            "better_epochs": int(b["epochs"].min()), "other_epochs": int(w["epochs"].min())}.items()})
-                row["anatomy"] = " ".join(anatomy)
-                row["paper_epochs"] = paper_epochs
-                rows.append(row)
+            rows += verdict_rows(claim, dataset, facts["paper_name"], runs, metrics, histories, infos, seeds,
+                               paper_epochs, pruning)
     return pd.DataFrame(rows, columns=VERDICT_COLUMNS)
+
+
+def verdict_rows(claim: Claim, dataset: str, paper_name: str, runs, metrics, histories, infos, seeds: list,
+               paper_epochs: int, pruning: dict) -> list[dict]:
+    """The verdict rows of one claim on one dataset, one per horizon (see `verdict_table`)."""
+    paper_better, paper_worse = (paper_values(paper_name, claim.table, m, pruning).set_index("horizon_min")["paper"]
+                                 for m in (claim.better, claim.worse))
+    teacher = seed_spread(metrics, dataset, "teacher", seeds).set_index("horizon_min")
+    reference = without_kd(claim)
+    ours, no_kd, readings, anatomy = {}, {}, {}, []
+    for source in HYPERPARAMETER_SOURCES:
+        better, worse = runs[claim.better][source], runs[claim.worse][source]
+        ours[source] = (seed_spread(metrics, dataset, better, seeds).set_index("horizon_min"),
+                        seed_spread(metrics, dataset, worse, seeds).set_index("horizon_min"))
+        no_kd[source] = seed_spread(metrics, dataset, runs[reference][source], seeds).set_index("horizon_min")
+        readings[source] = [run_readings(infos[RunPlace(dataset, int(seeds[0]), folder)]["run"])
+                            for folder in (better, worse)]
+        anatomy.append(anatomy_sentence(f"{paper_label(claim.better)} ({source} values)",
+                                        histories.get((dataset, better), [])))
+    epochs = [int(teacher["epochs"].min())] + [
+        e for b, w in ours.values() for model, frame in ((claim.better, b), (claim.worse, w))
+        if (e := trained_epochs(model, frame["epochs"].min())) is not None]
+    rows = []
+    for h in ours["paper"][0].index:
+        row = {"claim": claim.text, "table": claim.table, "dataset": dataset, "metric": VERDICT_METRIC,
+               "horizon_min": int(h), "better": claim.better, "other": claim.worse,
+               "published_better": paper_better.get(h, np.nan), "published_other": paper_worse.get(h, np.nan),
+               "teacher_mae": teacher.loc[h, "ours"]}
+        row["published_effect"] = row["published_better"] - row["published_other"]
+        for source, (b, w) in ours.items():
+            row.update({
+                f"{source}_values_{key}": value for key, value in {
+                    "better": b.loc[h, "ours"], "better_std": b.loc[h, "ours_std"],
+                    "other": w.loc[h, "ours"], "other_std": w.loc[h, "ours_std"],
+                    **judge_claim(b.loc[h], w.loc[h]),
+                    "seeds": int(min(b.loc[h, "n_seeds"], w.loc[h, "n_seeds"])),
+                    "better_epochs": int(b["epochs"].min()), "other_epochs": int(w["epochs"].min()),
+                    "better_readings": readings[source][0], "other_readings": readings[source][1]}.items()})
+        seeds_judged = min(row[f"{source}_values_seeds"] for source in HYPERPARAMETER_SOURCES)
+        row["judgeable"] = judgeable(row["teacher_mae"], source_means(no_kd, h), without_kd_label(reference),
+                                     epochs, paper_epochs, seeds_judged)
+        row["anatomy"] = " ".join(anatomy)
+        row["paper_epochs"] = paper_epochs
+        rows.append(row)
+    return rows

@@ -8,6 +8,7 @@ import ctypes.util
 import logging
 import os
 import sys
+from pathlib import Path
 
 from kdstgcn.runtime.console import job_console_handler
 
@@ -44,6 +45,17 @@ def set_up_compute(threads: int) -> None:
     keep_freed_memory()
 
 
+def process_age_s() -> float | None:
+    """Seconds since this process started (Linux /proc; None elsewhere): how long the interpreter, Snakemake's
+    script preamble and the imports took before a job's own code runs."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime_s = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return uptime_s - start_ticks / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
 def logged(log_path: str | None, threads: int = 1):
     """Send logging (and uncaught errors) of one job to its log file; the console (stderr) gets what
@@ -57,6 +69,9 @@ def logged(log_path: str | None, threads: int = 1):
     if "torch" in sys.modules:  # a job that computes has imported it; tables and pages never load it
         set_up_compute(threads)
     log = logging.getLogger("kdstgcn")
+    age = process_age_s()
+    if age is not None:
+        log.info("job code starts %.2f s after the process (interpreter, Snakemake, imports)", age)
     try:
         yield log
     except Exception as exc:

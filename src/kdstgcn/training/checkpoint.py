@@ -36,6 +36,11 @@ def resume(checkpoint: dict, model, optimizer, scheduler, loss: Loss, device: to
     optimizer.load_state_dict(checkpoint["optimizer"])
     scheduler.load_state_dict(checkpoint["scheduler"])
     loss.load_state_dict(checkpoint["loss"])
-    torch.set_rng_state(checkpoint["rng"])
-    if device.type == "cuda" and "cuda_rng" in checkpoint:
-        torch.cuda.set_rng_state(checkpoint["cuda_rng"], device)
+    restore_rng(checkpoint, device)
+
+
+def restore_rng(state: dict, device: torch.device) -> None:
+    """The generators back to `state` (as rng_state gives it); the GPU's only on a GPU."""
+    torch.set_rng_state(state["rng"])
+    if device.type == "cuda" and "cuda_rng" in state:
+        torch.cuda.set_rng_state(state["cuda_rng"], device)

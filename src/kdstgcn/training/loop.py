@@ -13,12 +13,12 @@ import torch
 from kdstgcn.config.runspec import TrainSettings
 from kdstgcn.data.samples import PreparedData
 from kdstgcn.evaluation.rollout import evaluate
-from kdstgcn.losses.base import Loss, Outputs, loss_step
+from kdstgcn.losses.base import Loss, Outputs, counted_step
 from kdstgcn.runtime.console import CONSOLE, duration
 from kdstgcn.runtime.devices import pick_device
 from kdstgcn.runtime.tensor_files import save_torch
 from kdstgcn.training.anatomy import epoch_anatomy
-from kdstgcn.training.checkpoint import cpu_copy, load_checkpoint, resume, rng_state
+from kdstgcn.training.checkpoint import cpu_copy, load_checkpoint, restore_rng, resume, rng_state
 from kdstgcn.training.optim import make_optimizer
 from kdstgcn.training.teacher import TeacherSource
 
@@ -55,24 +55,48 @@ class FirstNonFinite:
 
 
 def training_step(model, teacher, loss: Loss, optimizer, compiled: bool, device: torch.device):
-    """step(x, y, teacher_out) -> loss of the batch (a device tensor, not synced): loss_step, backward, optimiser step.
+    """step(x, y, teacher_out) -> loss of the batch (a device tensor, not synced): counted_step, backward, optimiser
+    step, and the batch counted in the loss's share (ORD's counters, outside any compiled graph).
 
-    `compiled` captures loss_step's forward and backward with torch.compile: CUDA graphs on a GPU
-    (mode reduce-overhead: one launch per graph instead of one per kernel), fused C++ loops on the CPU."""
+    `compiled` captures counted_step's forward and backward with torch.compile: CUDA graphs on a GPU
+    (mode reduce-overhead: one launch per graph instead of one per kernel), fused C++ loops on the CPU. If
+    compiling or a compiled step raises, one warning names the error, and that step and every later one run
+    eager from the state before it (weights, gradients, random numbers): the numbers of `compile: off`."""
     def forward_loss(x, y, teacher_out):
-        return loss_step(model, teacher, loss, x, y, teacher_out)
+        return counted_step(model, teacher, loss, x, y, teacher_out)
 
     graphs = compiled and device.type == "cuda"
-    if compiled:
-        forward_loss = torch.compile(forward_loss, mode="reduce-overhead" if graphs else None, dynamic=False)
+    compiled_loss = (torch.compile(forward_loss, mode="reduce-overhead" if graphs else None, dynamic=False)
+                     if compiled else None)
 
-    def step(x: torch.Tensor, y: torch.Tensor, teacher_out: Outputs | None = None) -> torch.Tensor:
-        if graphs:
-            torch.compiler.cudagraph_mark_step_begin()
-        value = forward_loss(x, y, teacher_out)
+    def backward(fn, x, y, teacher_out):
+        value, taken = fn(x, y, teacher_out)
         optimizer.zero_grad(set_to_none=True)
         value.backward()
+        return value, taken
+
+    def compiled_backward(x, y, teacher_out):
+        nonlocal compiled_loss
+        before = rng_state(device)
+        try:
+            if graphs:
+                torch.compiler.cudagraph_mark_step_begin()
+            return backward(compiled_loss, x, y, teacher_out)
+        except Exception as exc:  # whatever the compiler raised: the step runs eager instead
+            first_line = (str(exc).strip().splitlines() or [""])[0]
+            log.warning("training.compile: the compiled step failed (%s: %s); training continues eager, as with "
+                        "compile: off", type(exc).__name__, first_line)
+            compiled_loss = None
+            restore_rng(before, device)
+            return backward(forward_loss, x, y, teacher_out)
+
+    def step(x: torch.Tensor, y: torch.Tensor, teacher_out: Outputs | None = None) -> torch.Tensor:
+        if compiled_loss is None:
+            value, taken = backward(forward_loss, x, y, teacher_out)
+        else:
+            value, taken = compiled_backward(x, y, teacher_out)
         optimizer.step()
+        loss.record(taken, y.numel())
         return value
 
     return step

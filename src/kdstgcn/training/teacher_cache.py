@@ -4,13 +4,15 @@ predictions per run (response losses), and optionally its hidden-layer outputs p
 Response-only distillation losses (rd_l2, rd_kl, ord) read nothing of the teacher but its prediction, and the
 teacher never changes during a run, so a teacher forward in every batch of every epoch recomputes the same
 numbers. The cache file (`teacher_predictions.pt` beside the student's checkpoint) holds the predictions for
-all training windows with the digests of the teacher's weights and of the windows they belong to; a file with
-other digests (a retrained teacher, other data) is recomputed and replaced.
+all training windows with the digests of the teacher's weights, of the windows they belong to and of the code
+that computes them (`code_digest`); a file with other digests (a retrained teacher, other data, changed model
+code) is recomputed and replaced.
 """
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -37,6 +39,32 @@ def tensor_digest(x: torch.Tensor) -> str:
     return digest.hexdigest()[:16]
 
 
+# the code that computes the teacher's prediction and hidden-layer outputs (packages: every file below them)
+FEATURE_CODE = ("kdstgcn.model",)
+
+
+def code_files(name: str) -> dict[str, Path]:
+    """The source files of a module, or of every module below a package, by their path under the module's name."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError(f"no module {name!r} to take the teacher's feature code from")
+    if not spec.submodule_search_locations:
+        return {name: Path(spec.origin)}
+    return {f"{name}/{path.relative_to(folder).as_posix()}": path
+            for folder in map(Path, spec.submodule_search_locations) for path in sorted(folder.rglob("*.py"))}
+
+
+def code_digest() -> str:
+    """Short hash of the source text of FEATURE_CODE: a teacher's stored outputs belong to the code that computed
+    them, so that a change to the model code recomputes them."""
+    digest = hashlib.sha256()
+    for name in FEATURE_CODE:
+        for label, path in code_files(name).items():
+            digest.update(f"{label}\n".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def predict(teacher: torch.nn.Module, inputs: torch.Tensor, batch_size: int,
             device: torch.device) -> torch.Tensor:
     """Teacher predictions [W, N] for windows [W, n_his, N], in batches of the training batch size (the
@@ -51,15 +79,16 @@ def predict(teacher: torch.nn.Module, inputs: torch.Tensor, batch_size: int,
 def cached_teacher_predictions(teacher: torch.nn.Module, inputs: torch.Tensor, folder: str | Path,
                                batch_size: int, device: torch.device) -> torch.Tensor:
     """The teacher's predictions for `inputs`, read from `folder/teacher_predictions.pt` when its digests
-    match, else computed once and written there atomically. Returned on CPU, one row per window."""
-    key = {"teacher": weights_digest(teacher), "inputs": tensor_digest(inputs)}
+    (teacher, windows, code) match, else computed once and written there atomically. Returned on CPU, one row
+    per window."""
+    key = {"teacher": weights_digest(teacher), "inputs": tensor_digest(inputs), "code": code_digest()}
     path = Path(folder) / CACHE_NAME
     if path.exists():
         blob = torch.load(path, map_location="cpu", weights_only=True)
         if blob.get("key") == key:
             log.info("teacher predictions for %d training windows read from %s", inputs.shape[0], path)
             return blob["predictions"]
-        log.info("%s belongs to another teacher or other data: recomputing it", path)
+        log.info("%s belongs to another teacher, other data or other model code: recomputing it", path)
     predictions = predict(teacher, inputs, batch_size, device)
     save_torch({"key": key, "predictions": predictions}, path)
     log.info("teacher predictions for %d training windows computed once and written to %s", inputs.shape[0], path)
@@ -78,7 +107,9 @@ class TeacherFeatureStore:
     and page cache (relative rounding 5e-4 of each feature).
 
     A store is a folder `<root>/<key digest>_<groups>` written whole and renamed into place under a file lock, so
-    workers that start together compute it once and never read a half-written store.
+    workers that start together compute it once and never read a half-written store. Its key holds the digests
+    of the teacher's weights, the windows and the feature code (`code_digest`), the precision and the groups; when
+    a store is written, the stores beside it of another teacher, data or code are removed (`remove_stale`).
     """
 
     def __init__(self, folder: str | Path):
@@ -94,8 +125,8 @@ class TeacherFeatureStore:
         """The store of `teacher` on `inputs` [W, n_his, N] with `groups` in `precision`, built first if missing."""
         if precision not in STORE_DTYPES:
             raise ValueError(f"teacher feature store precision {precision!r}: choose one of {list(STORE_DTYPES)}")
-        key = {"teacher": weights_digest(teacher), "inputs": tensor_digest(inputs), "precision": precision,
-               "groups": sorted(groups)}
+        key = {"teacher": weights_digest(teacher), "inputs": tensor_digest(inputs), "code": code_digest(),
+               "precision": precision, "groups": sorted(groups)}
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
         root = Path(root)
         root.mkdir(parents=True, exist_ok=True)
@@ -104,6 +135,7 @@ class TeacherFeatureStore:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not (folder / "meta.json").exists():
                 build_store(teacher, inputs, folder, key, batch_size, device)
+                remove_stale(root, key)
             else:
                 log.info("teacher outputs for %d training windows read from %s", inputs.shape[0], folder)
         return cls(folder)
@@ -120,6 +152,32 @@ class TeacherFeatureStore:
             layers = [take(a) for a in arrays]
             features[group] = layers[0] if group in self.meta["single"] else layers
         return Outputs(take(self.prediction), features)
+
+
+SOURCE_KEYS = ("teacher", "inputs", "code")  # what a store was computed from; precision and groups are choices
+
+
+def remove_stale(root: Path, key: dict) -> None:
+    """Remove the stores in `root` computed from another teacher, other windows or other code than `key` says
+    (every store of this teacher, data and code stays, whatever its precision and groups), and the half-written
+    ones. A store whose lock another process holds (it is being built) is left alone."""
+    for folder in [f for f in root.iterdir() if f.is_dir()]:
+        name = folder.name.removesuffix(".partial")
+        meta = folder / "meta.json"
+        if name == folder.name and meta.exists():
+            found = json.loads(meta.read_text()).get("key", {})
+            if all(found.get(k) == key[k] for k in SOURCE_KEYS):
+                continue
+        lock_path = root / f"{name}.lock"
+        with open(lock_path, "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            shutil.rmtree(folder, ignore_errors=True)
+            if not (root / name).exists():
+                lock_path.unlink(missing_ok=True)
+        log.info("removed the teacher outputs of another teacher, data or code: %s", folder)
 
 
 def as_layers(value) -> list[torch.Tensor]:

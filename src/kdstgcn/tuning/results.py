@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 
 def trials_table(study: optuna.Study) -> pd.DataFrame:
     """One row per trial: number, state, value (best validation MAE), its values, the validation MAE of every
-    epoch it ran, where it came from (paper values, sampled, retry of a dead worker's trial), its worker and times."""
+    epoch it ran (the curve the pruner judged), where it came from (paper values, sampled, retry of a dead
+    worker's trial), its worker and times."""
     rows = []
     for t in study.get_trials(deepcopy=False):
         attrs = t.user_attrs
@@ -32,10 +33,13 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
 
 
 def tuned_result(study: optuna.Study, dataset: str, name: str, space: dict, epochs: int) -> dict:
-    """The best complete trial's values (the shape `apply_tuned` reads), which trial, its validation MAE."""
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    """The values of the best trial that reached the full budget of `epochs` (the shape `apply_tuned` reads),
+    which trial, its validation MAE."""
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if len(t.user_attrs.get("val_mae", [])) == epochs]
     if not complete:
-        raise RuntimeError(f"study {dataset}/{name}: no trial completed (all pruned or failed); see its trials")
+        raise RuntimeError(f"study {dataset}/{name}: no trial ran all {epochs} epochs (all pruned or failed); see "
+                           "its trials")
     best = min(complete, key=lambda t: t.value)
     counts = pd.Series([t.state.name.lower() for t in study.get_trials(deepcopy=False)]).value_counts()
     return {"dataset": dataset, "study": name,

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import optuna
 from optuna.storages import JournalStorage, RetryHeartbeatStaleTrialCallback
-from optuna.storages._heartbeat import BaseHeartbeat  # the interface RDBStorage implements; not re-exported
+# the interface RDBStorage implements, which Optuna does not export: no public API gives a storage heartbeats, so
+# pyproject.toml pins optuna to the versions this was tested on (4.9: the first with its present methods)
+from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.trial import FrozenTrial, TrialState
 
@@ -69,8 +71,9 @@ def open_study(path: str | Path, identity: dict, tuning: dict, worker: int) -> o
     """Create or load the study in `path`. `identity` (dataset, loss, base run, space, switches) must equal the
     one it was created with, so that trials of other settings are never mixed."""
     storage = HeartbeatJournalStorage(path, tuning["heartbeat_s"])
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=tuning["startup_trials"],
-                                         n_warmup_steps=tuning["warmup_epochs"])
+    # epochs are the budget: a trial reports after each epoch and may stop at a rung of successive halving
+    pruner = optuna.pruners.HyperbandPruner(min_resource=tuning["min_epochs"], max_resource=tuning["epochs"],
+                                            reduction_factor=tuning["reduction_factor"])
     study = optuna.create_study(storage=storage, study_name="study", direction="minimize", pruner=pruner,
                                 load_if_exists=True)
     # seeded per worker and per restart (the trials already there), so no two draw the same random values

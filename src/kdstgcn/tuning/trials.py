@@ -68,7 +68,9 @@ def trainer(inputs: dict) -> Callable[[RunSpec, str, Callable], object]:
 
 def objective(run: RunSpec, space: dict, switches: dict, fit, trials: int, worker: int):
     """The function a worker optimises: train with the trial's values for the study's epochs (`fit`, from
-    `trainer`) and return the best validation MAE; the best so far is reported after every epoch for pruning."""
+    `trainer`) and return the best validation MAE at its last epoch. The best so far is reported after every epoch,
+    where the study's pruner (successive halving over epochs) may stop the trial; a trial that reached the full
+    budget is never stopped, so every complete trial, and only a complete one, ran every epoch."""
 
     def run_trial(trial: optuna.Trial) -> float:
         earlier = [t for t in trial.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
@@ -87,9 +89,9 @@ def objective(run: RunSpec, space: dict, switches: dict, fit, trials: int, worke
             val_mae.append(float(row["val_mae"]))
             trial.set_user_attr("val_mae", val_mae)
             trial.report(min(val_mae), epoch)
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"epoch {epoch}: best validation MAE {min(val_mae):.4f} is above the "
-                                         "median of earlier trials")
+            if epoch < run.train.epochs and trial.should_prune():
+                raise optuna.TrialPruned(f"epoch {epoch}: best validation MAE {min(val_mae):.4f} is not among the "
+                                         "best of the trials that reached this epoch")
 
         with tempfile.TemporaryDirectory(prefix="kdstgcn-trial-") as scratch:
             try:

@@ -1,0 +1,101 @@
+"""The ONNX export (kdstgcn.deploy.export): model.onnx, start.onnx and stream.onnx on ONNX Runtime compute what the
+model computes, one step and a 9-step streaming rollout, for random, trained, masked and compact models, at any
+batch; an export that does not is refused; and one model's file is one export job of the workflow."""
+import numpy as np
+import onnx
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import job_stats, planned_wildcards, run_snakemake
+from helpers import ring_model
+from kdstgcn.deploy.export import ExportError, TOLERANCE, check_export, export_bytes
+from kdstgcn.deploy.interface import NEWEST, PREDICTION, WINDOW, new_state_name
+from kdstgcn.deploy.session import OnnxStream, session
+from kdstgcn.evaluation.rollout import rollout
+from kdstgcn.pruning.prune import compact
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+N = 16
+SMALL = ((1, 4, 8), (8, 4, 16))
+STEPS = 9
+
+
+def assert_onnx_equals_torch(model, batches=(1, 7)) -> dict[str, bytes]:
+    files = export_bytes(model)
+    one_step, stream = session(files["model"]), OnnxStream(files["start"], files["stream"])
+    for batch in batches:
+        windows = torch.randn(batch, model.arch.n_his, N)
+        with torch.no_grad():
+            expected = model(windows).numpy()
+        np.testing.assert_allclose(one_step.run(None, {WINDOW: windows.numpy()})[0], expected, rtol=0, atol=1e-4)
+        np.testing.assert_allclose(stream.rollout(windows.numpy(), STEPS), rollout(model, windows, STEPS).numpy(),
+                                   rtol=0, atol=1e-4)
+    return files
+
+
+@pytest.mark.parametrize("arch", [{}, {"kt": 2, "n_his": 9}, {"kt": 3, "n_his": 9, "ks": 2}])
+def test_onnx_runtime_equals_torch_on_random_models(arch):
+    # n_his 9 with kt 3 leaves one position for the output layer: no state there
+    torch.manual_seed(1)
+    assert_onnx_equals_torch(ring_model(N, SMALL, **arch).eval())
+
+
+def test_onnx_runtime_equals_torch_on_a_trained_model():
+    m = ring_model(N, SMALL, dropout=0.3)
+    optimizer = torch.optim.RMSprop(m.parameters(), lr=1e-2)
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.randn(20, 12, N, generator=gen), torch.randn(20, N, generator=gen)
+    m.train()
+    for _ in range(5):
+        optimizer.zero_grad()
+        F.mse_loss(m(x), y).backward()
+        optimizer.step()
+    assert_onnx_equals_torch(m.eval())
+
+
+def test_onnx_runtime_equals_torch_on_masked_and_compact_models():
+    m = ring_model(N, ((1, 8, 16), (16, 8, 32)))
+    m.set_masks({"block0.temporal1": torch.tensor([1, 0, 1, 1, 0, 1, 1, 1]),
+                 "block0.graph": torch.tensor([0, 1, 1, 1, 1, 0, 1, 1]),
+                 "block1.temporal2": torch.tensor([1, 0] * 16)})
+    masked = assert_onnx_equals_torch(m.eval())
+    small = compact(m)
+    compacted = assert_onnx_equals_torch(small)
+    assert len(compacted["start"]) < len(masked["start"])  # the compact model's files hold fewer weights
+
+
+def test_files_declare_a_dynamic_batch_and_the_streaming_state():
+    files = export_bytes(ring_model(N, SMALL).eval())
+    graphs = {name: onnx.load_from_string(blob).graph for name, blob in files.items()}
+    states = ["block0.temporal1", "block0.temporal2", "block1.temporal1", "block1.temporal2", "output.temporal"]
+    assert [i.name for i in graphs["model"].input] == [WINDOW]
+    assert [o.name for o in graphs["start"].output] == [PREDICTION, *states]
+    assert [i.name for i in graphs["stream"].input] == [NEWEST, *states]
+    assert [o.name for o in graphs["stream"].output] == [PREDICTION, *map(new_state_name, states)]
+    for graph in graphs.values():  # readings and predictions [batch, ..], the state [width, batch, N]
+        for value in [*graph.input, *graph.output]:
+            shape = value.type.tensor_type.shape.dim
+            assert shape[0 if value.name in (WINDOW, NEWEST, PREDICTION) else 1].dim_param == "batch", value.name
+    # the state of a conv is its last kt - 1 input positions: (kt - 1) x channels rows over the windows and nodes
+    widths = [d.type.tensor_type.shape.dim[0].dim_value for d in graphs["stream"].input[1:]]
+    assert widths == [2 * 1, 2 * 4, 2 * 8, 2 * 4, 3 * 16]
+
+
+def test_an_export_that_differs_from_the_model_is_refused():
+    model, other = ring_model(N, SMALL, seed=0).eval(), ring_model(N, SMALL, seed=1).eval()
+    windows = torch.randn(4, 12, N)
+    assert check_export(model, export_bytes(model), windows, STEPS) <= TOLERANCE
+    with pytest.raises(ExportError, match="differs from the model"):
+        check_export(model, export_bytes(other), windows, STEPS)
+
+
+@pytest.mark.slow
+def test_one_models_onnx_file_is_made_by_one_export_job_after_its_evaluation(repo_copy):
+    result = run_snakemake(repo_copy, ["-n", "results/demo/seed0/student_stcd/model.onnx", "--cores", "2",
+                                       "--configfile", "config/demo.yaml"], timeout=120)
+    assert result.returncode == 0, result.output[-3000:]
+    stats = job_stats(result.output)
+    assert stats["export"] == stats["evaluate"] == 1 and stats["train"] == 2  # the student and its teacher
+    assert planned_wildcards(result.output, "export") == [{"dataset": "demo", "seed": "0", "model": "student_stcd"}]
