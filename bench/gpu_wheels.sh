@@ -8,7 +8,9 @@
 #
 # Layout: FOLDER/wheels/*.whl, FOLDER/data/pems08/{pems08_288_62_170.mat,distance.csv},
 # FOLDER/data/pemsd7m/PeMSD7_W_228.csv. Each package is pinned to the version installed in this environment
-# (the versions the tests ran with). The data come from KDSTGCN_MIRROR, else ../shared/data.
+# (the versions the tests ran with; PYTHON names its interpreter, default python3). The data come from
+# KDSTGCN_MIRROR, else ../shared/data. PY_VERSION=3.11 fetches the same for a local Python 3.11, to try the
+# install without network here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 folder=${1:-.gpu_carry}
@@ -43,7 +45,7 @@ if missing:
 EOF
 )
 
-rm -rf "$folder/wheels"
+rm -rf "$folder/wheels" "$folder/data"
 mkdir -p "$folder/wheels" "$folder/data/pems08" "$folder/data/pemsd7m"
 platforms=()
 for tag in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_24_x86_64 manylinux_2_17_x86_64 \
@@ -51,8 +53,8 @@ for tag in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_24_x86_64 man
   platforms+=(--platform "$tag")
 done
 for pin in $pins; do
-  if ! "$python" -m pip download --quiet --no-deps --only-binary=:all: --python-version "$py_version" --implementation cp \
-      "${platforms[@]}" -d "$folder/wheels" "$pin" 2>/dev/null; then
+  if ! "$python" -m pip download --quiet --no-deps --only-binary=:all: --python-version "$py_version" \
+      --implementation cp "${platforms[@]}" -d "$folder/wheels" "$pin" 2>/dev/null; then
     # published as source only (connection-pool): built here, which works for pure-Python packages alone
     "$python" -m pip wheel --quiet --no-deps -w "$folder/wheels" "$pin"
   fi
@@ -64,11 +66,12 @@ if [ -n "$impure" ]; then
 fi
 
 for name in pems08/pems08_288_62_170.mat pems08/distance.csv pemsd7m/PeMSD7_W_228.csv; do
-  source=$(find "$mirror" -name "$(basename "$name")" -print -quit 2>/dev/null || true)
+  source="$mirror/$name"  # the mirror's own layout first, else the first file of that name below it
+  [ -f "$source" ] || source=$(find "$mirror" -name "$(basename "$name")" -print -quit 2>/dev/null || true)
   if [ -z "$source" ]; then
     echo "$(basename "$name") not found below $mirror: set KDSTGCN_MIRROR to the folder holding the raw files" >&2
     exit 1
   fi
-  cp "$source" "$folder/data/$name"
+  install -m 0644 "$source" "$folder/data/$name"  # writable: a second run replaces it
 done
 echo "$folder: $(ls "$folder/wheels" | wc -l) wheels, $(du -sh "$folder" | cut -f1) in all (the carry limit is 64 MiB)"

@@ -142,7 +142,7 @@ def test_compiled_distillation_steps_replay_as_cuda_graphs(data, cheb, synthetic
         train(student, data, loss, settings(1, "on", batch_size=19), tmp_path / "ckpt.pt",
               LiveTeacher(new_model(cheb, n)), device=GPU)
     assert not counters["inductor"]["cudagraph_skips"], dict(counters["inductor"])
-    launches = sum(e.name == "cudaGraphLaunch" for e in profile.events())
+    launches = sum("cudaGraphLaunch" in e.name for e in profile.events())
     assert launches >= 2 * (152 // 19 - 2), launches
     assert 0 < loss.share_pct() < 100
 

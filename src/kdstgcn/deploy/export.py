@@ -82,10 +82,11 @@ def check_export(model: STGCN, files: dict[str, bytes], windows: torch.Tensor, s
     against the forward pass (eval mode), start.onnx + stream.onnx against the streaming `rollout` of `steps`
     steps. Raises past TOLERANCE."""
     model.eval()
+    threads = torch.get_num_threads()  # the job's
     with torch.no_grad():
-        one_step = session(files["model"]).run(None, {WINDOW: windows.numpy()})[0]
+        one_step = session(files["model"], threads).run(None, {WINDOW: windows.numpy()})[0]
         gaps = {"model.onnx": float(np.abs(one_step - model(windows).numpy()).max())}
-    streamed = OnnxStream(files["start"], files["stream"]).rollout(windows.numpy(), steps)
+    streamed = OnnxStream(files["start"], files["stream"], threads).rollout(windows.numpy(), steps)
     gaps["start.onnx + stream.onnx"] = float(np.abs(streamed - rollout(model, windows, steps).numpy()).max())
     worst = max(gaps, key=gaps.get)
     if not gaps[worst] <= TOLERANCE:

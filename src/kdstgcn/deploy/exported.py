@@ -61,12 +61,12 @@ class Temporal(nn.Module):
             h = torch.sigmoid(h) if self.act == "sigmoid" else torch.relu(h)
         return h if self.mask is None else h * self.mask
 
-    def over(self, h: torch.Tensor, length: int) -> torch.Tensor:
-        """The conv over every window of h [length, C, B, N] -> [length - kt + 1, C', B, N] (`length` a constant
-        of the file, not read from h, so that every slice is static)."""
+    def over(self, h: torch.Tensor, length: int) -> tuple[torch.Tensor, int]:
+        """The conv over every window of h [length, C, B, N] -> ([positions, C', B, N], positions = length - kt
+        + 1); `length` is a number of the file, not read from h, so that every slice is static."""
         positions = length - self.kt + 1
-        return self(torch.cat([h[k:k + positions] for k in range(self.kt)], dim=1) if self.kt > 1 else h,
-                    (positions,))
+        taps = torch.cat([h[k:k + positions] for k in range(self.kt)], dim=1) if self.kt > 1 else h
+        return self(taps, (positions,)), positions
 
     def state(self, h: torch.Tensor) -> torch.Tensor:
         """The last kt - 1 positions of this conv's input h [T, C, B, N] as one tensor [(kt - 1) x C, B, N]."""
@@ -172,11 +172,11 @@ class Exported(nn.Module):
         h, length = window.transpose(0, 1).unsqueeze(1), self.n_his
         for block in self.blocks:
             _keep(states, block.temporal1, h)
-            length -= block.temporal1.kt - 1
-            g = block.graph(block.temporal1.over(h, length + block.temporal1.kt - 1), (length,))
+            t1, length = block.temporal1.over(h, length)
+            g = block.graph(t1, (length,))
             _keep(states, block.temporal2, g)
-            h = block.norm(block.temporal2.over(g, length))
-            length -= block.temporal2.kt - 1
+            t2, length = block.temporal2.over(g, length)
+            h = block.norm(t2)
         _keep(states, self.head.temporal, h)
         return self.head(h.reshape(length * self.head.temporal.width, -1, self.n_nodes))
 
