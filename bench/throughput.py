@@ -165,7 +165,7 @@ def temporal_conv_table(models: dict, batch: int, device: torch.device, repeats:
 def chunk_table(models: dict, x: torch.Tensor, steps: int, onnx: dict) -> None:
     """Streaming rollout of the batch on a CPU for several chunk limits (`kdstgcn.evaluation.rollout.CPU_CHUNK_BYTES` and
     `CPU_CHUNK_WINDOWS`): byte budgets with no window cap, then the package's byte budget under window caps; on
-    ONNX Runtime (`onnx`: name -> OnnxStream) chunks of 64, 128, 256 windows and the whole batch."""
+    ONNX Runtime (`onnx`: name -> OnnxStream) chunks of 16 to 256 windows and the whole batch."""
     chosen = rollout_module.CPU_CHUNK_BYTES, rollout_module.CPU_CHUNK_WINDOWS
     limits = [(8 * 2**20, None), (32 * 2**20, None), (128 * 2**20, None), (None, None),
               (chosen[0], 64), (chosen[0], 128), (chosen[0], 256)]
@@ -186,7 +186,7 @@ def chunk_table(models: dict, x: torch.Tensor, steps: int, onnx: dict) -> None:
         print(f"{name:8} " + " ".join(f"{c:>16}" for c in cells))
     for name, stream in onnx.items():
         cells = [f"{w} windows {time_onnx_rollout(stream, x.numpy(), steps, 1, 0, chunk=w)['mean_s']:.3f} s"
-                 for w in (64, 128, 256, x.shape[0])]
+                 for w in (16, 32, 64, 128, 256, x.shape[0])]
         print(f"{name:8} ONNX Runtime: " + ", ".join(cells))
 
 

@@ -31,11 +31,12 @@ def _channel_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
 
 
 def _times(module: nn.Module, weight: str, h: torch.Tensor, lead: tuple[int, ...]) -> torch.Tensor:
-    """A module's weight [M, K] times h [*lead, K, B, N] -> [*lead, M, B, N]: one matrix product over all windows
-    and nodes (M, K and N are numbers of the module, so that the file computes no shapes)."""
+    """A module's weight [M, K] times h [*lead, K, B, N], plus its bias [M, 1] -> [*lead, M, B, N]: one matrix
+    product over all windows and nodes (for one position a Gemm with the bias in it; M, K and N are numbers of
+    the module, so that the file computes no shapes)."""
     rows, width = module.shapes[weight]
-    return torch.matmul(getattr(module, weight), h.reshape(*lead, width, -1)).reshape(*lead, rows, -1,
-                                                                                       module.n_nodes)
+    product = torch.matmul(getattr(module, weight), h.reshape(*lead, width, -1)) + module.bias
+    return product.reshape(*lead, rows, -1, module.n_nodes)
 
 
 class Temporal(nn.Module):
@@ -48,13 +49,13 @@ class Temporal(nn.Module):
         self.out_width = len(conv.conv.bias) // 2 if conv.act == "glu" else len(conv.conv.bias)
         taps = conv.folded_weight()[..., 0].permute(0, 2, 1)  # [C', kt, C]: oldest position first
         _constant(self, "weight", taps.reshape(taps.shape[0], -1))
-        _constant(self, "bias", conv.conv.bias.reshape(-1, 1, 1))
+        _constant(self, "bias", conv.conv.bias.reshape(-1, 1))
         _constant(self, "mask", _channel_mask(conv.mask))
         self.shapes = {"weight": tuple(self.weight.shape)}
 
     def forward(self, rows: torch.Tensor, lead: tuple[int, ...] = ()) -> torch.Tensor:
         """rows [*lead, kt x C, B, N] -> [*lead, C', B, N]."""
-        h = _times(self, "weight", rows, lead) + self.bias
+        h = _times(self, "weight", rows, lead)
         if self.act == "glu":
             h = h[..., :self.out_width, :, :] * torch.sigmoid(h[..., self.out_width:, :, :])
         else:
@@ -82,7 +83,7 @@ class Graph(nn.Module):
         matrix, bias = conv.folded_mixing()
         self.width, self.n_nodes = conv.theta.shape[2], cheb.shape[-1]
         _constant(self, "mixing", matrix)
-        _constant(self, "bias", bias.reshape(-1, 1, 1))
+        _constant(self, "bias", bias.reshape(-1, 1))
         self.ks = cheb.shape[0]
         for k in range(1, self.ks):
             _constant(self, f"term{k}", cheb[k].t())  # T_k^T (T_0 = I: no product)
@@ -90,7 +91,7 @@ class Graph(nn.Module):
         self.shapes = {"mixing": tuple(matrix.shape)}
 
     def forward(self, h: torch.Tensor, lead: tuple[int, ...] = ()) -> torch.Tensor:
-        z = _times(self, "mixing", h, lead) + self.bias
+        z = _times(self, "mixing", h, lead)
         o = self.width
         out = z[..., :o, :, :]
         for k in range(1, self.ks):
@@ -143,11 +144,11 @@ class Head(nn.Module):
         self.norm = Norm(output.norm, output.temporal.mask)
         _constant(self, "fc_weight", output.fc_weight.reshape(1, -1))
         _constant(self, "fc_bias", output.fc_bias)
-        self.shapes = {"fc_weight": tuple(self.fc_weight.shape)}
+        self.width = len(output.fc_weight)
 
     def forward(self, rows: torch.Tensor) -> torch.Tensor:
-        h = self.gate(self.norm(self.temporal(rows)))
-        return _times(self, "fc_weight", h, ())[0] + self.fc_bias
+        h = self.gate(self.norm(self.temporal(rows)))  # [C, B, N]
+        return torch.matmul(self.fc_weight, h.reshape(self.width, -1)).reshape(-1, self.n_nodes) + self.fc_bias
 
 
 class Exported(nn.Module):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +14,11 @@ import onnxruntime as ort
 from kdstgcn.deploy.interface import NEWEST, PREDICTION, WINDOW, new_state_name
 
 RUNTIME = f"ONNX Runtime {ort.__version__}"
-# Windows per pass of the rollout: the batch runs in chunks of at most this many windows, whose activations stay
-# in cache (bench/throughput.py, ONNX Runtime table; figures: docs/performance.md).
-CHUNK_WINDOWS = 128
+# The rollout passes a batch through the files in chunks of about CHUNK_STATE_BYTES of streaming state and at most
+# CHUNK_WINDOWS windows (42 teacher or 64 student windows at N = 228), whose activations then stay in cache: at 2
+# threads both ran faster in chunks of 32-64 windows than of 128 or more (figures: docs/performance.md).
+CHUNK_STATE_BYTES = 24 * 2**20
+CHUNK_WINDOWS = 64
 
 
 def session(model: str | Path | bytes, threads: int | None = None) -> ort.InferenceSession:
@@ -31,31 +34,53 @@ def session(model: str | Path | bytes, threads: int | None = None) -> ort.Infere
 
 
 class OnnxStream:
-    """start.onnx and stream.onnx of one model: `rollout` predicts several steps ahead."""
+    """start.onnx and stream.onnx of one model: `rollout` predicts several steps ahead, with `threads` chunks of
+    windows at a time, each on one thread (ONNX Runtime's own threads, which split each operator, were slower
+    for a model of many small operators: docs/performance.md)."""
 
-    def __init__(self, start: str | Path | bytes, stream: str | Path | bytes, threads: int | None = None):
-        self.start, self.step = session(start, threads), session(stream, threads)
-        self.state_names = [i.name for i in self.step.get_inputs() if i.name != NEWEST]
+    def __init__(self, start: str | Path | bytes, stream: str | Path | bytes, threads: int = 1):
+        self.start, self.step = session(start, 1), session(stream, 1)
+        self.threads = max(1, int(threads))
+        states = [i for i in self.step.get_inputs() if i.name != NEWEST]
+        self.state_names = [i.name for i in states]
         self.new_state_names = [new_state_name(name) for name in self.state_names]
+        # per window: the product of each state's fixed axes (all but the named batch axis)
+        state_bytes = 4 * sum(int(np.prod([d for d in i.shape if isinstance(d, int)])) for i in states)
+        self.chunk = max(1, min(CHUNK_WINDOWS, CHUNK_STATE_BYTES // max(state_bytes, 1)))
 
-    def rollout(self, windows: np.ndarray, steps: int, chunk: int = CHUNK_WINDOWS) -> np.ndarray:
+    def rollout(self, windows: np.ndarray, steps: int, chunk: int | None = None) -> np.ndarray:
         """Normalised windows [W, n_his, N] -> the next `steps` steps [W, steps, N] (float32), each prediction fed
-        back as the newest input: start.onnx on the window, then stream.onnx once per further step."""
+        back as the newest input: start.onnx on the window, then stream.onnx once per further step; `chunk`
+        windows at a time (default: `self.chunk`)."""
         windows = np.ascontiguousarray(windows, dtype=np.float32)
         out = np.empty((windows.shape[0], steps, windows.shape[2]), dtype=np.float32)
-        for first in range(0, windows.shape[0], chunk):
-            part = slice(first, first + chunk)
-            prediction, *state = self.start.run(None, {WINDOW: windows[part]})
-            out[part, 0] = prediction
-            for step in range(1, steps):
-                feed = dict(zip(self.state_names, state), **{NEWEST: prediction})
-                prediction, *state = self.step.run([PREDICTION, *self.new_state_names], feed)
-                out[part, step] = prediction
+        chunk = chunk or self.chunk
+        parts = [slice(first, first + chunk) for first in range(0, windows.shape[0], chunk)]
+
+        def run(part: slice) -> None:
+            out[part] = self._rollout_chunk(windows[part], steps)
+
+        if self.threads == 1 or len(parts) == 1:
+            for part in parts:
+                run(part)
+        else:
+            with ThreadPoolExecutor(self.threads) as pool:
+                list(pool.map(run, parts))
+        return out
+
+    def _rollout_chunk(self, windows: np.ndarray, steps: int) -> np.ndarray:
+        out = np.empty((windows.shape[0], steps, windows.shape[2]), dtype=np.float32)
+        prediction, *state = self.start.run(None, {WINDOW: windows})
+        out[:, 0] = prediction
+        for step in range(1, steps):
+            feed = dict(zip(self.state_names, state), **{NEWEST: prediction})
+            prediction, *state = self.step.run([PREDICTION, *self.new_state_names], feed)
+            out[:, step] = prediction
         return out
 
 
 def time_onnx_rollout(stream: OnnxStream, windows: np.ndarray, steps: int, runs: int, warmup: int,
-                      chunk: int = CHUNK_WINDOWS) -> dict:
+                      chunk: int | None = None) -> dict:
     """Wall time of `stream.rollout` of `windows` as one batch: mean_s, std_s (sample std; 0 for one run), min_s,
     median_s over `runs` timed runs after `warmup` untimed ones (as kdstgcn.evaluation.cost.time_rollout times
     the torch rollout)."""
