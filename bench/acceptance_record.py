@@ -9,7 +9,6 @@ import tarfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import yaml
 
 from kdstgcn.config import layout
 
@@ -36,22 +35,6 @@ TARGETS = (
     ("largest job's host memory MiB (max_rss)", 3072.0,
      lambda r: (r["study"]["largest_job"] or {}).get("max_rss_mb")),
 )
-
-
-def merged_config(root: Path, files: list[str]) -> dict:
-    """config/config.yaml with `files` laid over it, as Snakemake merges --configfile."""
-    def update(base: dict, extra: dict) -> dict:
-        for key, value in extra.items():
-            if isinstance(value, dict) and isinstance(base.get(key), dict):
-                update(base[key], value)
-            else:
-                base[key] = value
-        return base
-
-    config = yaml.safe_load((root / "config" / "config.yaml").read_text())
-    for name in files:
-        update(config, yaml.safe_load((root / name).read_text()) or {})
-    return config
 
 
 def junit_summary(path: Path) -> dict:

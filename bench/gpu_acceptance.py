@@ -34,8 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from acceptance_record import collect_study, evaluate_targets, junit_summary, merged_config, pack  # noqa: E402
+from acceptance_record import collect_study, evaluate_targets, junit_summary, pack  # noqa: E402
 from kdstgcn.config import layout  # noqa: E402
+from kdstgcn.config.schema import merged_config  # noqa: E402
 
 RECORD = ROOT / layout.RESULTS / "gpu_acceptance.json"  # kept between calls: the next one continues from it
 STEP_LOGS = ROOT / layout.LOGS / "gpu_acceptance"

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
+
+from kdstgcn.config import schema
 
 REPO = Path(__file__).resolve().parents[1]
 MIRROR_ENV = "KDSTGCN_MIRROR"
@@ -241,18 +242,7 @@ def snakemake_runner():
 
 def merged_config(*names: str) -> dict:
     """config/config.yaml with the given config files laid over it, the way Snakemake merges --configfile."""
-    def update(base: dict, extra: dict) -> dict:
-        for key, value in extra.items():
-            if isinstance(value, dict) and isinstance(base.get(key), dict):
-                update(base[key], value)
-            else:
-                base[key] = value
-        return base
-
-    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
-    for name in names:
-        update(config, yaml.safe_load((REPO / name).read_text()))
-    return config
+    return schema.merged_config(REPO, list(names))
 
 
 class HalfPayloadServer:

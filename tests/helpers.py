@@ -97,3 +97,16 @@ def ring_model(n: int, blocks, seed: int = 0, **arch) -> STGCN:
         for p in m.parameters():
             p.add_(0.1 * torch.randn_like(p))
     return m
+
+
+def fit_briefly(model: STGCN, n_nodes: int, gen: torch.Generator, steps: int = 5) -> STGCN:
+    """`model` after `steps` RMSprop steps (lr 1e-2, task loss) on 20 random windows drawn from `gen`, so that
+    its weights are no longer the initial ones; left in train mode."""
+    optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-2)
+    x, y = torch.randn(20, 12, n_nodes, generator=gen), torch.randn(20, n_nodes, generator=gen)
+    model.train()
+    for _ in range(steps):
+        optimizer.zero_grad()
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        optimizer.step()
+    return model

@@ -5,10 +5,9 @@ import numpy as np
 import onnx
 import pytest
 import torch
-import torch.nn.functional as F
 
 from conftest import job_stats, planned_wildcards, run_snakemake
-from helpers import ring_model
+from helpers import fit_briefly, ring_model
 from kdstgcn.deploy.export import ExportError, TOLERANCE, check_export, export_bytes
 from kdstgcn.deploy.interface import NEWEST, PREDICTION, WINDOW, new_state_name
 from kdstgcn.deploy.session import OnnxStream, session
@@ -43,15 +42,7 @@ def test_onnx_runtime_equals_torch_on_random_models(arch):
 
 
 def test_onnx_runtime_equals_torch_on_a_trained_model():
-    m = ring_model(N, SMALL, dropout=0.3)
-    optimizer = torch.optim.RMSprop(m.parameters(), lr=1e-2)
-    gen = torch.Generator().manual_seed(1)
-    x, y = torch.randn(20, 12, N, generator=gen), torch.randn(20, N, generator=gen)
-    m.train()
-    for _ in range(5):
-        optimizer.zero_grad()
-        F.mse_loss(m(x), y).backward()
-        optimizer.step()
+    m = fit_briefly(ring_model(N, SMALL, dropout=0.3), N, torch.Generator().manual_seed(1))
     assert_onnx_equals_torch(m.eval())
 
 

@@ -3,6 +3,8 @@ validation with messages that name the key and what is allowed, and the rules th
 from __future__ import annotations
 
 from importlib.resources import files
+from pathlib import Path
+
 import yaml
 
 from kdstgcn.losses.registry import LOSSES
@@ -89,6 +91,26 @@ def coerce(value, schema: dict, root: dict):
     elif isinstance(value, list):
         value[:] = [coerce(item, resolve(schema.get("items"), root), root) for item in value]
     return value
+
+
+def overlay(base: dict, extra: dict) -> dict:
+    """`extra` laid over `base` in place, as Snakemake merges a --configfile: nested sections key by key, any
+    other value replaced."""
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            overlay(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def merged_config(root: str | Path, files: list[str]) -> dict:
+    """The checkout `root`'s config/config.yaml with `files` (relative to `root`) laid over it in order."""
+    root = Path(root)
+    config = yaml.safe_load((root / "config" / "config.yaml").read_text())
+    for name in files:
+        overlay(config, yaml.safe_load((root / name).read_text()) or {})
+    return config
 
 
 def validate(config: dict) -> None:
