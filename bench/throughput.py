@@ -29,8 +29,6 @@ import torch.nn.functional as F
 
 from common import REAL_GRAPHS, SHAPES, benchmark_cheb, graph, load_now, machine, random_windows, real_distances
 from kdstgcn.evaluation import rollout as rollout_module
-from kdstgcn.deploy.export import export_bytes
-from kdstgcn.deploy.session import OnnxStream, time_onnx_rollout
 from kdstgcn.evaluation.cost import count_flops, time_rollout
 from kdstgcn.model import graph_products
 from kdstgcn.model.architecture import Architecture
@@ -162,6 +160,21 @@ def temporal_conv_table(models: dict, batch: int, device: torch.device, repeats:
             t -= layer.kt - 1
 
 
+def onnx_streams(models: dict) -> dict:
+    """name -> kdstgcn.deploy.session.OnnxStream of the model's exported files, as many chunks at once as torch
+    has threads. Imported here: the ONNX column is CPU only, and a GPU machine need not have onnx installed."""
+    from kdstgcn.deploy.export import export_bytes
+    from kdstgcn.deploy.session import OnnxStream
+    return {name: OnnxStream(*(export_bytes(m)[part] for part in ("start", "stream")), torch.get_num_threads())
+            for name, m in models.items()}
+
+
+def onnx_time(stream, windows: np.ndarray, steps: int, chunk: int | None = None) -> float:
+    """Seconds of one ONNX Runtime rollout of `windows` (kdstgcn.deploy.session.time_onnx_rollout)."""
+    from kdstgcn.deploy.session import time_onnx_rollout
+    return time_onnx_rollout(stream, windows, steps, 1, 0, chunk=chunk)["mean_s"]
+
+
 def chunk_table(models: dict, x: torch.Tensor, steps: int, onnx: dict) -> None:
     """Streaming rollout of the batch on a CPU for several chunk limits (`kdstgcn.evaluation.rollout.CPU_CHUNK_BYTES` and
     `CPU_CHUNK_WINDOWS`): byte budgets with no window cap, then the package's byte budget under window caps; on
@@ -185,7 +198,7 @@ def chunk_table(models: dict, x: torch.Tensor, steps: int, onnx: dict) -> None:
                 rollout_module.CPU_CHUNK_BYTES, rollout_module.CPU_CHUNK_WINDOWS = chosen
         print(f"{name:8} " + " ".join(f"{c:>16}" for c in cells))
     for name, stream in onnx.items():
-        cells = [f"{w} windows {time_onnx_rollout(stream, x.numpy(), steps, 1, 0, chunk=w)['mean_s']:.3f} s"
+        cells = [f"{w} windows {onnx_time(stream, x.numpy(), steps, chunk=w):.3f} s"
                  for w in (16, 32, 64, 128, 256, x.shape[0])]
         print(f"{name:8} ONNX Runtime: " + ", ".join(cells))
 
@@ -275,8 +288,7 @@ def main() -> None:
         for mode, dense in variants.values():
             with forced_products(device, sparse=False) if dense else contextlib.nullcontext():
                 time_rollout(models[name], x_infer[:args.warmup_batch], steps=args.steps, runs=1, warmup=0, mode=mode)
-    onnx = {name: OnnxStream(*(export_bytes(m)[part] for part in ("start", "stream")), torch.get_num_threads())
-            for name, m in models.items() if device.type == "cpu"}
+    onnx = onnx_streams(models) if device.type == "cpu" else {}
     for name, stream in onnx.items():
         stream.rollout(x_infer[:args.warmup_batch].numpy(), args.steps)
     roll = {(name, v): [] for name in models for v in [*variants, "onnx"]}
@@ -287,7 +299,7 @@ def main() -> None:
                     roll[name, variant].append(time_rollout(m, x_infer, steps=args.steps, runs=1, warmup=0,
                                                             mode=mode)["mean_s"])
             if name in onnx:
-                roll[name, "onnx"].append(time_onnx_rollout(onnx[name], x_infer.numpy(), args.steps, 1, 0)["mean_s"])
+                roll[name, "onnx"].append(onnx_time(onnx[name], x_infer.numpy(), args.steps))
     for name in models:
         for variant in [*variants, "onnx"]:
             rows[name][variant] = statistics.median(roll[name, variant]) if roll[name, variant] else float("nan")

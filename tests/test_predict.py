@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+pytest.importorskip("onnxruntime", reason="predict needs ONNX Runtime (a bare GPU machine may lack it)")
+
 from conftest import REPO
 from kdstgcn.config import datasets, layout
 from kdstgcn.config.datasets import DataSpec
