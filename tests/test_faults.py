@@ -185,7 +185,9 @@ def half_written(target: Path) -> bool:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
 def test_download_interrupted_mid_file_leaves_no_file_at_the_target(tmp_path, sig):
     target = tmp_path / "raw" / "data.bin"
-    code = ("import sys; from kdstgcn.data.download import fetch; "
+    # Ctrl-C's handler set in the child: one started from a background shell job inherits SIGINT ignored
+    code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "from kdstgcn.data.download import fetch; "
             "fetch('data.bin', [sys.argv[1]], sys.argv[2], sys.argv[3], None, timeout=60)")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")])))
     with HalfPayloadServer(PAYLOAD, stall=True) as server:
