@@ -3,6 +3,7 @@ heading that names the data and the epochs behind it, as Markdown and as HTML.""
 import pandas as pd
 
 from conftest import TableCells
+from kdstgcn.report.caveats import caveat_lines
 from kdstgcn.report.claims import claim_rows
 from kdstgcn.report.pages import html_page, markdown_text
 from kdstgcn.report.rows import budget, claims, dataset_facts
@@ -18,6 +19,9 @@ def test_summary_opens_with_the_data_caveat_and_epoch_budget(fake_study):
     assert lines[0].startswith("# Summary") and "not comparable with the paper's numbers" in lines[0]
     assert lines[1].startswith("**Not comparable with the paper's numbers:** `demo` is synthetic")
     assert lines[2].startswith("**Epoch budget:** 2 epochs per model (paper 50), cut short")
+    longer_teacher = dict(config, training=dict(config["training"], teacher_epochs=5))
+    assert caveat_lines(dataset_facts(config), budget(longer_teacher))[-1].startswith(
+        "**Epoch budget:** 2 epochs per model, 5 epochs for the teacher (paper 50), cut short")
     headings = [line for line in lines if line.startswith("## ")]
     assert len(headings) == len(claims(config["pruning"]))
     for heading in headings:

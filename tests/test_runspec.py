@@ -49,6 +49,18 @@ def test_a_reference_run_trains_its_architecture_on_the_task_loss_alone(demo_con
         replace(run, arch=None)
 
 
+def test_teacher_epochs_set_the_teachers_budget_alone(demo_config):
+    """training.teacher_epochs: the teacher's epochs; null leaves every spec as training.epochs makes it."""
+    config = json.loads(json.dumps(demo_config))
+    before = {run.role: run.to_dict() for run in every_run(config)}
+    config["training"]["teacher_epochs"] = config["training"]["epochs"] + 7
+    schema.validate(config)
+    after = {run.role: run.to_dict() for run in every_run(config)}
+    assert runspec.reference_run(config, "demo", "teacher", 0).train.epochs == config["training"]["epochs"] + 7
+    assert [role for role in before if before[role] != after[role]] == ["teacher"]
+    assert demo_config["training"]["teacher_epochs"] is None
+
+
 def test_tuning_run_trains_the_student_for_the_tuning_budget(demo_config):
     run = runspec.tuning_run(demo_config, "demo", "stcd")
     tuning = demo_config["tuning"]

@@ -181,9 +181,12 @@ def loss_spec(config: dict, name: str, params: dict) -> LossSpec:
 
 
 def reference_run(config: dict, dataset: str, role: str, seed: int) -> RunSpec:
-    """Specification of a model trained on the task loss alone (teacher or pruning base)."""
-    return RunSpec(dataset, role, DataSpec.from_dict(data_spec(config, dataset)), train_settings(config, seed),
-                   LossSpec("task", {}), config["device"], arch=architecture(config, dataset, role))
+    """Specification of a model trained on the task loss alone (teacher or pruning base); the teacher trains for
+    training.teacher_epochs where that is set."""
+    teacher_epochs = config["training"].get("teacher_epochs") if role == "teacher" else None
+    settings = train_settings(config, seed, **({"epochs": teacher_epochs} if teacher_epochs else {}))
+    return RunSpec(dataset, role, DataSpec.from_dict(data_spec(config, dataset)), settings, LossSpec("task", {}),
+                   config["device"], arch=architecture(config, dataset, role))
 
 
 def student_run(config: dict, dataset: str, loss: str, seed: int, role: str | None = None) -> RunSpec:

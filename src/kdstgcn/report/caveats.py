@@ -32,7 +32,11 @@ def caveat_lines(datasets: dict[str, dict], budget: dict) -> list[str]:
             lines.append(f"**Not comparable with the paper's numbers:** `{dataset}` is {facts['description']}. The "
                          f"paper's {facts['paper_name']} values stand beside ours only to show which model each "
                          "claim says is better: compare directions, not values.")
-    text = f"**Epoch budget:** {epochs_text(budget['epochs'])} per model (paper {budget['paper_epochs']})"
+    text = f"**Epoch budget:** {epochs_text(budget['epochs'])} per model"
+    teacher = budget.get("teacher_epochs", budget["epochs"])
+    if teacher != budget["epochs"]:
+        text += f", {epochs_text(teacher)} for the teacher"
+    text += f" (paper {budget['paper_epochs']})"
     if budget["epochs"] < budget["paper_epochs"]:
         text += ", cut short: expect larger errors than the paper's"
     lines.append(f"{text}; a pruned model is fine-tuned {epochs_text(budget['finetune_epochs'])} after pruning its "

@@ -154,7 +154,9 @@ def dataset_facts(config: dict) -> dict[str, dict]:
 
 
 def budget(config: dict) -> dict:
-    """The epoch budget and seeds the caveats print: epochs per model and the paper's, the fine-tuning epochs of
-    a pruned model, the seeds."""
-    return {"epochs": config["training"]["epochs"], "paper_epochs": config["training"]["paper_epochs"],
+    """The epoch budget and seeds the caveats print: epochs per model, the teacher's and the paper's, the
+    fine-tuning epochs of a pruned model, the seeds."""
+    t = config["training"]
+    return {"epochs": t["epochs"], "teacher_epochs": t.get("teacher_epochs") or t["epochs"],
+            "paper_epochs": t["paper_epochs"],
             "finetune_epochs": config["pruning"]["finetune_epochs"], "seeds": config["seeds"]}
