@@ -25,9 +25,15 @@ TARGETS = (
      lambda r: r["study"]["wall_s"] if not r["study"]["missing"] else None),
     ("teacher epoch s, compiled (train_epoch)", 1.0,
      lambda r: next((x["epoch_s"] for x in r.get("train_epoch", {}).get("runs", [])
-                     if x["model"] == "teacher" and x["compile"] == "on"), None)),
+                     if x["model"] == "teacher" and x["compile"] == "on" and x.get("precision", "fp32") == "fp32"),
+                    None)),
     ("teacher 9-step rollout s (throughput, streaming)", 0.060,
      lambda r: r.get("throughput", {}).get("models", {}).get("teacher", {}).get("streaming")),
+    ("teacher 9-step rollout s, bf16 (throughput, streaming)", 0.060,
+     lambda r: r.get("throughput", {}).get("models", {}).get("teacher_bf16", {}).get("streaming")),
+    ("teacher epoch s, compiled, bf16 (train_epoch)", 1.0,
+     lambda r: next((x["epoch_s"] for x in r.get("train_epoch", {}).get("runs", [])
+                     if x["model"] == "teacher" and x["compile"] == "on" and x.get("precision") == "bf16"), None)),
     ("student 9-step rollout s (throughput, streaming)", 0.005,
      lambda r: r.get("throughput", {}).get("models", {}).get("student", {}).get("streaming")),
     ("cuda tests failed or in error", 0,

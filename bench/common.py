@@ -12,6 +12,7 @@ from kdstgcn.evaluation.cost import device_name
 from kdstgcn.data.clean import clean, read_distances, read_values, timestamps
 from kdstgcn.data.samples import PreparedData, prepare
 from kdstgcn.data.graph import chebyshev_polynomials, gaussian_adjacency
+from kdstgcn.data.synthetic import generate
 from kdstgcn.runtime.io import write_table
 from kdstgcn.runtime.runner import set_up_compute
 
@@ -34,6 +35,25 @@ def real_distances(name: str) -> np.ndarray:
         raise SystemExit(f"{path} not found: the benchmarks read the shared data from the repository's ../shared; "
                          f"set {SHARED_ENV}=<folder holding data/> to use another place")
     return read_distances(path, fmt, n_nodes)
+
+
+def fallback_note(what: str) -> str:
+    """The line a benchmark prints where the shared data is missing and it measures generated data instead."""
+    return (f"note: {what} not found under {SHARED}: measured on generated data of the same size instead "
+            f"(set {SHARED_ENV}=<folder holding data/> for the real files)")
+
+
+def network_graphs() -> list[tuple[str, int, torch.Tensor]]:
+    """(label, N, Chebyshev stack) of each real network of REAL_GRAPHS; where its file is missing, a random geometric
+    graph of the same N stands in (the label says so, and a note is printed)."""
+    graphs = []
+    for name, (n_nodes, relative, _) in REAL_GRAPHS.items():
+        if (SHARED / relative).exists():
+            graphs.append((name, n_nodes, benchmark_cheb(n_nodes, distance_m=real_distances(name))))
+        else:
+            print(fallback_note(f"the {name} distances ({relative})"))
+            graphs.append((f"random~{name}", n_nodes, benchmark_cheb(n_nodes)))
+    return graphs
 
 
 def benchmark_cheb(n_nodes: int, ks: int = 3, seed: int = 0, distance_m: np.ndarray | None = None,
@@ -70,28 +90,36 @@ PEMS08_SPLIT = (50, 6, 6)
 def pems08_flow(folder: Path, data_dir: Path = PEMS08_DIR, split: tuple[int, int, int] = PEMS08_SPLIT
                 ) -> tuple[PreparedData, torch.Tensor]:
     """PEMS08 flow through the package's loaders, as the pipeline's pemsd8_flow dataset: the raw .mat cleaned
-    (written to `folder`), split by days into windows and z-scored; the Chebyshev stack of distance.csv (Eq. 16)."""
-    for name in ("pems08_288_62_170.mat", "distance.csv"):
-        if not (data_dir / name).exists():
-            raise SystemExit(f"{data_dir / name} not found: set {SHARED_ENV}=<folder holding data/> or pass --data-dir")
-    values = read_values(data_dir / "pems08_288_62_170.mat", "mat_day_major", 170, 17856, key="T")
+    (written to `folder`), split by days into windows and z-scored; the Chebyshev stack of distance.csv (Eq. 16).
+    Where the files are missing, a synthetic network of the same size and days (kdstgcn.data.synthetic) stands in,
+    and a note says so."""
+    missing = [name for name in ("pems08_288_62_170.mat", "distance.csv") if not (data_dir / name).exists()]
+    if missing:
+        print(fallback_note(f"{', '.join(missing)} (in {data_dir})"))
+        values, distance_m = generate(170, sum(split), 288, seed=8)
+    else:
+        values = read_values(data_dir / "pems08_288_62_170.mat", "mat_day_major", 170, 17856, key="T")
+        distance_m = read_distances(data_dir / "distance.csv", "edge_list", 170)
     table, report = clean(values, timestamps(values.shape[0], 288, "2016-07-01", False))
     write_table(table, folder / "values.parquet", index=True)
     write_table(report, folder / "fill_report.csv")
     data = prepare(folder / "values.parquet", folder / "fill_report.csv", 288, split, 12, 9)
-    w = gaussian_adjacency(read_distances(data_dir / "distance.csv", "edge_list", 170))
-    return data, chebyshev_polynomials(w, 3)
+    return data, chebyshev_polynomials(gaussian_adjacency(distance_m), 3)
 
 
 def graph(n_nodes: int, source: str = "auto", seed: int = 0) -> tuple[torch.Tensor, str]:
     """Chebyshev stack [3, N, N] and a description: a real network when N fits it (source auto, pemsd7 or
-    pems08; auto falls back to a random graph when the file is missing), else a random geometric graph."""
+    pems08; where the file is missing, a random graph of that N with a printed note), else a random geometric
+    graph."""
+    if source in REAL_GRAPHS and REAL_GRAPHS[source][0] != n_nodes:
+        raise SystemExit(f"--graph {source} needs N={REAL_GRAPHS[source][0]}")
     real = {name: spec for name, spec in REAL_GRAPHS.items() if source in ("auto", name) and spec[0] == n_nodes}
     for name, (_, relative, _) in real.items():
-        if source != "auto" or (SHARED / relative).exists():
+        if (SHARED / relative).exists():
             return benchmark_cheb(n_nodes, distance_m=real_distances(name)), f"{name} ({SHARED / relative})"
-    if source in REAL_GRAPHS:
-        raise SystemExit(f"--graph {source} needs N={REAL_GRAPHS[source][0]}")
+        if source == name:
+            print(fallback_note(f"the {name} distances ({relative})"))
+            return benchmark_cheb(n_nodes, seed=seed), f"random geometric graph, seed {seed}, standing in for {name}"
     note = "" if source == "random" else f" (no real graph of N={n_nodes} under {SHARED}; see {SHARED_ENV})"
     return benchmark_cheb(n_nodes, seed=seed), f"random geometric graph, seed {seed}{note}"
 

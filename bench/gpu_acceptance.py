@@ -7,7 +7,8 @@ network (docs/running.md, "Proving the GPU path").
     python bench/gpu_acceptance.py --device cpu --configfile config/demo.yaml   # the same sequence on the CPU
 
 Steps: `install` (Snakemake from the carried wheels, unless importable), `environment` (device, torch, CUDA),
-`throughput` (bench/throughput.py at N = 170), `train_epoch` (bench/train_epoch.py, eager against compiled),
+`throughput` (bench/throughput.py at N = 170, fp32 beside bf16), `train_epoch` (bench/train_epoch.py, eager
+against compiled, fp32 beside bf16),
 then `study` (teacher, student without KD, ORD and L_STCD students, pruning base, Algorithm 1 and the
 Molchanov baseline at 50 %, the teacher pruned by Algorithm 1, through profiles/gpu) with `cuda_tests`
 (pytest -m cuda) beside it. On the CPU the benchmarks run their quick variants.
@@ -42,7 +43,7 @@ RECORD = ROOT / layout.RESULTS / "gpu_acceptance.json"  # kept between calls: th
 STEP_LOGS = ROOT / layout.LOGS / "gpu_acceptance"
 BASE_RATIO = 50  # the pruning base pruned by this percentage, by Algorithm 1 and by the baseline
 STOP_RESERVE_S = 45  # left of the budget when the study is stopped: its jobs end, the record is written
-STEP_LIMIT_S = {"install": 120, "environment": 60, "throughput": 180, "train_epoch": 240}
+STEP_LIMIT_S = {"install": 120, "environment": 60, "throughput": 180, "train_epoch": 360}
 ENVIRONMENT = """import json, os, platform, torch
 cuda = torch.cuda.is_available()
 print(json.dumps({"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
@@ -129,6 +130,7 @@ def bench_commands(device: str, quick: bool, out: Path) -> dict[str, list[str]]:
     return {"throughput": [*py, "bench/throughput.py", "--device", device, "--nodes", "170", "--graph", "pems08",
                            "--infer-runs", "5", "--json", str(out / "throughput.json")],
             "train_epoch": [*py, "bench/train_epoch.py", "--device", device, "--epochs", "3",
+                            "--models", "teacher,student", "--precisions", "fp32,bf16",
                             "--json", str(out / "train_epoch.json")]}
 
 

@@ -14,6 +14,8 @@ FLOPs: torch FlopCounterMode of one forward pass of the 1140-window batch (kdstg
 Graph product: one Chebyshev term times a [N, M] block, dense against sparse (CSR), per term of the real
 PeMSD7(M) and PEMS08 graphs and over a sweep of densities: the data behind
 kdstgcn.model.graph_products.SPARSE_MAX_DENSITY.
+Precision: every model is measured in each of --precisions (fp32, and bf16: bfloat16 mixed precision as
+training.precision runs it, kdstgcn.runtime.precision), with the bf16 / fp32 speed-up of training and rollout.
 All models are measured in one run, interleaved step by step, so machine load hits them alike.
 """
 from __future__ import annotations
@@ -27,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common import REAL_GRAPHS, SHAPES, benchmark_cheb, graph, load_now, machine, random_windows, real_distances
+from common import SHAPES, graph, load_now, machine, network_graphs, random_windows
 from kdstgcn.evaluation import rollout as rollout_module
 from kdstgcn.evaluation.cost import count_flops, time_rollout
 from kdstgcn.model import graph_products
@@ -37,6 +39,7 @@ from kdstgcn.model.notation import format_blocks
 from kdstgcn.model.persist import count_parameters
 from kdstgcn.model.stgcn import STGCN
 from kdstgcn.runtime.io import write_json
+from kdstgcn.runtime.precision import BF16_MIN_WIDTH, PRECISIONS, in_precision, resolve_precision
 
 EPOCH_WINDOWS = 13_400
 
@@ -89,8 +92,7 @@ def graph_product_table(device: torch.device, columns: int, repeats: int) -> Non
           f"1 position, one streaming step of the teacher's graph conv), median of {repeats}")
     print(f"{'graph':28} {'term':>4} {'density':>8} {'dense ms':>9} {'sparse ms':>10} {'sparse/dense':>13} "
           f"{'model uses':>11}")
-    for name, (n_nodes, _, _) in REAL_GRAPHS.items():
-        cheb = benchmark_cheb(n_nodes, distance_m=real_distances(name))
+    for name, n_nodes, cheb in network_graphs():
         terms = ChebyshevTerms(cheb)
         for k, mode in enumerate(terms.modes(device.type, 4 * n_nodes * columns)):
             if terms.identity[k]:
@@ -123,8 +125,8 @@ def graph_block_table(device: torch.device, repeats: int) -> None:
     print(f"\ngraph product by block: sum_k T_k z_k for z [B, 3, R, N] as ChebyshevTerms runs it, median of {repeats}")
     print(f"{'graph':16} {'B x R':>10} {'operand MiB':>12} {'dense ms':>9} {'sparse ms':>10} {'sparse/dense':>13} "
           f"{'model uses':>11}")
-    for name, (n_nodes, _, _) in REAL_GRAPHS.items():
-        terms = ChebyshevTerms(benchmark_cheb(n_nodes, distance_m=real_distances(name))).to(device)
+    for name, n_nodes, cheb in network_graphs():
+        terms = ChebyshevTerms(cheb).to(device)
         for b, r in shapes:
             z = torch.randn(b, 3, r, n_nodes, device=device)
             block = z[:, 0].numel() * z.element_size()
@@ -219,6 +221,7 @@ def main() -> None:
     ap.add_argument("--graph", choices=("auto", "pemsd7", "pems08", "random"), default="auto")
     ap.add_argument("--product-repeats", type=int, default=5, help="timed calls per graph product")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--precisions", default="fp32,bf16", help="comma list of fp32, bf16, auto (training.precision)")
     ap.add_argument("--chunks", action="store_true", help="also time the CPU rollout at several chunk budgets")
     ap.add_argument("--quick", action="store_true", help="small run: 5 train steps, 1 rollout of 285 windows")
     ap.add_argument("--json", default=None, help="also write the main table's figures (seconds) to this file")
@@ -242,11 +245,18 @@ def main() -> None:
           f"{models[names[0]].cheb_terms.modes(device.type)} "
           f"(densities {[round(d, 4) for d in models[names[0]].cheb_terms.density]})")
 
-    rows = {name: {"blocks": format_blocks(SHAPES[name]), "params": count_parameters(m)}
-            for name, m in models.items()}
+    precisions = list(dict.fromkeys(resolve_precision(p.strip(), device) for p in args.precisions.split(",")))
+    if unknown := set(p.strip() for p in args.precisions.split(",")) - set(PRECISIONS):
+        raise SystemExit(f"--precisions: {sorted(unknown)}; choose from {list(PRECISIONS)}")
+    print(f"precisions: {precisions}; training.precision auto picks "
+          + ", ".join(f"{name} {resolve_precision('auto', device, m.arch.widest_layer)}" for name, m in models.items())
+          + f" here (bf16 where native and the widest layer has >= {BF16_MIN_WIDTH} channels)")
+    variants = [(name, p) for name in models for p in precisions]
+    rows = {(name, p): {"blocks": format_blocks(SHAPES[name]), "params": count_parameters(models[name]),
+                        "precision": p} for name, p in variants}
     x_infer = random_windows(args.nodes, batch=args.infer_batch).to(device)
-    for name, m in models.items():
-        rows[name]["flops"] = count_flops(m, x_infer)
+    for name, p in variants:
+        rows[name, p]["flops"] = count_flops(models[name], x_infer)
 
     # training: interleave the models step by step
     gen = torch.Generator().manual_seed(1)
@@ -254,78 +264,91 @@ def main() -> None:
     y_train = torch.randn(args.train_batch, args.nodes, generator=gen).to(device)
     optims = {name: torch.optim.RMSprop(m.parameters(), lr=1e-3) for name, m in models.items()}
 
-    def train_step(name: str) -> None:
-        loss = F.mse_loss(models[name](x_train), y_train)
+    forwards = {(name, p): in_precision(models[name], p, device) for name, p in variants}
+
+    def train_step(name: str, precision: str) -> None:
+        loss = F.mse_loss(forwards[name, precision](x_train), y_train)
         optims[name].zero_grad(set_to_none=True)
         loss.backward()
         optims[name].step()
 
-    times = {name: [] for name in models}
+    times = {variant: [] for variant in variants}
     for step in range(args.warmup + args.train_steps):
-        for name, m in models.items():
-            m.train()
+        for name, p in variants:
+            models[name].train()
             sync(device)
             tic = time.perf_counter()
-            train_step(name)
+            train_step(name, p)
             sync(device)
             if step >= args.warmup:
-                times[name].append(time.perf_counter() - tic)
-    for name in models:
-        rows[name]["train_step_s"] = statistics.median(times[name])
-        rows[name]["train_wps"] = args.train_batch / rows[name]["train_step_s"]
-        rows[name]["epoch_s"] = EPOCH_WINDOWS / rows[name]["train_wps"]
+                times[name, p].append(time.perf_counter() - tic)
+    for variant in variants:
+        row = rows[variant]
+        row["train_step_s"] = statistics.median(times[variant])
+        row["train_wps"] = args.train_batch / row["train_step_s"]
+        row["epoch_s"] = EPOCH_WINDOWS / row["train_wps"]
         if args.epoch:
             sync(device)
             tic = time.perf_counter()
             for _ in range(-(-EPOCH_WINDOWS // args.train_batch)):
-                train_step(name)
+                train_step(*variant)
             sync(device)
-            rows[name]["epoch_s"] = time.perf_counter() - tic
+            row["epoch_s"] = time.perf_counter() - tic
 
-    # inference: one batch, models and modes alternated run by run
-    variants = {"full": ("full", False), "streaming": ("streaming", False), "streaming_dense": ("streaming", True)}
-    for name in models:  # warm-up on a small batch
-        for mode, dense in variants.values():
+    # inference: one batch, models, precisions and modes alternated run by run (ONNX files: float32 only)
+    modes = {"full": ("full", False), "streaming": ("streaming", False), "streaming_dense": ("streaming", True)}
+    for name, p in variants:  # warm-up on a small batch
+        for mode, dense in modes.values():
             with forced_products(device, sparse=False) if dense else contextlib.nullcontext():
-                time_rollout(models[name], x_infer[:args.warmup_batch], steps=args.steps, runs=1, warmup=0, mode=mode)
-    onnx = onnx_streams(models) if device.type == "cpu" else {}
+                time_rollout(models[name], x_infer[:args.warmup_batch], steps=args.steps, runs=1, warmup=0, mode=mode,
+                             precision=p)
+    onnx = onnx_streams(models) if device.type == "cpu" and "fp32" in precisions else {}
     for name, stream in onnx.items():
         stream.rollout(x_infer[:args.warmup_batch].numpy(), args.steps)
-    roll = {(name, v): [] for name in models for v in [*variants, "onnx"]}
+    roll = {(variant, m): [] for variant in variants for m in [*modes, "onnx"]}
     for _ in range(args.infer_runs):
-        for name, m in models.items():
-            for variant, (mode, dense) in variants.items():
+        for name, p in variants:
+            for label, (mode, dense) in modes.items():
                 with forced_products(device, sparse=False) if dense else contextlib.nullcontext():
-                    roll[name, variant].append(time_rollout(m, x_infer, steps=args.steps, runs=1, warmup=0,
-                                                            mode=mode)["mean_s"])
-            if name in onnx:
-                roll[name, "onnx"].append(onnx_time(onnx[name], x_infer.numpy(), args.steps))
-    for name in models:
-        for variant in [*variants, "onnx"]:
-            rows[name][variant] = statistics.median(roll[name, variant]) if roll[name, variant] else float("nan")
+                    roll[(name, p), label].append(time_rollout(models[name], x_infer, steps=args.steps, runs=1,
+                                                               warmup=0, mode=mode, precision=p)["mean_s"])
+            if name in onnx and p == "fp32":
+                roll[(name, p), "onnx"].append(onnx_time(onnx[name], x_infer.numpy(), args.steps))
+    for variant in variants:
+        for label in [*modes, "onnx"]:
+            runs = roll[variant, label]
+            rows[variant][label] = statistics.median(runs) if runs else float("nan")
 
     print(f"\ntraining: batch {args.train_batch}, median of {args.train_steps} steps (task loss, RMSprop); epoch = "
           f"{EPOCH_WINDOWS} windows ({'timed' if args.epoch else 'from the median step'}) | inference: "
           f"{args.steps}-step rollout of one batch of {args.infer_batch} on {device}, median of {args.infer_runs} "
           f"runs | FLOPs: one forward of the {args.infer_batch}-window batch")
-    head = (f"{'model':8} {'blocks':22} {'params':>9} {'GFLOP/fwd':>10} {'train ms/step':>14} {'train win/s':>12} "
+    head = (f"{'model':8} {'prec':4} {'blocks':22} {'params':>9} {'GFLOP/fwd':>10} {'train ms/step':>14} {'train win/s':>12} "
             f"{'epoch s':>8} {'full s':>9} {'stream s':>9} {'full/strm':>9} {'strm dense s':>12} "
             f"{'ORT strm s':>10} {'infer win/s':>12}")
     print(head)
     print("-" * len(head))
-    for name, r in rows.items():
-        print(f"{name:8} {r['blocks']:22} {r['params']:>9,} {r['flops'] / 1e9:>10.2f} "
+    for (name, p), r in rows.items():
+        print(f"{name:8} {p:4} {r['blocks']:22} {r['params']:>9,} {r['flops'] / 1e9:>10.2f} "
               f"{1e3 * r['train_step_s']:>14.1f} {r['train_wps']:>12.0f} {r['epoch_s']:>8.1f} {r['full']:>9.3f} "
               f"{r['streaming']:>9.3f} {r['full'] / r['streaming']:>9.1f} {r['streaming_dense']:>12.3f} "
               f"{r['onnx']:>10.3f} {args.infer_batch / r['streaming']:>12.0f}")
-    if "teacher" in rows and "student" in rows:
-        s, t = rows["student"], rows["teacher"]
-        print(f"\nstudent / teacher: params {s['params'] / t['params']:.4f}, FLOPs {s['flops'] / t['flops']:.4f}, "
+    if {"fp32", "bf16"} <= set(precisions):
+        print("\nbf16 / fp32 speed-up (fp32 time over bf16 time): "
+              + "; ".join(f"{name}: training {rows[name, 'fp32']['train_step_s'] / rows[name, 'bf16']['train_step_s']:.2f}x, "
+                          f"streaming rollout {rows[name, 'fp32']['streaming'] / rows[name, 'bf16']['streaming']:.2f}x, "
+                          f"full recompute {rows[name, 'fp32']['full'] / rows[name, 'bf16']['full']:.2f}x"
+                          for name in models))
+    first = precisions[0]
+    if "teacher" in models and "student" in models:
+        s, t = rows["student", first], rows["teacher", first]
+        print(f"\nstudent / teacher ({first}): params {s['params'] / t['params']:.4f}, FLOPs {s['flops'] / t['flops']:.4f}, "
               f"training throughput {s['train_wps'] / t['train_wps']:.1f}x, streaming rollout time "
               f"{s['streaming'] / t['streaming']:.3f} (full recompute {s['full'] / t['full']:.3f})")
     if args.json:
         write_json({"device": str(device), "nodes": args.nodes, "infer_batch": args.infer_batch, "steps": args.steps,
-                    "epoch_windows": EPOCH_WINDOWS, "epoch_timed": args.epoch, "models": rows}, args.json)
+                    "epoch_windows": EPOCH_WINDOWS, "epoch_timed": args.epoch,
+                    "models": {name if p == first else f"{name}_{p}": r for (name, p), r in rows.items()}}, args.json)
     if device.type == "cpu":
         temporal_conv_table(models, args.train_batch, device, args.product_repeats)
         if args.chunks:

@@ -1,12 +1,16 @@
-"""Seconds per training epoch of the real training loop (kdstgcn.training.loop.train), eager against compiled.
+"""Seconds per training epoch of the real training loop (kdstgcn.training.loop.train): eager against compiled,
+and fp32 against bf16 (training.precision).
 
     python bench/train_epoch.py --device cuda            # N=170, 13,400 windows (PEMS08-flow's training split)
     python bench/train_epoch.py --quick                  # CPU smoke test: N=16, 400 windows, eager only
 
-Each variant trains teacher and student for --epochs epochs on synthetic windows (the numbers do not change
-the cost) with the task loss at batch 50 and RMSprop, and validates on --val windows after each epoch, as a
-job does. Printed: the training part of each epoch (history column train_seconds: the batches, no
-validation), the first epoch apart (it compiles), the median of the others, and windows/s.
+Each variant trains its model for --epochs epochs on synthetic windows (the numbers do not change the cost) at
+batch 50 with RMSprop, and validates on --val windows after each epoch, as a job does: teacher, base and student
+with the task loss; `stcd`, the student with L_STCD (PeMSD8's Table 6 weights) from a live teacher forward per
+batch (distillation.teacher_features: live). A precision is the config value: under bf16 every model runs in
+bf16, under auto each model (the live teacher apart from the student) in what kdstgcn.runtime.precision picks.
+Printed: the training part of each epoch (history column train_seconds: the batches, no validation), the first
+epoch apart (it compiles), the median of the others, windows/s, and the bf16 / fp32 speed-up of each model.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import torch
 
 from common import SHAPES, graph, load_now, machine
 from kdstgcn.data.samples import PreparedData, Scaler
+from kdstgcn.losses.build import build_loss
 from kdstgcn.losses.response import TaskLoss
 from kdstgcn.model.architecture import Architecture
 from kdstgcn.model.stgcn import STGCN
@@ -27,6 +32,9 @@ from kdstgcn.config.runspec import TrainSettings
 from kdstgcn.runtime.devices import pick_device
 from kdstgcn.runtime.io import write_json
 from kdstgcn.training.loop import train
+from kdstgcn.training.teacher import LiveTeacher
+
+STCD_WEIGHTS = {"alpha1": 0.846, "alpha2": 0.465, "alpha3": 0.504}  # Table 6, PeMSD8
 
 
 def windows(n: int, nodes: int, seed: int) -> torch.Tensor:
@@ -41,7 +49,8 @@ def main() -> None:
     ap.add_argument("--val", type=int, default=1140, help="validation windows (9-step rollout per epoch)")
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--batch", type=int, default=50)
-    ap.add_argument("--models", default="teacher,student", help="comma list of teacher, base, student")
+    ap.add_argument("--models", default="teacher,student,stcd", help="comma list of teacher, base, student, stcd")
+    ap.add_argument("--precisions", default="fp32,bf16", help="comma list of training.precision values")
     ap.add_argument("--compile", default="off,on", help="comma list of training.compile settings to compare")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--quick", action="store_true", help="N=16, 400 windows, 2 epochs, eager only")
@@ -58,22 +67,37 @@ def main() -> None:
     data = PreparedData({"train": windows(args.windows, args.nodes, 1), "val": windows(args.val, args.nodes, 2),
                          "test": windows(1, args.nodes, 3)}, Scaler(0.0, 1.0),
                         torch.ones(args.nodes, dtype=torch.bool), 12, 9)
-    print(f"{'model':<8} {'blocks':<24} {'compile':>7} {'epoch 1 s':>10} {'epoch s':>9} {'windows/s':>11}")
+    print(f"{'model':<8} {'blocks':<24} {'compile':>7} {'precision':>9} {'ran in':>6} {'epoch 1 s':>10} {'epoch s':>9} "
+          f"{'windows/s':>11}")
     rows = []
     for name in args.models.split(","):
+        shape = SHAPES["student" if name == "stcd" else name]
         for setting in args.compile.split(","):
-            torch.manual_seed(0)
-            model = STGCN(Architecture(args.nodes, SHAPES[name]), cheb)
-            settings = TrainSettings(epochs=args.epochs, batch_size=args.batch, eval_batch_size=args.val,
-                                     compile=setting)
-            with tempfile.TemporaryDirectory() as folder:
-                _, history = train(model, data, TaskLoss(), settings, Path(folder) / "checkpoint.pt",
-                                   device=device)
-            seconds = history["train_seconds"].tolist()
-            steady = statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0]
-            print(f"{name:<8} {format_blocks(SHAPES[name]):<24} {setting:>7} {seconds[0]:>10.3f} {steady:>9.3f} "
-                  f"{args.windows / steady:>11.0f}", flush=True)
-            rows.append({"model": name, "compile": setting, "first_epoch_s": seconds[0], "epoch_s": steady})
+            for precision in args.precisions.split(","):
+                torch.manual_seed(0)
+                model = STGCN(Architecture(args.nodes, shape), cheb)
+                loss, teacher = TaskLoss(), None
+                if name == "stcd":
+                    loss = build_loss("stcd", STCD_WEIGHTS, correlation_kernel="auto")
+                    teacher = LiveTeacher(STGCN(Architecture(args.nodes, SHAPES["teacher"]), cheb))
+                settings = TrainSettings(epochs=args.epochs, batch_size=args.batch, eval_batch_size=args.val,
+                                         compile=setting, precision=precision)
+                with tempfile.TemporaryDirectory() as folder:
+                    _, history = train(model, data, loss, settings, Path(folder) / "checkpoint.pt", teacher,
+                                       device=device)
+                seconds = history["train_seconds"].tolist()
+                steady = statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0]
+                ran = history["precision"].iloc[-1]
+                print(f"{name:<8} {format_blocks(shape):<24} {setting:>7} {precision:>9} {ran:>6} {seconds[0]:>10.3f} "
+                      f"{steady:>9.3f} {args.windows / steady:>11.0f}", flush=True)
+                rows.append({"model": name, "compile": setting, "precision": precision, "ran_in": ran,
+                             "first_epoch_s": seconds[0], "epoch_s": steady})
+    for name in dict.fromkeys(r["model"] for r in rows):
+        for setting in args.compile.split(","):
+            epoch = {r["precision"]: r["epoch_s"] for r in rows if r["model"] == name and r["compile"] == setting}
+            if "fp32" in epoch and len(epoch) > 1:
+                print(f"{name} (compile {setting}): " + ", ".join(
+                    f"{p} {epoch['fp32'] / s:.2f}x fp32's speed" for p, s in epoch.items() if p != "fp32"))
     if args.json:
         write_json({"device": str(device), "nodes": args.nodes, "windows": args.windows, "batch": args.batch,
                     "epochs": args.epochs, "runs": rows}, args.json)

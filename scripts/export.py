@@ -7,4 +7,4 @@ from kdstgcn.runtime.runner import logged
 with logged(snakemake.log[0], snakemake.threads):
     p, i, o = snakemake.params, snakemake.input, snakemake.output
     export_run(i.model, i.metrics, i.values, i.fill_report, DataSpec.from_dict(p.data), p.units, p.description,
-               p.horizons, p.step_minutes, dict(o.items()))
+               p.fill, p.horizons, p.step_minutes, dict(o.items()))

@@ -5,5 +5,5 @@ from kdstgcn.tuning.results import finish_study
 
 p, o = snakemake.params, snakemake.output
 with logged(snakemake.log[0]):
-    finish_study(p.study, p.tuning["heartbeat_s"], snakemake.wildcards.dataset, p.name, p.space, p.tuning["epochs"],
-                 o.values, o.trials)
+    finish_study(p.study, list(snakemake.input), p.tuning["heartbeat_s"], snakemake.wildcards.dataset, p.name, p.space,
+                 p.tuning["epochs"], o.values, o.trials)

@@ -10,6 +10,7 @@ import torch
 
 from kdstgcn.data.graph import chebyshev_polynomials
 from kdstgcn.losses.base import Outputs
+from kdstgcn.losses.response import TaskLoss
 from kdstgcn.model.architecture import Architecture
 from kdstgcn.model.stgcn import STGCN
 
@@ -110,3 +111,21 @@ def fit_briefly(model: STGCN, n_nodes: int, gen: torch.Generator, steps: int = 5
         torch.nn.functional.mse_loss(model(x), y).backward()
         optimizer.step()
     return model
+
+
+class Interrupted(Exception):
+    pass
+
+
+class StopAfter(TaskLoss):
+    """The task loss, but the run dies (like a killed job) at the first batch after `calls` batches."""
+
+    def __init__(self, calls: int):
+        super().__init__()
+        self.calls = calls
+
+    def forward(self, student, target, teacher=None):
+        if self.calls == 0:
+            raise Interrupted
+        self.calls -= 1
+        return super().forward(student, target, teacher)

@@ -97,6 +97,7 @@ BAD_VALUES = {
                                        ["2 exceeds tuning.epochs = 1", "at most tuning.epochs"]),
     "unknown_importance_memory": ("pruning.importance_memory", "forget", "pruning.importance_memory",
                                   ["'carry'", "'reset'"]),
+    "unknown_fill": ("datasets.demo.fill", "forward", "datasets.demo.fill", ["'interpolate'", "'causal'"]),
 }
 
 

@@ -7,6 +7,7 @@ tests/test_faults.py::test_sigkill_mid_epoch_then_rerun_incomplete_resumes_to_th
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,7 @@ from kdstgcn.losses.response import TaskLoss
 from kdstgcn.model.architecture import Architecture
 from kdstgcn.model.stgcn import STGCN
 from kdstgcn.config.runspec import TrainSettings
+from kdstgcn.runtime.precision import resolve_precision
 from kdstgcn.training.checkpoint import load_checkpoint
 from kdstgcn.training.loop import train
 from kdstgcn.training.teacher import LiveTeacher
@@ -119,6 +121,21 @@ def test_a_run_moves_between_cpu_and_gpu_through_its_checkpoint(data, cheb, synt
     assert moved[1]["epoch"].tolist() == [1, 2, 3]
     assert next(moved[0].parameters()).device.type == "cpu"
     assert_close_runs(whole, moved)
+
+
+@pytest.mark.parametrize("compile", ["off", "on"])
+def test_bf16_on_the_gpu_trains_close_to_fp32_with_float32_weights(data, cheb, synthetic_files, tmp_path, compile):
+    """training.precision on a GPU: auto picks bf16 on compute capability >= 8.0; a bf16 run (eager, and as CUDA
+    graphs) keeps float32 weights and lands near the fp32 run (bf16 keeps 8 bits of mantissa)."""
+    n = synthetic_files.n_nodes
+    if torch.cuda.get_device_capability(GPU) >= (8, 0):
+        assert resolve_precision("auto", GPU) == "bf16"
+    fp32 = train(new_model(cheb, n), data, TaskLoss(), settings(2, compile), tmp_path / "fp32.pt", device=GPU)
+    bf16 = train(new_model(cheb, n), data, TaskLoss(), replace(settings(2, compile), precision="bf16"),
+                 tmp_path / "bf16.pt", device=GPU)
+    assert bf16[1]["precision"].tolist() == ["bf16", "bf16"]
+    assert all(p.dtype == torch.float32 for p in bf16[0].parameters())
+    assert_close_runs(fp32, bf16, rtol=0.1)
 
 
 def test_the_compiled_step_on_the_gpu_trains_the_eager_model(data, cheb, synthetic_files, tmp_path):

@@ -72,9 +72,12 @@ def test_study_record_reads_maes_jobs_memory_and_start_up_and_checks_the_targets
     assert study["missing"] == ["student_task"] and study["wall_s"] == 300.0
     assert study["largest_job"]["job"] == "train/pemsd8_flow/seed0/teacher"
     record = {"study": study, "cuda_tests": {"failed": 0, "errors": 1},
-              "throughput": {"models": {"teacher": {"streaming": 0.05}, "student": {"streaming": 0.007}}}}
-    # study (not finished), teacher epoch (not measured), teacher and student rollout, cuda tests, memory
-    assert [t["met"] for t in evaluate_targets(record)] == [None, None, True, False, False, True]
+              "throughput": {"models": {"teacher": {"streaming": 0.05}, "teacher_bf16": {"streaming": 0.07},
+                                        "student": {"streaming": 0.007}}},
+              "train_epoch": {"runs": [{"model": "teacher", "compile": "on", "precision": "bf16", "epoch_s": 0.8}]}}
+    # study (not finished), teacher epoch fp32 (not measured), teacher rollout fp32 and bf16, teacher epoch bf16,
+    # student rollout, cuda tests, memory
+    assert [t["met"] for t in evaluate_targets(record)] == [None, None, True, False, True, False, False, True]
 
 
 def test_results_are_packed_without_predictions_checkpoints_or_raw_files_in_pieces(tmp_path):

@@ -1,5 +1,6 @@
-"""Road graph: Gaussian kernel (Eq. 16), edge lists, the real PeMSD7(M) and PEMS08 graphs, Laplacian and
-Chebyshev polynomials."""
+"""Road graph: Gaussian kernel (Eq. 16), edge lists, station coordinates, the real PeMSD7(M) and PEMS08 graphs,
+Laplacian and Chebyshev polynomials, dense and sparse."""
+import json
 import math
 
 import numpy as np
@@ -8,8 +9,11 @@ import pytest
 
 from conftest import shared_file
 from kdstgcn.data.clean import read_distances
-from kdstgcn.data.graph import (GraphError, check_graph, chebyshev_polynomials, distances_from_edges,
-                           gaussian_adjacency, graph_stats, scaled_laplacian)
+from kdstgcn.jobs.data import build_adjacency
+from kdstgcn.data.graph import (DENSE_MAX_NODES, DistancePairs, GraphError, check_graph, chebyshev_polynomials,
+                                distance_pairs_from_coordinates, distance_pairs_from_edges, distances_from_edges,
+                                gaussian_adjacency, graph_stats, kernel_radius_m, road_adjacency, scaled_laplacian,
+                                sparse_chebyshev_polynomials, sparse_gaussian_adjacency, sparse_scaled_laplacian)
 
 
 def test_gaussian_kernel_by_hand():
@@ -129,3 +133,139 @@ def test_chebyshev_stack():
     np.testing.assert_allclose(cheb[1].numpy(), lt, atol=1e-6)
     np.testing.assert_allclose(cheb[2].numpy(), 2 * lt @ lt - np.eye(6), atol=1e-6)
     assert tuple(chebyshev_polynomials(w, 2).shape) == (2, 6, 6)
+
+
+def dense_chebyshev_reference(w: np.ndarray, ks: int) -> np.ndarray:
+    """The paper's networks' Chebyshev stack as the project has always computed it: eigvalsh's lambda_max, float64
+    recursion, float32 at the end."""
+    n = w.shape[0]
+    d = w.sum(axis=1)
+    inv_sqrt = np.zeros_like(d)
+    inv_sqrt[d > 0] = 1.0 / np.sqrt(d[d > 0])
+    lap = np.eye(n) - inv_sqrt[:, None] * w * inv_sqrt[None, :]
+    lt = 2.0 * lap / float(np.linalg.eigvalsh((lap + lap.T) / 2).max()) - np.eye(n)
+    polys = [np.eye(n), lt]
+    for _ in range(2, ks):
+        polys.append(2 * lt @ polys[-1] - polys[-2])
+    return np.stack(polys[:ks]).astype(np.float32)
+
+
+def random_station_coordinates(n_nodes: int, side_km: float, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(0.0, side_km, size=(n_nodes, 2))
+
+
+@pytest.fixture(scope="module", params=["pemsd7", "pems08"])
+def real_network(request, shared_data):
+    """(distances as the adjacency job reads them, the same as `DistancePairs`) of a paper network."""
+    if request.param == "pemsd7":
+        d = read_distances(shared_file(shared_data, "pemsd7m/PeMSD7_W_228.csv"), "matrix_csv", 228)
+        finite = np.isfinite(d)
+        rows, cols = np.nonzero(finite)
+        return d, DistancePairs(228, rows, cols, d[finite])
+    path = shared_file(shared_data, "pems08/distance.csv")
+    return read_distances(path, "edge_list", 170), distance_pairs_from_edges(pd.read_csv(path), 170)
+
+
+def test_paper_networks_keep_the_dense_arithmetic_bit_for_bit(real_network):
+    d, _ = real_network
+    assert len(d) <= DENSE_MAX_NODES and isinstance(d, np.ndarray)
+    w = road_adjacency(d, 10.0, 0.5, 1000.0)
+    assert isinstance(w, np.ndarray)
+    np.testing.assert_array_equal(w, gaussian_adjacency(d, 10.0, 0.5, 1000.0))
+    cheb = chebyshev_polynomials(w, 3).numpy()
+    assert cheb.tobytes() == dense_chebyshev_reference(w, 3).tobytes()
+
+
+def test_sparse_path_equals_the_dense_one_on_the_paper_networks(real_network):
+    d, pairs = real_network
+    dense_w = gaussian_adjacency(d, 10.0, 0.5, 1000.0)
+    for w in (sparse_gaussian_adjacency(pairs, 10.0, 0.5, 1000.0), sparse_gaussian_adjacency(d, 10.0, 0.5, 1000.0)):
+        np.testing.assert_allclose(w.toarray(), dense_w, rtol=0, atol=1e-12)
+        assert graph_stats(w) == graph_stats(dense_w)
+    lt = sparse_scaled_laplacian(w)
+    np.testing.assert_allclose(lt.toarray(), scaled_laplacian(dense_w), rtol=0, atol=1e-9)
+    dense_terms = chebyshev_polynomials(dense_w, 3).numpy()
+    sparse_terms = sparse_chebyshev_polynomials(w, 3)
+    assert [term.dtype for term in sparse_terms] == [np.float32] * 3
+    for k in range(3):
+        np.testing.assert_allclose(sparse_terms[k].toarray(), dense_terms[k], rtol=0, atol=1e-6)
+
+
+def test_sparse_path_is_reproducible():
+    xy = random_station_coordinates(400, 30.0)
+    w = sparse_gaussian_adjacency(distance_pairs_from_coordinates(xy, kernel_radius_m(10.0, 0.5)))
+    first, second = sparse_chebyshev_polynomials(w, 3), sparse_chebyshev_polynomials(w.copy(), 3)
+    for a, b in zip(first, second):
+        assert (a != b).nnz == 0 and a.data.tobytes() == b.data.tobytes()
+
+
+def test_above_the_threshold_the_model_stack_comes_from_the_sparse_terms():
+    n = DENSE_MAX_NODES + 1
+    xy = random_station_coordinates(n, math.sqrt(n * math.pi * 2.633 ** 2 / 10))  # about 10 neighbours each
+    distance_m = np.linalg.norm(xy[:, None] - xy[None], axis=-1) * 1000.0
+    w = road_adjacency(distance_m, 10.0, 0.5, 1000.0)
+    assert not isinstance(w, np.ndarray)
+    stack = chebyshev_polynomials(w.toarray(), 3)
+    assert stack.dtype.is_floating_point and tuple(stack.shape) == (3, n, n)
+    for k, term in enumerate(sparse_chebyshev_polynomials(w, 3)):
+        np.testing.assert_array_equal(stack[k].numpy(), term.toarray())
+    np.testing.assert_allclose(stack.numpy(), dense_chebyshev_reference(w.toarray(), 3), rtol=0, atol=1e-6)
+
+
+def test_distance_pairs_from_edges_match_the_distance_matrix():
+    edges = pd.DataFrame({"from": [0, 0, 1, 2, 3, 4], "to": [1, 1, 2, 1, 0, 4],
+                          "cost": [300.0, 300.0, 900.0, 700.0, 50.0, 10.0]})
+    pairs = distance_pairs_from_edges(edges, 5)
+    matrix = np.full((5, 5), np.inf)
+    np.fill_diagonal(matrix, 0.0)
+    matrix[pairs.rows, pairs.cols] = pairs.metres
+    np.testing.assert_array_equal(matrix, distances_from_edges(edges, 5))
+    assert len(pairs.metres) == 6  # 3 pairs, both directions; the self-loop 4-4 is no pair
+    with pytest.raises(GraphError, match="NaN"):
+        distance_pairs_from_edges(pd.DataFrame({"from": [0], "to": [1], "cost": [np.nan]}), 2)
+
+
+def test_kernel_radius_is_where_the_weight_reaches_epsilon():
+    radius = kernel_radius_m(10.0, 0.5, 1000.0)
+    assert radius == pytest.approx(1000.0 * math.sqrt(10.0 * math.log(2.0)), rel=1e-8)  # 2.633 km
+    assert math.exp(-((radius / 1000.0) ** 2) / 10.0) == pytest.approx(0.5, rel=1e-8)
+
+
+def test_coordinates_by_hand():
+    """Stations on a line at 0, 1, 3.5 and 6 km: only the pairs within 2.633 km are linked."""
+    xy = np.array([[0.0, 0.0], [1.0, 0.0], [3.5, 0.0], [6.0, 0.0]])
+    pairs = distance_pairs_from_coordinates(xy, kernel_radius_m(10.0, 0.5))
+    found = sorted(zip(pairs.rows.tolist(), pairs.cols.tolist(), pairs.metres.round(6).tolist()))
+    assert found == [(0, 1, 1000.0), (1, 0, 1000.0), (1, 2, 2500.0), (2, 1, 2500.0), (2, 3, 2500.0),
+                     (3, 2, 2500.0)]
+    w = sparse_gaussian_adjacency(pairs, 10.0, 0.5, 1000.0).toarray()
+    assert w[0, 1] == pytest.approx(math.exp(-0.1)) and w[1, 2] == pytest.approx(math.exp(-0.625))
+    assert w[0, 2] == 0 and w[0, 3] == 0
+    with pytest.raises(GraphError, match="N, 2"):
+        distance_pairs_from_coordinates(np.zeros((3, 3)), 1000.0)
+
+
+def test_coordinates_give_the_adjacency_of_their_distance_matrix():
+    """The neighbour search finds every pair the kernel keeps: the same adjacency as from all N^2 distances."""
+    xy = random_station_coordinates(300, 25.0, seed=3)
+    distance_m = np.linalg.norm(xy[:, None] - xy[None], axis=-1) * 1000.0
+    expected = gaussian_adjacency(distance_m, 10.0, 0.5, 1000.0)
+    w = sparse_gaussian_adjacency(distance_pairs_from_coordinates(xy, kernel_radius_m(10.0, 0.5)), 10.0, 0.5)
+    assert graph_stats(expected)["undirected_edges"] > 1000
+    np.testing.assert_allclose(w.toarray(), expected, rtol=1e-12, atol=0)
+
+
+def test_adjacency_job_of_a_large_edge_list_reads_it_sparse(tmp_path):
+    """Above the threshold the edge list is read as pairs and the kernel is sparse; the job writes the adjacency
+    and stats the dense path would."""
+    n = DENSE_MAX_NODES + 1
+    pairs = distance_pairs_from_coordinates(random_station_coordinates(n, 40.0, seed=5), 4000.0)
+    edges = pd.DataFrame({"from": pairs.rows, "to": pairs.cols, "cost": pairs.metres.round(1)})
+    edges.to_csv(tmp_path / "distance.csv", index=False)
+    assert isinstance(read_distances(tmp_path / "distance.csv", "edge_list", n), DistancePairs)
+    build_adjacency(str(tmp_path / "distance.csv"), {"format": "edge_list", "unit_m": 1000.0},
+                    {"n_nodes": n, "sigma2": 10.0, "epsilon": 0.5}, str(tmp_path / "adjacency.parquet"),
+                    str(tmp_path / "stats.json"))
+    expected = gaussian_adjacency(distances_from_edges(edges, n), 10.0, 0.5, 1000.0)
+    np.testing.assert_allclose(pd.read_parquet(tmp_path / "adjacency.parquet").to_numpy(), expected, rtol=0, atol=0)
+    assert json.loads((tmp_path / "stats.json").read_text()) == graph_stats(expected)

@@ -18,7 +18,7 @@ from kdstgcn.config import runspec, schema
 from kdstgcn.config.runspec import LossSpec, PruneSpec, RunSpec
 from kdstgcn.data.graph import chebyshev_polynomials, load_cheb
 from kdstgcn.data.samples import load_data
-from kdstgcn.jobs.prune import prune_run
+from kdstgcn.jobs.prune import fit_prune, prune_run
 from kdstgcn.losses.response import TaskLoss
 from kdstgcn.model.architecture import LAYER_KINDS, Architecture
 from kdstgcn.model.persist import count_parameters, load_model, save_model
@@ -571,6 +571,27 @@ def test_prune_run_writes_cpu_models_and_resumes_the_compact_fine_tuning(synthet
     with caplog.at_level(logging.INFO):  # another ranking is another run: its checkpoint does not resume
         run(2, ranking="per_layer" if ranking == "global" else "global")
     assert "ignoring checkpoint" in caplog.text and "resuming" not in caplog.text
+
+
+def test_the_teacher_share_of_a_pruned_model_counts_its_fine_tuning_only(synthetic_files, synthetic_data, tmp_path,
+                                                                        single_thread):
+    """Algorithm 1 with L_ORD as importance and fine-tuning loss: the share the pruned model records (Table 3's
+    quantity) counts the entries of its fine-tuning epochs, not those of the pruning phase before them."""
+    cheb = load_cheb(str(synthetic_files.adjacency), 3)
+    torch.manual_seed(0)
+    for name in ("base.pt", "teacher.pt"):
+        save_model(STGCN(Architecture(synthetic_files.n_nodes, SMALL), cheb), tmp_path / name)
+    ord_loss = LossSpec("ord", {"alpha1": 0.5}, readings={})
+    run = RunSpec("synthetic", "pruned_kd_taylor_base_50", synthetic_files.data_spec(),
+                  TrainSettings(epochs=1, batch_size=50, eval_batch_size=200), ord_loss, "cpu",
+                  prune=PruneSpec("kd_taylor", "base", 50, ord_loss, pruning_minibatch=1, step_fraction=0.25,
+                                  ranking="per_layer", importance_memory="carry"))
+    *_, finetune_loss, steps, _ = fit_prune(run, str(synthetic_files.values), str(synthetic_files.fill_report),
+                                            str(tmp_path / "base.pt"), str(tmp_path / "teacher.pt"),
+                                            str(tmp_path / "checkpoint.pt"))
+    assert len(steps) > 0  # the pruning phase ran minibatches of the same loss before the fine-tuning
+    assert int(finetune_loss.entries) == synthetic_data.one_step_targets("train").numel()  # one epoch's entries
+    assert 0 < finetune_loss.share_pct() < 100
 
 
 def test_pruning_switches_reach_the_run_spec():

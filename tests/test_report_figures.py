@@ -47,29 +47,33 @@ def test_tsne_figure_says_what_a_point_is(tmp_path):
         "reference: Teacher", r"student: Student $L_{\mathrm{STCD}}$ (ours)"]
 
 
-def test_verdict_figure_shows_each_claims_effects_with_spread_beside_the_published_one(tmp_path):
+def test_verdict_figure_shows_each_claims_effects_with_their_intervals_beside_the_published_one(tmp_path):
     import pandas as pd
     from matplotlib.container import BarContainer
 
     rows = []
     for claim, judgeable in (("The student trained with L_STCD beats the student without KD", "yes"),
-                             ("Algorithm 1 beats the Molchanov baseline at 50 % pruning", "one seed, so no spread")):
+                             ("Algorithm 1 beats the Molchanov baseline at 50 % pruning",
+                              "one test day, so no interval")):
         for k, h in enumerate((15, 30, 45)):
             rows.append({"claim": claim, "dataset": "demo", "horizon_min": h, "judgeable": judgeable,
                          "published_effect": -0.1 * (k + 1), "paper_values_effect": 0.2 * k,
-                         "paper_values_spread": 0.05, "tuned_values_effect": -0.3, "tuned_values_spread": np.nan})
+                         "paper_values_ci_low": 0.2 * k - 0.05, "paper_values_ci_high": 0.2 * k + 0.15,
+                         "tuned_values_effect": -0.3, "tuned_values_ci_low": np.nan, "tuned_values_ci_high": np.nan})
     table = pd.DataFrame(rows)
     fig = figures.verdict_figure(table, tmp_path / "verdict.png")
     assert len(fig.axes) == 2
     kd, pruning = fig.axes
     assert r"$L_{\mathrm{STCD}}$" in kd.get_title() and "NOT JUDGEABLE" not in kd.get_title()
     assert "NOT JUDGEABLE" in pruning.get_title()
+    assert "95 % confidence interval" in fig.texts[0].get_text()
     heights = [b.get_height() for b in kd.patches]
     assert heights == pytest.approx([-0.1, -0.2, -0.3, 0.0, 0.2, 0.4, -0.3, -0.3, -0.3])  # published, paper, tuned
     assert [t.get_text() for t in kd.get_xticklabels()] == ["15 min", "30 min", "45 min"]
     bars = [c for c in kd.containers if isinstance(c, BarContainer)]
-    assert [c.errorbar is not None for c in bars] == [False, True, False]  # tuned values: one seed, no spread
-    assert len(bars[1].errorbar.lines[2][0].get_segments()) == 3  # paper values: a spread per horizon
+    assert [c.errorbar is not None for c in bars] == [False, True, False]  # tuned values: no interval
+    segments = bars[1].errorbar.lines[2][0].get_segments()  # paper values: each interval, low to high end
+    assert [end for s in segments for end in (s[0][1], s[1][1])] == pytest.approx([-0.05, 0.15, 0.15, 0.35, 0.35, 0.55])
     assert [t.get_text() for t in kd.get_legend().get_texts()] == [
         "published (paper's data)", "ours, paper values", "ours, tuned values"]
     assert (tmp_path / "verdict.png").read_bytes()[:4] == b"\x89PNG"

@@ -18,16 +18,18 @@ def test_summary_opens_with_the_data_caveat_and_epoch_budget(fake_study):
     lines = [line for line in markdown_text(blocks).splitlines() if line]
     assert lines[0].startswith("# Summary") and "not comparable with the paper's numbers" in lines[0]
     assert lines[1].startswith("**Not comparable with the paper's numbers:** `demo` is synthetic")
-    assert lines[2].startswith("**Epoch budget:** 2 epochs per model (paper 50), cut short")
+    assert lines[2].startswith("**Epoch budget:** 2 epochs per model (STGCN's 50; the paper gives no epoch count), "
+                               "cut short")
     longer_teacher = dict(config, training=dict(config["training"], teacher_epochs=5))
     assert caveat_lines(dataset_facts(config), budget(longer_teacher))[-1].startswith(
-        "**Epoch budget:** 2 epochs per model, 5 epochs for the teacher (paper 50), cut short")
+        "**Epoch budget:** 2 epochs per model, 5 epochs for the teacher (STGCN's 50; the paper gives no epoch "
+        "count), cut short")
     headings = [line for line in lines if line.startswith("## ")]
     assert len(headings) == len(claims(config["pruning"]))
     for heading in headings:
         assert "demo: synthetic data, not comparable with the paper's PeMSD7" in heading, heading
-        assert "paper 50)" in heading, heading
-    assert any("; 3 vs 2 epochs, paper 50)" in h for h in headings)
+        assert "STGCN's 50)" in heading, heading
+    assert any("; 3 vs 2 epochs, STGCN's 50)" in h for h in headings)
     page = html_page(blocks, "Summary")
     assert "<p class='caveat'><strong>Not comparable with the paper's numbers:</strong>" in page
     first = TableCells(page).rows[1]

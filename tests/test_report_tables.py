@@ -17,14 +17,14 @@ def test_kept_pct_and_epochs_of_pruned_rows_count_from_their_base(fake_study):
         assert row["kept_pct"] == pytest.approx(100 * fake_parameters(model) / FAKE_PARAMETERS["pruning_base"])
         assert row["epochs"] == 3
         assert "fine-tuned 1 epoch: 3 epochs in all, more than its base model" in row["note"]
-        assert "cut short: 2 epochs (paper 50)" in row["note"]
+        assert "cut short: 2 epochs (STGCN's 50)" in row["note"]
     assert "more than its base" not in per_model.loc["pruning_base", "note"]
     assert fake_study.metric_table(4)["kept_pct"].isna().all()
 
 
 def test_note_counts_epochs_in_singular_and_plural():
-    assert tables.note("demo", "synthetic", 50, 1).endswith("cut short: 1 epoch (paper 50)")
-    assert tables.note("demo", "synthetic", 50, 2).endswith("cut short: 2 epochs (paper 50)")
+    assert tables.note("demo", "synthetic", 50, 1).endswith("cut short: 1 epoch (STGCN's 50)")
+    assert tables.note("demo", "synthetic", 50, 2).endswith("cut short: 2 epochs (STGCN's 50)")
     assert "fine-tuned 1 epoch: 2 epochs in all" in tables.note("demo", "synthetic", 50, 2, finetune_epochs=1)
 
 

@@ -1,12 +1,19 @@
 """The teacher's outputs once per run: cached predictions give the same student as a teacher forward in every
-batch, the cache is keyed by the teacher and the data, and the inference-mode teacher forward of the feature
-losses gives the gradients of a no_grad forward."""
+batch, the cache is keyed by the teacher, the data and the code the process imported, a store in use is never
+removed, and the inference-mode teacher forward of the feature losses gives the gradients of a no_grad forward."""
+import fcntl
 import json
 import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
+import kdstgcn
 from kdstgcn.losses.base import Outputs, forward, loss_step
 from kdstgcn.losses.build import LOSS_CLASSES as LOSSES, build_loss
 from kdstgcn.model.architecture import Architecture
@@ -15,7 +22,7 @@ from kdstgcn.config.runspec import LossSpec, PruneSpec, RunSpec, TrainSettings
 from kdstgcn.data.graph import load_cheb
 from kdstgcn.jobs.prune import fit_prune
 from kdstgcn.training.loop import train
-from kdstgcn.training.teacher import CachedPredictions, LiveTeacher, StoredFeatures
+from kdstgcn.training.teacher import CachedPredictions, LiveTeacher, StoredFeatures, teacher_source
 from kdstgcn.training import teacher_cache
 from kdstgcn.training.teacher_cache import CACHE_NAME, TeacherFeatureStore, cached_teacher_predictions
 
@@ -131,10 +138,10 @@ def test_feature_store_trains_the_same_student_as_a_teacher_forward_per_batch(na
     for how in ("live", "float32"):
         settings = TrainSettings(epochs=2, batch_size=50, learning_rate=3e-3, eval_batch_size=200, teacher_features=how)
         loss = build_loss(name, PARAMS, "cdist")
-        source = LiveTeacher(teacher) if how == "live" else StoredFeatures(teacher, TeacherFeatureStore.open(
-            teacher, data.inputs("train"), tmp_path / "store", how, loss.feature_groups, 50, CPU))
-        student, history = train(model(cheb, n, STUDENT, seed=0), data, loss, settings,
-                                 tmp_path / how / "checkpoint.pt", source, CPU)
+        checkpoint = tmp_path / how / "checkpoint.pt"
+        with teacher_source(loss, settings, teacher, str(tmp_path / "model.pt"), data, str(checkpoint), CPU) as source:
+            assert isinstance(source, LiveTeacher if how == "live" else StoredFeatures)
+            student, history = train(model(cheb, n, STUDENT, seed=0), data, loss, settings, checkpoint, source, CPU)
         runs[how] = (student.state_dict(), history)
     for key, value in runs["live"][0].items():
         torch.testing.assert_close(runs["float32"][0][key], value, rtol=1e-4, atol=1e-5)
@@ -166,44 +173,105 @@ def test_feature_store_holds_the_forward_per_window_built_once_and_keyed(data, c
             for s, t in zip(stored, live):
                 torch.testing.assert_close(s, t, rtol=tolerance, atol=tolerance)
     assert set(half.features) == {"spatial"} and torch.is_tensor(exact.batch(idx).features["hidden"])
-    assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 2  # one per precision and groups
+    first = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
+    assert len(first) == 2  # one per precision and groups
+    for store in (exact, again, half):
+        store.close()
     other = model(cheb, n, TEACHER, seed=6).eval()
-    TeacherFeatureStore.open(other, inputs, tmp_path, "float32", ("spatial",), 50, CPU)
+    TeacherFeatureStore.open(other, inputs, tmp_path, "float32", ("spatial",), 50, CPU).close()
     stores = [p for p in tmp_path.iterdir() if p.is_dir()]  # the first teacher's stores are removed
     assert len(stores) == 1 and json.loads((stores[0] / "meta.json").read_text())["key"]["groups"] == ["spatial"]
-    assert sorted(p.name for p in tmp_path.glob("*.lock")) == [f"{stores[0].name}.lock"]
+    assert sorted(p.name for p in tmp_path.glob("*.lock")) == sorted(  # lock files stay: see the test below
+        f"{name}{suffix}" for name in (*first, stores[0].name) for suffix in (".lock", ".readers.lock"))
     assert not list(tmp_path.glob("*.partial"))
 
 
-def test_a_change_to_the_feature_code_recomputes_the_teacher_outputs(data, cheb, synthetic_files, tmp_path,
-                                                                     monkeypatch, caplog):
-    """The caches' keys hold a digest of the source of the code that computes the teacher's outputs (the model
-    package and, here, one more module that the test edits): edited code rebuilds the store and the cached
-    predictions, and the store of the old code is removed."""
+def test_a_store_in_use_is_kept_until_its_readers_close_it(data, cheb, synthetic_files, tmp_path):
+    """Building another teacher's store removes the stale stores beside it, but not one that a job still reads:
+    it stays, readable, until that job closes it."""
+    n = synthetic_files.n_nodes
+    inputs, idx = data.inputs("train"), torch.tensor([3, 1])
+    reader = TeacherFeatureStore.open(model(cheb, n, TEACHER, seed=5).eval(), inputs, tmp_path, "float16",
+                                      ("spatial",), 50, CPU)
+    expected = reader.batch(idx)
+    in_use = next(p for p in tmp_path.iterdir() if p.is_dir())
+    other = model(cheb, n, TEACHER, seed=6).eval()
+    with TeacherFeatureStore.open(other, inputs, tmp_path, "float16", ("spatial",), 50, CPU):
+        pass
+    assert (in_use / "meta.json").exists()
+    torch.testing.assert_close(reader.batch(idx).prediction, expected.prediction, rtol=0, atol=0)
+    reader.close()
+    with TeacherFeatureStore.open(other, inputs, tmp_path, "float32", ("spatial",), 50, CPU):
+        pass
+    assert not in_use.exists()
+
+
+def test_removing_a_stale_store_leaves_its_lock_file_so_one_process_at_a_time_holds_it(data, cheb, synthetic_files,
+                                                                                      tmp_path):
+    """A process that opened a store's lock file before the store was removed (and waits on it) locks the same
+    file as a process that opens it afterwards: never two holders of one store's lock."""
+    n = synthetic_files.n_nodes
+    inputs = data.inputs("train")
+    stale_key = {"teacher": "old", "inputs": "windows", "code": "code", "precision": "float16", "groups": ["spatial"]}
+    stale = tmp_path / "stale_spatial"
+    teacher_cache.build_store(model(cheb, n, TEACHER, seed=5).eval(), inputs, stale, stale_key, 50, CPU)
+    with open(tmp_path / "stale_spatial.lock", "a") as waiting:
+        teacher_cache.remove_stale(tmp_path, {**stale_key, "teacher": "new"})
+        assert not stale.exists()
+        fcntl.flock(waiting, fcntl.LOCK_EX)
+        with open(tmp_path / "stale_spatial.lock", "a") as later, pytest.raises(BlockingIOError):
+            fcntl.flock(later, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+EDITED_PROCESS = """
+import sys
+from pathlib import Path
+
+import torch
+
+import kdstgcn
+from kdstgcn.model.persist import load_model
+from kdstgcn.training.teacher_cache import TeacherFeatureStore, cached_teacher_predictions
+
+folder, package = Path(sys.argv[1]), Path(sys.argv[2])
+assert Path(kdstgcn.__file__).parent == package, kdstgcn.__file__
+if sys.argv[3] == "edit":  # the model code is edited on disk while this process runs the code it imported
+    stgcn = package / "model" / "stgcn.py"
+    stgcn.write_text(stgcn.read_text().replace("y = self.output(h)", "y = 2 * self.output(h)", 1))
+teacher, inputs = load_model(folder / "teacher.pt")[0].eval(), torch.load(folder / "inputs.pt")
+cpu = torch.device("cpu")
+store = TeacherFeatureStore.open(teacher, inputs, folder / "store", "float16", ("spatial",), 50, cpu)
+torch.save({"store": store.batch(torch.arange(inputs.shape[0])).prediction,
+            "cached": cached_teacher_predictions(teacher, inputs, folder / "run", 50, cpu)}, sys.argv[4])
+"""
+
+
+def test_outputs_are_labelled_with_the_code_the_process_imported_not_the_code_on_disk(data, cheb, synthetic_files,
+                                                                                      tmp_path):
+    """A process that imported the model code builds the store and the cached predictions after that code was
+    edited on disk (here: to double the output): they carry the digest of the code it ran, so a process of the
+    edited code recomputes them instead of being served the old outputs. Runs on a copy of the package."""
+    from kdstgcn.model.persist import save_model
+
     assert {"kdstgcn.model/stgcn.py", "kdstgcn.model/blocks.py"} <= set(teacher_cache.code_files("kdstgcn.model"))
-    code = tmp_path / "code"
-    code.mkdir()
-    (code / "feature_definitions.py").write_text("GROUPS = ('spatial',)\n")
-    monkeypatch.syspath_prepend(str(code))
-    monkeypatch.setattr(teacher_cache, "FEATURE_CODE", (*teacher_cache.FEATURE_CODE, "feature_definitions"))
-    teacher = model(cheb, synthetic_files.n_nodes, TEACHER, seed=5).eval()
-    inputs, root, run = data.inputs("train"), tmp_path / "store", tmp_path / "run"
+    package = tmp_path / "src" / "kdstgcn"
+    shutil.copytree(Path(kdstgcn.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))
+    save_model(model(cheb, synthetic_files.n_nodes, TEACHER, seed=5).eval(), tmp_path / "teacher.pt")
+    torch.save(data.inputs("train")[:60].clone(), tmp_path / "inputs.pt")
+    env = {**os.environ, "PYTHONPATH": str(package.parent), "OMP_NUM_THREADS": "1"}
 
-    def build():
-        caplog.clear()
-        with caplog.at_level(logging.INFO):
-            TeacherFeatureStore.open(teacher, inputs, root, "float16", ("spatial",), 50, CPU)
-            cached_teacher_predictions(teacher, inputs, run, 50, CPU)
-        return caplog.text, [p.name for p in root.iterdir() if p.is_dir()]
+    def outputs(edit: str) -> dict:
+        out = tmp_path / f"{edit}.pt"
+        done = subprocess.run([sys.executable, "-c", EDITED_PROCESS, str(tmp_path), str(package), edit, str(out)],
+                              env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return torch.load(out)
 
-    text, first = build()
-    assert text.count("computed once") == 2 and len(first) == 1
-    text, again = build()
-    assert "computed once" not in text and again == first
-    (code / "feature_definitions.py").write_text("GROUPS = ('spatial', 'temporal')\n")
-    text, rebuilt = build()
-    assert text.count("computed once") == 2 and "other model code: recomputing" in text
-    assert len(rebuilt) == 1 and rebuilt != first
+    old = outputs("edit")  # imported the old code, then the source was edited
+    new = outputs("run")  # the edited code
+    for name in ("store", "cached"):
+        torch.testing.assert_close(new[name], 2 * old[name])
+    assert len([p for p in (tmp_path / "store").iterdir() if p.is_dir()]) == 1  # the old code's store is removed
 
 
 def test_pruned_teacher_fine_tunes_with_l_stcd_from_the_store_as_from_the_live_teacher(synthetic_files, tmp_path):

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
+from helpers import Interrupted, StopAfter
 from kdstgcn.config.runspec import LossSpec, RunSpec, TrainSettings
 from kdstgcn.jobs.train import train_run
 from kdstgcn.losses.response import OverseenResponse, TaskLoss
@@ -53,24 +54,6 @@ def test_training_reduces_the_loss(data, cheb, synthetic_files, tmp_path):
     assert ckpt["best"]["epoch"] == int(best["epoch"]) and ckpt["epoch"] == 3
     for k, v in model.state_dict().items():
         assert torch.equal(v, ckpt["best"]["state"][k])
-
-
-class Interrupted(Exception):
-    pass
-
-
-class StopAfter(TaskLoss):
-    """The task loss, but the run dies (like a killed job) at the first batch after `calls` batches."""
-
-    def __init__(self, calls: int):
-        super().__init__()
-        self.calls = calls
-
-    def forward(self, student, target, teacher=None):
-        if self.calls == 0:
-            raise Interrupted
-        self.calls -= 1
-        return super().forward(student, target, teacher)
 
 
 def assert_same_run(a, b):

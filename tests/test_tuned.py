@@ -69,10 +69,20 @@ def test_a_pruning_run_fine_tuned_with_its_importance_loss_gets_the_tuned_values
     assert algorithm1.loss.readings["scalar_norm"] == "absolute"
     baseline = apply_tuned(runspec.prune_run(config, "demo", "taylor", "pruning_base", 50, 0), TUNED)
     assert baseline.prune.finetune_loss == baseline.loss and baseline.loss.params["learning_rate"] == 0.004
-    config["pruning"]["finetune_loss"] = "task"
-    run = runspec.prune_run(config, "demo", "kd_taylor", "teacher", 97, 0)
+
+
+def test_algorithm1_fine_tuned_with_the_task_loss_reads_the_tuned_readings_as_the_baseline_does(demo_config):
+    """Under pruning.finetune_loss: task, Algorithm 1 fine-tunes with another loss than its importance loss: the
+    tuned readings reach it too, so both methods fine-tune on equal terms (docs/method.md, Equal terms)."""
+    config = {**demo_config, "pruning": {**demo_config["pruning"], "finetune_loss": "task"}}
+    run = runspec.prune_run(config, "demo", "kd_taylor", "pruning_base", 50, 0)
+    assert run.prune.finetune_loss.readings["scalar_norm"] == "squared"
     tuned = apply_tuned(run, TUNED)
-    assert tuned.loss.params["alpha1"] == 0.3 and tuned.prune.finetune_loss == run.prune.finetune_loss
+    assert tuned.loss.params["alpha1"] == 0.3 and tuned.loss.readings["scalar_norm"] == "absolute"
+    finetune = tuned.prune.finetune_loss
+    assert (finetune.name, finetune.params, finetune.readings["scalar_norm"]) == ("task", {}, "absolute")
+    baseline = apply_tuned(runspec.prune_run(config, "demo", "taylor", "pruning_base", 50, 0), TUNED)
+    assert finetune.readings == baseline.prune.finetune_loss.readings
 
 
 def test_tuned_values_reach_the_fine_tuning_loss_after_a_json_round_trip(demo_config):

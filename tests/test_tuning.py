@@ -3,6 +3,7 @@ pruning study, a dead worker's trial retried, no surplus trials, and the demo st
 worker jobs sharing one journal file."""
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import replace
 
@@ -21,9 +22,11 @@ from kdstgcn.config.tuned import apply_tuned, read_tuned, tuning_space, tuning_s
 from kdstgcn.data.samples import load_data
 from kdstgcn.evaluation.rollout import evaluate
 from kdstgcn.jobs.train import fit_run, train_run
-from kdstgcn.tuning.results import trials_table, tuned_result, write_result
-from kdstgcn.tuning.storage import STALE_AFTER_HEARTBEATS, StudyMismatch, open_study
+from kdstgcn.runtime.io import write_table
+from kdstgcn.tuning.results import finish_study, trials_table, tuned_result, write_result
+from kdstgcn.tuning.storage import STALE_AFTER_HEARTBEATS, StudyMismatch, load_study, open_study
 from kdstgcn.tuning.trials import SurplusTrial, enqueue_paper_values, objective, trainer, work
+from kdstgcn.tuning.worker import run_worker, study_sources
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -55,15 +58,21 @@ def inputs(synthetic_files) -> dict:
             "adjacency": str(synthetic_files.adjacency)}
 
 
+def study_of(path, run: RunSpec, files: dict, settings: dict, worker: int) -> optuna.Study:
+    """The study of `run` on the input `files` in the journal `path`, as a worker opens it."""
+    return open_study(path, {"run": run.to_dict()}, study_sources(run, files), settings, worker)
+
+
 def test_a_worker_fills_the_study_with_validation_mae_starting_from_the_paper_values(demo_config, synthetic_files,
                                                                                     tmp_path):
     settings = small_tuning(demo_config)
     run = small_run(demo_config, synthetic_files, settings)
+    files = inputs(synthetic_files)
     space, switches = tuning_space(demo_config, "task"), tuning_switches(demo_config, "task")
-    study = open_study(tmp_path / "task.journal", {"run": run.to_dict()}, settings, worker=0)
+    study = study_of(tmp_path / "task.journal", run, files, settings, worker=0)
     enqueue_paper_values(study, run, space, switches)
     enqueue_paper_values(study, run, space, switches)  # once only
-    run_trial = objective(run, space, switches, trainer(inputs(synthetic_files)), trials=3, worker=0)
+    run_trial = objective(run, space, switches, trainer(files), trials=3, worker=0)
     assert work(study, run_trial, trials=3, poll_s=0.1) == 3
     assert work(study, run_trial, trials=3, poll_s=0.1) == 0  # a finished study runs nothing more
 
@@ -80,9 +89,9 @@ def test_a_worker_fills_the_study_with_validation_mae_starting_from_the_paper_va
         if trial.state == optuna.trial.TrialState.COMPLETE:
             assert len(val) == 2 and trial.value == min(val)
 
-    more = objective(run, space, switches, trainer(inputs(synthetic_files)), trials=4, worker=1)
-    assert work(open_study(tmp_path / "task.journal", {"run": run.to_dict()}, settings, worker=1), more,
-                       trials=4, poll_s=0.1) == 1  # a larger budget continues the study
+    more = objective(run, space, switches, trainer(files), trials=4, worker=1)
+    assert work(study_of(tmp_path / "task.journal", run, files, settings, worker=1), more, trials=4,
+                poll_s=0.1) == 1  # a larger budget continues the study
 
     out = tmp_path / "tuned.yaml"
     result = write_result(study, "demo", "task", space, 2, str(out), str(tmp_path / "trials.parquet"))
@@ -100,10 +109,11 @@ def test_epochs_are_the_budget_and_only_trials_that_ran_them_all_can_win(demo_co
     wins, however low its value."""
     settings = small_tuning(demo_config, epochs=3, min_epochs=1, reduction_factor=3)
     run = small_run(demo_config, synthetic_files, settings)
+    files = inputs(synthetic_files)
     space = tuning_space(demo_config, "task")
-    study = open_study(tmp_path / "task.journal", {"run": run.to_dict()}, settings, worker=0)
+    study = study_of(tmp_path / "task.journal", run, files, settings, worker=0)
     assert isinstance(study.pruner, optuna.pruners.HyperbandPruner)
-    assert work(study, objective(run, space, {}, trainer(inputs(synthetic_files)), trials=6, worker=0),
+    assert work(study, objective(run, space, {}, trainer(files), trials=6, worker=0),
                 trials=6, poll_s=0.1) == 6
     table = trials_table(study)
     complete, pruned = table[table["state"] == "COMPLETE"], table[table["state"] == "PRUNED"]
@@ -123,15 +133,16 @@ def test_epochs_are_the_budget_and_only_trials_that_ran_them_all_can_win(demo_co
 def test_a_dead_workers_trial_is_failed_and_retried_with_its_values(demo_config, synthetic_files, tmp_path):
     settings = small_tuning(demo_config, epochs=1)
     run = small_run(demo_config, synthetic_files, settings)
+    files = inputs(synthetic_files)
     space = tuning_space(demo_config, "task")
     path = tmp_path / "task.journal"
-    dead = open_study(path, {"run": run.to_dict()}, settings, worker=1)
+    dead = study_of(path, run, files, settings, worker=1)
     lr = dead.ask({"learning_rate": FloatDistribution(**{k: space["learning_rate"][k] for k in ("low", "high",
                                                                                                 "log")})})
     heartbeat_s = 0.2  # the dead worker never sends one: stale after 5 x 0.2 s
-    study = open_study(path, {"run": run.to_dict()}, {**settings, "heartbeat_s": heartbeat_s}, worker=0)
+    study = study_of(path, run, files, {**settings, "heartbeat_s": heartbeat_s}, worker=0)
     time.sleep(STALE_AFTER_HEARTBEATS * heartbeat_s + 0.2)
-    run_trial = objective(run, space, {}, trainer(inputs(synthetic_files)), trials=1, worker=0)
+    run_trial = objective(run, space, {}, trainer(files), trials=1, worker=0)
     assert work(study, run_trial, trials=1, poll_s=heartbeat_s) == 1
     states = [t.state for t in study.trials]
     assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE]
@@ -150,7 +161,7 @@ def test_a_pruning_study_prunes_and_fine_tunes_a_trained_base(demo_config, synth
     run = runspec.prune_tuning_run({**demo_config, "tuning": settings}, "demo", "taylor", "pruning_base", 50)
     run = replace(run, data=synthetic_files.data_spec(), train=replace(run.train, eval_batch_size=200))
     space = tuning_space(demo_config, run.loss.name)
-    study = open_study(tmp_path / "pruned.journal", {"run": run.to_dict()}, settings, worker=0)
+    study = study_of(tmp_path / "pruned.journal", run, files, settings, worker=0)
     enqueue_paper_values(study, run, space, {})
     fit = trainer({**files, "base": str(tmp_path / "base.pt")})
     assert work(study, objective(run, space, {}, fit, trials=2, worker=0), trials=2, poll_s=0.1) == 2
@@ -165,19 +176,55 @@ def test_a_pruning_study_prunes_and_fine_tunes_a_trained_base(demo_config, synth
 def test_parallel_workers_never_run_more_trials_than_the_study_needs(demo_config, synthetic_files, tmp_path):
     settings = small_tuning(demo_config)
     run = small_run(demo_config, synthetic_files, settings)
-    study = open_study(tmp_path / "task.journal", {"run": run.to_dict()}, settings, worker=0)
+    files = inputs(synthetic_files)
+    study = study_of(tmp_path / "task.journal", run, files, settings, worker=0)
     study.ask()  # another worker's running trial fills the study of one
-    run_trial = objective(run, tuning_space(demo_config, "task"), {},
-                                 trainer(inputs(synthetic_files)), trials=1, worker=0)
+    run_trial = objective(run, tuning_space(demo_config, "task"), {}, trainer(files), trials=1, worker=0)
     with pytest.raises(SurplusTrial):
         run_trial(study.ask())
 
 
 def test_a_study_of_other_settings_is_not_continued(demo_config, tmp_path):
     settings = small_tuning(demo_config)
-    open_study(tmp_path / "s.journal", {"run": {"epochs": 2}, "space": {}}, settings, worker=0)
+    open_study(tmp_path / "s.journal", {"run": {"epochs": 2}, "space": {}}, {"train": "days"}, settings, worker=0)
     with pytest.raises(StudyMismatch, match=r"differ in \['run'\].*Delete it"):
-        open_study(tmp_path / "s.journal", {"run": {"epochs": 3}, "space": {}}, settings, worker=1)
+        open_study(tmp_path / "s.journal", {"run": {"epochs": 3}, "space": {}}, {"train": "days"}, settings, worker=1)
+
+
+def test_a_change_of_data_or_graph_starts_a_fresh_study(demo_config, synthetic_files, tmp_path):
+    """A study belongs to the data and the graph its trials read: after a change to either (here one station's
+    readings shifted by a step, one edge's weight), a worker starts a fresh study in the same journal instead of
+    finding the old one finished, and the study's result is read from the study its workers name."""
+    settings = small_tuning(demo_config, epochs=1, trials=1)
+    run = small_run(demo_config, synthetic_files, settings)
+    space, switches = tuning_space(demo_config, "task"), tuning_switches(demo_config, "task")
+    values = pd.read_parquet(synthetic_files.values)
+    values.iloc[:, 0] = np.roll(values.iloc[:, 0].to_numpy(), 1)
+    write_table(values, tmp_path / "values.parquet", index=True)
+    adjacency = pd.read_parquet(synthetic_files.adjacency)
+    adjacency.iloc[0, 1] = adjacency.iloc[1, 0] = adjacency.iloc[0, 1] + 0.5
+    write_table(adjacency, tmp_path / "adjacency.parquet")
+    journal = tmp_path / "task.journal"
+
+    def worker(changes: dict, name: str) -> dict:
+        out = tmp_path / f"{name}.json"
+        run_worker(run.to_dict(), space, switches, str(journal), settings, {**inputs(synthetic_files), **changes}, 0,
+                   str(out))
+        return json.loads(out.read_text())
+
+    first, again = worker({}, "first"), worker({}, "again")
+    data = worker({"values": str(tmp_path / "values.parquet")}, "data")
+    graph = worker({"adjacency": str(tmp_path / "adjacency.parquet")}, "graph")
+    assert [w["trials_started"] for w in (first, again, data, graph)] == [1, 0, 1, 1]
+    assert again["study"] == first["study"] and len({first["study"], data["study"], graph["study"]}) == 3
+    result = finish_study(str(journal), [str(tmp_path / "graph.json")], settings["heartbeat_s"], "demo", "task",
+                          space, 1, str(tmp_path / "tuned.yaml"), str(tmp_path / "trials.parquet"))
+    graph_trial = load_study(journal, graph["study"], settings["heartbeat_s"]).trials[0]
+    assert result["val_mae"] == graph_trial.value and result["trials"] == {"complete": 1}
+    with pytest.raises(RuntimeError, match="not one"):
+        finish_study(str(journal), [str(tmp_path / "first.json"), str(tmp_path / "graph.json")],
+                     settings["heartbeat_s"], "demo", "task", space, 1, str(tmp_path / "tuned.yaml"),
+                     str(tmp_path / "trials.parquet"))
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ rule export:
         data=lambda w: datasets.data_spec(config, w.dataset),
         units=lambda w: datasets.quantity(config, w.dataset),
         description=lambda w: config["datasets"][w.dataset]["description"],
+        fill=lambda w: datasets.gap_fill(config["datasets"][w.dataset]),
         horizons=config["model"]["horizons"],
         step_minutes=config["model"]["step_minutes"],
     threads: 1

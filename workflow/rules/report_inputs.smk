@@ -65,16 +65,22 @@ def anatomy_inputs(wildcards):
 
 def verdict_inputs(wildcards):
     """Metrics and info.json (the readings each was trained with) of every verdict model, both sources, all
-    seeds, and the teacher's metrics (is it better than the model without KD?); histories of the models claimed
-    better."""
+    seeds; the metrics of the models trained from scratch behind them (the teacher: is it better than the model
+    without KD?, and the pruning base: their epochs); the test predictions of each claim's two models and each
+    dataset's fill report (the stations the metrics score), for the effects' intervals; histories of the models
+    claimed better."""
     folders = report_rows.verdict_runs(config)  # model -> {source: its run folder}
-    better = {c.better for c in report_rows.verdict_claims(config["verdict"])}
+    claims = report_rows.verdict_claims(config["verdict"])
     places = [(d, s) for d in config["run_datasets"] for s in seeds()]
 
     def files(models, name):
         runs = [folder for m in models for folder in folders[m].values()]
         return sorted({layout.run_file(d, s, run, name) for d, s in places for run in runs})
 
-    teacher = [layout.run_file(d, s, "teacher", "metrics.csv") for d, s in places] if folders else []
-    return {"metrics": files(folders, "metrics.csv") + teacher, "infos": files(folders, "info.json"),
-            "histories": files(better, "history.parquet")}
+    scratch = {report_rows.trained_from_scratch(run) for runs in folders.values() for run in runs.values()}
+    scratch = sorted(scratch | {"teacher"}) if folders else []
+    from_scratch = sorted({layout.run_file(d, s, m, "metrics.csv") for d, s in places for m in scratch})
+    return {"metrics": sorted(set(files(folders, "metrics.csv") + from_scratch)), "infos": files(folders, "info.json"),
+            "predictions": files({m for c in claims for m in (c.better, c.worse)}, "predictions.npz"),
+            "fill_reports": [layout.prepared(d)["fill_report"] for d in config["run_datasets"]] if claims else [],
+            "histories": files({c.better for c in claims}, "history.parquet")}

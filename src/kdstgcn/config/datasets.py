@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass
 
 SYNTHETIC_VALUES = "synthetic_values.npz"
 SYNTHETIC_DISTANCE = "synthetic_distance.csv"
+FILLS = ("interpolate", "causal")  # how missing readings are filled: kdstgcn.data.gaps.fill_gaps
+DEFAULT_FILL = "interpolate"  # the paper's reading
 
 
 def raw_files(config: dict, dataset: str) -> dict[str, dict]:
@@ -34,6 +36,12 @@ def distance_source(config: dict, dataset: str) -> dict:
         return {"name": SYNTHETIC_DISTANCE, "format": "matrix_csv", "unit_m": 1000.0}
     d = ds["distance"]
     return {"name": d["file"]["name"], "format": d["format"], "unit_m": float(d["unit_m"])}
+
+
+def gap_fill(dataset: dict) -> str:
+    """How the clean rule fills the missing readings of a dataset (its config section): one of FILLS, which the
+    model card names for `predict`."""
+    return dataset.get("fill", DEFAULT_FILL)
 
 
 def quantity(config: dict, dataset: str) -> str:

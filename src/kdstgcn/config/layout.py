@@ -152,7 +152,8 @@ def tuning_trials(dataset: str, study: str) -> str:
 
 
 def tuning_worker_file(dataset: str, study: str, worker: int | str) -> str:
-    """What one tuning worker of a study did (the trials it started, its time)."""
+    """What one tuning worker of a study did (the name of the study in the journal, the trials it started, its
+    time)."""
     return f"{RESULTS}/{dataset}/tuned/workers/{study}_{worker}.json"
 
 

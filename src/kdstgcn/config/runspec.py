@@ -18,7 +18,8 @@ from kdstgcn.model.notation import parse_blocks
 class TrainSettings:
     """How a model is trained. `teacher_features`: how a distilling run reads its teacher's outputs (`live`, a
     teacher forward per batch, or a feature store in `float32` / `float16`); None where the run's spec does not
-    say, which reads them live."""
+    say, which reads them live. `precision`: the arithmetic of training and validation (fp32, bf16 or auto,
+    kdstgcn.runtime.precision; the training loop resolves auto on its device)."""
 
     epochs: int
     batch_size: int = 50
@@ -31,6 +32,7 @@ class TrainSettings:
     eval_batch_size: int = 1140
     compile: str = "auto"
     teacher_features: str | None = None
+    precision: str = "fp32"
 
     @property
     def reads_feature_store(self) -> bool:
@@ -39,12 +41,15 @@ class TrainSettings:
     def fingerprint(self, *parts) -> str:
         """Identity of a run for resuming: everything but the epoch budget (so a run can also be extended) and
         whether the step is compiled (the same arithmetic); the teacher's features only where they are read from
-        a store (reading them live is what runs without the key)."""
+        a store (reading them live is what runs without the key); the precision only where it is not fp32 (what
+        runs without the key)."""
         settings = asdict(self)
         settings.pop("epochs")
         settings.pop("compile")
         if not self.reads_feature_store:
             settings.pop("teacher_features")
+        if self.precision == "fp32":
+            settings.pop("precision")
         blob = json.dumps([settings, *parts], sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -168,7 +173,7 @@ def train_settings(config: dict, seed: int, **overrides) -> TrainSettings:
                              lr_decay=t["lr_decay"], lr_step_epochs=t["lr_step_epochs"], optimizer=t["optimizer"],
                              seed=int(seed), horizons=tuple(config["model"]["horizons"]),
                              eval_batch_size=t["eval_batch_size"],
-                             compile=COMPILE_SETTINGS.get(t["compile"], t["compile"]))
+                             compile=COMPILE_SETTINGS.get(t["compile"], t["compile"]), precision=t["precision"])
     return replace(settings, **overrides)
 
 

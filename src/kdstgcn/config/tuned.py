@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from kdstgcn.config.layout import HYPERPARAMETER_SOURCES, variant_name
-from kdstgcn.config.runspec import RunSpec, TrainSettings
+from kdstgcn.config.runspec import LossSpec, RunSpec, TrainSettings
 from kdstgcn.config.schema import ConfigError
 from kdstgcn.losses.registry import LOSSES, READING_CHOICES
 
@@ -50,23 +50,32 @@ def switch_value(run: RunSpec, name: str):
     return (run.loss.readings or {}).get(key)
 
 
+def with_readings(loss: LossSpec, readings: dict) -> LossSpec:
+    """The loss spec with `readings` laid over its own; a loss that records none (a reference run's) is left
+    alone."""
+    if not readings or loss.readings is None:
+        return loss
+    return replace(loss, readings={**loss.readings, **readings})
+
+
 def apply_tuned(run: RunSpec, tuned: dict, source: str = "tuned") -> RunSpec:
     """The run spec with tuned values: `tuned["hyperparameters"]` (learning rate and batch size into the training
     settings, every value into the loss's parameters, as `student_run` records them) and `tuned["switches"]`
-    (see `switch_place`); a pruning run that fine-tunes with its importance loss gets them in both. `source` is
-    recorded as the run's `hyperparameter_source`."""
+    (see `switch_place`). A pruning run that fine-tunes with its importance loss gets them in both; one that
+    fine-tunes with another loss (Algorithm 1 under `pruning.finetune_loss: task`) gets the tuned readings in
+    that loss too, so that its fine-tuning reads them as the baseline's does. `source` is recorded as the run's
+    `hyperparameter_source`."""
     hyper = tuned["hyperparameters"]
     train = replace(run.train, **{k: hyper[k] for k in ("batch_size", "learning_rate") if k in hyper})
-    loss = replace(run.loss, params={**run.loss.params, **hyper})
     places = {name: switch_place(name) for name in tuned["switches"]}
     train = replace(train, **{key: tuned["switches"][name] for name, (section, key) in places.items()
                               if section == "training"})
     readings = {key: tuned["switches"][name] for name, (section, key) in places.items() if section == "distillation"}
-    if readings:
-        loss = replace(loss, readings={**(loss.readings or {}), **readings})
+    loss = with_readings(replace(run.loss, params={**run.loss.params, **hyper}), readings)
     prune = run.prune
-    if prune is not None and prune.finetune_loss == run.loss:
-        prune = replace(prune, finetune_loss=loss)
+    if prune is not None:
+        finetune = loss if prune.finetune_loss == run.loss else with_readings(prune.finetune_loss, readings)
+        prune = replace(prune, finetune_loss=finetune)
     return replace(run, train=train, loss=loss, prune=prune, hyperparameter_source=source)
 
 

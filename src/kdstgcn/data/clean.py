@@ -1,16 +1,21 @@
 """Raw PeMS files -> cleaned speed table: the values and distances read from their file formats, timestamps for
-the steps, and gaps filled by interpolation with a per-station fill report."""
+the steps, and gaps filled (`kdstgcn.data.gaps`) with a per-station fill report."""
 from __future__ import annotations
 
 import logging
 import zipfile
 import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
+from kdstgcn.config.datasets import DEFAULT_FILL
 from kdstgcn.data.gaps import fill_gaps, missing_readings
+
+if TYPE_CHECKING:
+    from kdstgcn.data.graph import DistancePairs
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +55,10 @@ def read_values(path: str | Path, fmt: str, n_nodes: int, steps: int | None = No
     return values
 
 
-def read_distances(path: str | Path, fmt: str, n_nodes: int) -> np.ndarray:
-    """Distance matrix in metres: a headerless N x N CSV, or an edge list 'from,to,cost' (inf where no edge)."""
-    from kdstgcn.data.graph import distances_from_edges
+def read_distances(path: str | Path, fmt: str, n_nodes: int) -> np.ndarray | DistancePairs:
+    """Distance matrix in metres: a headerless N x N CSV, or an edge list 'from,to,cost' (inf where no edge); an
+    edge list of more than `DENSE_MAX_NODES` stations as `DistancePairs` (no N x N array)."""
+    from kdstgcn.data.graph import DENSE_MAX_NODES, distance_pairs_from_edges, distances_from_edges
 
     path = Path(path)
     if fmt == "matrix_csv":
@@ -61,7 +67,9 @@ def read_distances(path: str | Path, fmt: str, n_nodes: int) -> np.ndarray:
             raise DataError(f"{path}: distance matrix has shape {d.shape}, expected ({n_nodes}, {n_nodes})")
         return d
     if fmt == "edge_list":
-        return distances_from_edges(pd.read_csv(path), n_nodes)
+        edges = pd.read_csv(path)
+        return distances_from_edges(edges, n_nodes) if n_nodes <= DENSE_MAX_NODES else distance_pairs_from_edges(
+            edges, n_nodes)
     raise DataError(f"{path}: unknown distance format {fmt!r} (matrix_csv, edge_list)")
 
 
@@ -73,8 +81,8 @@ def timestamps(n_steps: int, steps_per_day: int, start: str, weekdays_only: bool
     return pd.DatetimeIndex((days.values[:, None] + slot.values[None, :]).ravel(), name="time")
 
 
-def clean(values: np.ndarray, index: pd.DatetimeIndex) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Treat 0 and NaN as missing; fill linearly in time per station (edges: nearest value).
+def clean(values: np.ndarray, index: pd.DatetimeIndex, fill: str = DEFAULT_FILL) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Treat 0, NaN and inf as missing; fill per station as `fill` says (`kdstgcn.data.gaps.fill_gaps`).
 
     A station with no reading at all is filled with the mean of all readings and flagged `all_missing`; one
     whose filled series never changes is flagged `constant`. Both stay in the table; evaluation leaves them
@@ -85,7 +93,7 @@ def clean(values: np.ndarray, index: pd.DatetimeIndex) -> tuple[pd.DataFrame, pd
     missing = missing_readings(values)
     frame = pd.DataFrame(np.where(missing, np.nan, values), index=index,
                          columns=[str(i) for i in range(values.shape[1])])
-    filled = fill_gaps(frame)
+    filled = fill_gaps(frame, fill)
     all_missing = missing.all(axis=0)
     if all_missing.any():
         ids = [int(i) for i in np.flatnonzero(all_missing)]

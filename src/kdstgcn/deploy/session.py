@@ -10,8 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from kdstgcn.deploy.interface import NEWEST, PREDICTION, WINDOW, new_state_name
+from kdstgcn.deploy.model_card import CardError, ModelCard
 
 RUNTIME = f"ONNX Runtime {ort.__version__}"
 # The rollout passes a batch through the files in chunks of about CHUNK_STATE_BYTES of streaming state and at most
@@ -19,6 +21,9 @@ RUNTIME = f"ONNX Runtime {ort.__version__}"
 # threads both ran faster in chunks of 32-64 windows than of 128 or more (figures: docs/performance.md).
 CHUNK_STATE_BYTES = 24 * 2**20
 CHUNK_WINDOWS = 64
+# What ONNX Runtime raises for a file it cannot load or run (its exceptions derive from Exception only)
+ORT_ERRORS = (ort_state.Fail, ort_state.InvalidArgument, ort_state.InvalidProtobuf, ort_state.InvalidGraph,
+              ort_state.NoSuchFile, ort_state.NotImplemented, ort_state.RuntimeException)
 
 
 def session(model: str | Path | bytes, threads: int | None = None) -> ort.InferenceSession:
@@ -77,6 +82,34 @@ class OnnxStream:
             prediction, *state = self.step.run([PREDICTION, *self.new_state_names], feed)
             out[:, step] = prediction
         return out
+
+
+def ort_reason(exc: Exception) -> str:
+    """ONNX Runtime's message without its '[ONNXRuntimeError] : 7 : INVALID_PROTOBUF :' prefix, on one line."""
+    return " ".join(str(exc).split(" : ")[-1].split())
+
+
+def open_stream(card: ModelCard, threads: int = 1) -> OnnxStream:
+    """The streaming files a model card names, checked to be there, to load, and to read the card's n_his steps of
+    its stations; a CardError naming the file and the fix otherwise."""
+    start, stream = card.path("start"), card.path("stream")
+    again = f"export the model again with `snakemake {start}`"
+    for path in (start, stream):
+        if not path.is_file():
+            raise CardError(f"{path} not found beside its model card; {again}")
+    try:
+        loaded = OnnxStream(start, stream, threads)
+    except ORT_ERRORS as exc:
+        raise CardError(f"{card.folder}: ONNX Runtime cannot use the files ({ort_reason(exc)}); {again}") from exc
+    for path, part, name, wanted in ((start, loaded.start, WINDOW, [card.n_his, len(card.stations)]),
+                                     (stream, loaded.step, NEWEST, [len(card.stations)])):
+        shape = {i.name: i.shape[1:] for i in part.get_inputs()}.get(name)  # after the batch axis
+        if shape is None or list(shape) != wanted:
+            found = f"no input {name!r}" if shape is None else \
+                f"input {name!r} of shape [batch, {', '.join(map(str, shape))}]"
+            raise CardError(f"{path}: {found}, but its model card's {card.n_his} steps of {len(card.stations)} "
+                            f"stations need [batch, {', '.join(map(str, wanted))}]: not the same model; {again}")
+    return loaded
 
 
 def time_onnx_rollout(stream: OnnxStream, windows: np.ndarray, steps: int, runs: int, warmup: int,

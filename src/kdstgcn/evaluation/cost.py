@@ -89,7 +89,8 @@ def _sync(device: torch.device) -> None:
 
 
 def time_rollout(model: torch.nn.Module, inputs: torch.Tensor, steps: int = 9, runs: int = 100,
-                 warmup: int = 5, device: torch.device | str | None = None, mode: str = "streaming") -> dict:
+                 warmup: int = 5, device: torch.device | str | None = None, mode: str = "streaming",
+                 precision: str = "fp32") -> dict:
     """Wall time of the full `steps`-step rollout (`kdstgcn.evaluation.rollout.rollout` in `mode`: "streaming", or
     "full" for the full recompute of every moved window as the paper timed it) of `inputs` as ONE batch.
 
@@ -97,8 +98,9 @@ def time_rollout(model: torch.nn.Module, inputs: torch.Tensor, steps: int = 9, r
     model is left alone). The inputs are put on the device before timing; the time covers the `steps`
     forward passes, the feedback concatenations and the final copy of the predictions to the host, as
     `rollout` does it. `warmup` untimed runs come first; each of the `runs` timed runs is bracketed by
-    torch.cuda.synchronize on a GPU. Returns seconds per rollout: mean_s, std_s (sample std; 0 for one
-    run), min_s, median_s, plus runs, warmup, steps, batch, mode and device_name.
+    torch.cuda.synchronize on a GPU. `precision`: fp32 or bf16 (kdstgcn.runtime.precision). Returns seconds per
+    rollout: mean_s, std_s (sample std; 0 for one run), min_s, median_s, plus runs, warmup, steps, batch, mode,
+    precision and device_name.
     """
     if runs < 1:
         raise ValueError("runs must be >= 1")
@@ -109,12 +111,12 @@ def time_rollout(model: torch.nn.Module, inputs: torch.Tensor, steps: int = 9, r
     inputs = inputs.to(device)
     batch = inputs.shape[0]
     for _ in range(warmup):
-        rollout(model, inputs, steps, batch_size=batch, mode=mode)
+        rollout(model, inputs, steps, batch_size=batch, mode=mode, precision=precision)
     times = []
     for _ in range(runs):
         _sync(device)
         tic = time.perf_counter()
-        rollout(model, inputs, steps, batch_size=batch, mode=mode)
+        rollout(model, inputs, steps, batch_size=batch, mode=mode, precision=precision)
         _sync(device)
         times.append(time.perf_counter() - tic)
     return {
@@ -122,6 +124,6 @@ def time_rollout(model: torch.nn.Module, inputs: torch.Tensor, steps: int = 9, r
         "std_s": statistics.stdev(times) if len(times) > 1 else 0.0,
         "min_s": min(times),
         "median_s": statistics.median(times),
-        "runs": runs, "warmup": warmup, "steps": steps, "batch": batch, "mode": mode,
+        "runs": runs, "warmup": warmup, "steps": steps, "batch": batch, "mode": mode, "precision": precision,
         "device_name": device_name(device),
     }

@@ -6,6 +6,7 @@ import pandas as pd
 import torch
 
 from kdstgcn.data.samples import PreparedData, Scaler
+from kdstgcn.runtime.precision import autocast
 
 
 ROLLOUT_MODES = ("streaming", "full")
@@ -29,7 +30,7 @@ def cpu_chunk(model: torch.nn.Module, batch_size: int) -> int:
 
 @torch.no_grad()
 def rollout(model: torch.nn.Module, inputs: torch.Tensor, steps: int, batch_size: int = 1140,
-            mode: str = "streaming") -> torch.Tensor:
+            mode: str = "streaming", precision: str = "fp32") -> torch.Tensor:
     """Predict `steps` steps ahead for windows [W, n_his, N] by feeding predictions back: [W, steps, N] on the CPU.
 
     At most `batch_size` windows pass through the model at once; on a CPU fewer (`cpu_chunk`, faster there).
@@ -38,6 +39,8 @@ def rollout(model: torch.nn.Module, inputs: torch.Tensor, steps: int, batch_size
     (default) runs the full pass once and then only the newest time position of each layer per step
     (`STGCN.stream_step`): the same predictions to float rounding, several times fewer FLOPs. Both stay on
     the model's device until a batch is done (one copy to the host per batch, no host sync in between).
+    `precision` (kdstgcn.runtime.precision): the forward passes run in bfloat16 autocast for bf16; the
+    predictions, and so the inputs fed back, are float32 either way.
     """
     if mode not in ROLLOUT_MODES:
         raise ValueError(f"rollout mode {mode!r} is not one of {ROLLOUT_MODES}")
@@ -49,14 +52,15 @@ def rollout(model: torch.nn.Module, inputs: torch.Tensor, steps: int, batch_size
     for start in range(0, inputs.shape[0], batch_size):
         window = inputs[start:start + batch_size].to(device, non_blocking=True)
         preds = torch.empty(window.shape[0], steps, window.shape[2], device=device)
-        if mode == "full":
-            for step in range(steps):
-                preds[:, step] = model(window)
-                window = torch.cat([window[:, 1:], preds[:, step, None]], dim=1)
-        elif steps > 0:
-            preds[:, 0], state = model.start_stream(window)
-            for step in range(1, steps):
-                preds[:, step] = model.stream_step(preds[:, step - 1], state)
+        with autocast(precision, device):
+            if mode == "full":
+                for step in range(steps):
+                    preds[:, step] = model(window)
+                    window = torch.cat([window[:, 1:], preds[:, step, None]], dim=1)
+            elif steps > 0:
+                preds[:, 0], state = model.start_stream(window)
+                for step in range(1, steps):
+                    preds[:, step] = model.stream_step(preds[:, step - 1], state)
         out.append(preds.cpu())
     return torch.cat(out)
 
@@ -88,11 +92,12 @@ def denormalise(x: torch.Tensor, scaler: Scaler) -> np.ndarray:
 
 
 def evaluate(model: torch.nn.Module, data: PreparedData, split: str, horizons, step_minutes: int = 5,
-             batch_size: int = 1140, mode: str = "streaming") -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """Roll the model over a split (`rollout` in `mode`); return the metric table, predictions and truth in
-    original units."""
+             batch_size: int = 1140, mode: str = "streaming", precision: str = "fp32"
+             ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Roll the model over a split (`rollout` in `mode` and `precision`); return the metric table, predictions
+    and truth in original units."""
     steps = max(horizons)
-    pred = denormalise(rollout(model, data.inputs(split), steps, batch_size, mode), data.scaler)
+    pred = denormalise(rollout(model, data.inputs(split), steps, batch_size, mode, precision), data.scaler)
     truth = denormalise(data.future(split)[:, :steps], data.scaler)
     table = horizon_metrics(pred, truth, horizons, step_minutes, data.station_mask.numpy())
     return table, pred, truth

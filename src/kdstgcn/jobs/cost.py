@@ -13,6 +13,7 @@ from kdstgcn.evaluation.cost import count_flops, device_name, time_rollout
 from kdstgcn.model.persist import count_parameters, load_model
 from kdstgcn.runtime.devices import pick_device
 from kdstgcn.runtime.io import write_table
+from kdstgcn.runtime.precision import resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +22,8 @@ def measure_costs(models: dict[str, str], streams: dict[str, tuple[str, str]], v
                   data: DataSpec, timing: dict, device: str, dataset: str, out: str) -> pd.DataFrame:
     """Table 1 measurements of each model (name -> model.pt) on a batch of test windows of `dataset`, written
     to `out`; the streaming rollout is also timed on ONNX Runtime on the CPU, with the model's start.onnx and
-    stream.onnx (`streams`: name -> the two paths) and as many threads as torch."""
+    stream.onnx (`streams`: name -> the two paths) and as many threads as torch. A model trained in bf16 is
+    timed in bf16 where `device` computes it natively, else in fp32 (the `precision` column says which)."""
     prepared = load_data(values, fill_report, data)
     x = prepared.inputs("test")
     batch = timing["batch"]
@@ -32,16 +34,18 @@ def measure_costs(models: dict[str, str], streams: dict[str, tuple[str, str]], v
     dev = pick_device(device)
     rows = []
     for name, path in models.items():
-        model, _ = load_model(path)
+        model, extra = load_model(path)
         model.to(dev)
+        precision = resolve_precision("auto" if extra.get("precision") == "bf16" else "fp32", dev,
+                                      model.arch.widest_layer)
         flops = count_flops(model, x)
         t, full = (time_rollout(model, x, steps=data.n_pred, runs=timing["runs"], warmup=timing["warmup"],
-                                device=dev, mode=mode) for mode in ("streaming", "full"))
+                                device=dev, mode=mode, precision=precision) for mode in ("streaming", "full"))
         onnx = time_onnx_rollout(OnnxStream(*streams[name], threads=torch.get_num_threads()), x.numpy(),
                                  data.n_pred, timing["runs"], timing["warmup"])
         log.info("%s: %d parameters, %.4g FLOPs, rollout %.4f s +- %.4f (full recompute %.4f s, %s %.4f s) over %d "
-                 "runs (%s)", name, count_parameters(model), flops, t["mean_s"], t["std_s"], full["mean_s"], RUNTIME,
-                 onnx["mean_s"], t["runs"], t["device_name"])
+                 "runs (%s, %s)", name, count_parameters(model), flops, t["mean_s"], t["std_s"], full["mean_s"],
+                 RUNTIME, onnx["mean_s"], t["runs"], t["device_name"], precision)
         rows.append({"model": name, "parameters": count_parameters(model), "flops": flops, **t,
                      "full_recompute_mean_s": full["mean_s"], "full_recompute_std_s": full["std_s"],
                      "onnx_mean_s": onnx["mean_s"], "onnx_std_s": onnx["std_s"],

@@ -7,7 +7,8 @@ import logging
 import numpy as np
 import pandas as pd
 
-from kdstgcn.data.graph import check_graph, gaussian_adjacency
+from kdstgcn.config.datasets import gap_fill
+from kdstgcn.data.graph import check_graph, road_adjacency
 from kdstgcn.data.clean import clean, read_distances, read_values, timestamps
 from kdstgcn.data.synthetic import generate
 from kdstgcn.runtime.io import atomic_path, write_json, write_table, write_tables
@@ -32,24 +33,27 @@ def synthesize(dataset: dict, values_out: str, distance_out: str) -> None:
 
 def clean_values(raw: str, source: dict, dataset: dict, values_out: str, report_out: str,
                  report_parquet_out: str) -> None:
-    """Raw values (read as `source` says, `kdstgcn.config.datasets.values_source`) -> interpolated table and a
-    per-station fill report."""
+    """Raw values (read as `source` says, `kdstgcn.config.datasets.values_source`) -> table with its gaps filled
+    as the dataset's config section says (`kdstgcn.config.datasets.gap_fill`) and a per-station fill report."""
     values = read_values(raw, source["format"], dataset["n_nodes"], source["steps"], source["key"],
                          source["channel"])
     index = timestamps(values.shape[0], dataset["steps_per_day"], dataset["start"], dataset["weekdays_only"])
-    table, report = clean(values, index)
-    log.info("%s: %d steps x %d stations, %d readings missing (%.3f%%) filled by interpolation",
-             raw, *values.shape, report["missing"].sum(), 100 * report["missing"].sum() / values.size)
+    fill = gap_fill(dataset)
+    table, report = clean(values, index, fill)
+    log.info("%s: %d steps x %d stations, %d readings missing (%.3f%%) filled (%s)",
+             raw, *values.shape, report["missing"].sum(), 100 * report["missing"].sum() / values.size, fill)
     write_table(table, values_out, index=True)
     write_tables(report, report_out, report_parquet_out)
 
 
 def build_adjacency(raw: str, source: dict, dataset: dict, adjacency_out: str, stats_out: str) -> None:
     """Distances (read as `source` says, `kdstgcn.config.datasets.distance_source`) -> Gaussian-kernel adjacency
-    (Eq. 16) with edge statistics."""
+    (Eq. 16) with edge statistics; sparse above `kdstgcn.data.graph.DENSE_MAX_NODES` stations, but the table the
+    training jobs read is still a dense N x N one."""
     distance = read_distances(raw, source["format"], dataset["n_nodes"])
-    w = gaussian_adjacency(distance, dataset["sigma2"], dataset["epsilon"], source["unit_m"])
+    w = road_adjacency(distance, dataset["sigma2"], dataset["epsilon"], source["unit_m"])
     stats = check_graph(w, raw)
     log.info("graph: %s", stats)
-    write_table(pd.DataFrame(w, columns=[str(i) for i in range(w.shape[0])]), adjacency_out)
+    table = w if isinstance(w, np.ndarray) else w.toarray()
+    write_table(pd.DataFrame(table, columns=[str(i) for i in range(w.shape[0])]), adjacency_out)
     write_json(stats, stats_out)

@@ -19,19 +19,22 @@ CHECK_WINDOWS = 64  # test windows the exported files are checked on
 
 
 def export_run(model_path: str, metrics_csv: str, values: str, fill_report: str, data: DataSpec, units: str,
-               description: str, horizons, step_minutes: int, outputs: dict[str, str]) -> dict:
-    """Export the model at `model_path` (outputs: model, start, stream -> ONNX file, card -> model_card.json);
-    return the card."""
+               description: str, fill: str, horizons, step_minutes: int, outputs: dict[str, str]) -> dict:
+    """Export the model at `model_path` (outputs: model, start, stream -> ONNX file, card -> model_card.json), whose
+    data `values` had its gaps filled as `fill` says; return the card."""
     place = parse_run_path(model_path)
-    model, _ = load_model(model_path)
+    model, extra = load_model(model_path)
     prepared = load_data(values, fill_report, data)
     files = export_bytes(model)
     gap = check_export(model, files, prepared.inputs("test")[:CHECK_WINDOWS], data.n_pred)
     log.info("%s: ONNX Runtime within %.2g of the model on %d test windows (one step and a %d-step rollout)",
              place.model, gap, min(CHECK_WINDOWS, len(prepared.inputs("test"))), data.n_pred)
     table = pd.read_parquet(values)
+    training_days = table.iloc[:data.split[0] * data.steps_per_day]  # the first days of the split
     card = build_card(dataset=place.dataset, seed=place.seed, model=place.model, stations=list(table.columns),
-                      mean=prepared.scaler.mean, std=prepared.scaler.std, units=units, description=description,
+                      mean=prepared.scaler.mean, std=prepared.scaler.std,
+                      training_max=float(training_days.to_numpy().max()), fill=fill, units=units,
+                      description=description, precision=extra.get("precision", "fp32"),
                       steps_per_day=data.steps_per_day, step_minutes=step_minutes, n_his=data.n_his,
                       n_pred=data.n_pred, horizons=horizons,
                       days=split_days(pd.DatetimeIndex(table.index), data.steps_per_day, data.split),

@@ -21,8 +21,10 @@ def resume_identity(run: RunSpec, keys: tuple[str, ...], teacher: STGCN | None, 
 
 
 def run_summary(run: RunSpec, history: pd.DataFrame, loss: Loss, model: STGCN) -> dict:
-    """What every trained model records beside its weights: spec, best epoch, budget, teacher share, size."""
+    """What every trained model records beside its weights: spec, best epoch, budget, teacher share, size, and the
+    precision its last epoch was trained in."""
     best = history.loc[history["val_mae"].idxmin()]
     return {"run": run.to_dict(), "best_epoch": int(best["epoch"]), "best_val_mae": float(best["val_mae"]),
+            "precision": str(history["precision"].iloc[-1]),
             "epochs_run": int(history["epoch"].max()), "teacher_share_pct": loss.share_pct(),
             "parameters": count_parameters(model), "seconds_per_epoch": float(history["epoch_seconds"].mean())}

@@ -40,6 +40,11 @@ class Architecture:
         c_in, c_t, c_out = self.blocks[int(b[5:])]
         return c_out if kind == "temporal2" else c_t
 
+    @property
+    def widest_layer(self) -> int:
+        """Channels of the widest prunable layer (after compaction: of the kept channels)."""
+        return max(len(self.channel_ids(f"block{b}.{kind}")) for b in range(len(self.blocks)) for kind in LAYER_KINDS)
+
     def channel_ids(self, layer: str) -> tuple[int, ...]:
         """Original ids of the channels that `layer` outputs."""
         return self.kept.get(layer, tuple(range(self.original_width(layer))))

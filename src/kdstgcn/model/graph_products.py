@@ -56,6 +56,10 @@ def _csr_matmul_backward(ctx, grad):
 
 
 csr_matmul.register_autograd(_csr_matmul_backward, setup_context=_csr_matmul_context)
+# Under bfloat16 autocast (kdstgcn.runtime.precision) the product still runs in float32: torch's CSR product has
+# no bfloat16 kernel on the CPU ("addmm_out_sparse_csr_impl_mkl" not implemented for 'BFloat16').
+for _device_type in ("cpu", "cuda"):
+    torch.library.register_autocast("kdstgcn::csr_matmul", _device_type, torch.float32)
 
 
 class ChebyshevTerms(nn.Module):
@@ -110,10 +114,10 @@ class ChebyshevTerms(nn.Module):
                 matrix = self.dense[k].t().expand(b, n, n)
                 out, owned = (torch.bmm(zk, matrix) if out is None else torch.baddbmm(out, zk, matrix)), True
                 continue
-            if mode == "sparse":  # node-major for the CSR product: [N, B * R]
+            if mode == "sparse":  # node-major for the CSR product: [N, B * R]; float32 (csr_matmul), back to z's type
                 nodes_first = zk.permute(2, 0, 1).reshape(n, b * r)
                 zk = csr_matmul(getattr(self, f"crow{k}"), getattr(self, f"col{k}"), getattr(self, f"values{k}"),
-                                nodes_first).view(n, b, r).permute(1, 2, 0)
+                                nodes_first).view(n, b, r).permute(1, 2, 0).to(z.dtype)
             if out is None:
                 out = zk
             elif owned:

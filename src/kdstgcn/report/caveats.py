@@ -2,7 +2,7 @@
 lines of the summary and of every table page and in the headings."""
 from __future__ import annotations
 
-from kdstgcn.report.tables import epochs_text
+from kdstgcn.report.tables import epochs_text, reference_budget
 
 PAPER_QUANTITY = "speed (mph)"
 
@@ -36,7 +36,7 @@ def caveat_lines(datasets: dict[str, dict], budget: dict) -> list[str]:
     teacher = budget.get("teacher_epochs", budget["epochs"])
     if teacher != budget["epochs"]:
         text += f", {epochs_text(teacher)} for the teacher"
-    text += f" (paper {budget['paper_epochs']})"
+    text += f" ({reference_budget(budget['paper_epochs'])}; the paper gives no epoch count)"
     if budget["epochs"] < budget["paper_epochs"]:
         text += ", cut short: expect larger errors than the paper's"
     lines.append(f"{text}; a pruned model is fine-tuned {epochs_text(budget['finetune_epochs'])} after pruning its "

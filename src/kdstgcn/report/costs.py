@@ -10,7 +10,7 @@ from kdstgcn.report import published
 from kdstgcn.report.tables import finish
 
 TABLE1_EXTRA = ["ours_ratio_to_teacher", "paper_ratio_to_teacher", "full_recompute_s", "full_recompute_std_s",
-                "full_recompute_ratio_to_teacher", "device"]
+                "full_recompute_ratio_to_teacher", "device", "precision"]
 TABLE1_PAPER_MODELS = {"teacher": "teacher", "pruning_base": "pruning_base", "student_task": "student"}
 
 
@@ -51,7 +51,7 @@ def cost_table(costs: pd.DataFrame, datasets: dict[str, dict]) -> pd.DataFrame:
                 "kept_pct": kept_share(costs, c),
                 "ours_ratio_to_teacher": float(ours) / float(teacher_value),
                 "paper_ratio_to_teacher": published_value / float(pteacher[paper_col]),
-                "device": device,
+                "device": device, "precision": timed_precision(c, metric),
                 **_full_recompute_columns(c, teacher, metric == "test_time_s"),
                 "note": (f"{datasets[c['dataset']]['description']}; FLOPs of one forward pass of "
                          f"{int(c['batch'])} windows (torch FlopCounterMode: matmul/conv/einsum, 2 per MAC); "
@@ -62,6 +62,14 @@ def cost_table(costs: pd.DataFrame, datasets: dict[str, dict]) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     df["diff"] = df["ours"] - df["paper"]
     return finish(df).join(df[TABLE1_EXTRA])
+
+
+def timed_precision(cost: pd.Series, metric: str) -> str | None:
+    """The arithmetic a time row was measured in: the model's rollout in the cost's precision (fp32 for costs
+    measured before it was recorded), its ONNX files in float32; None for rows that are not times."""
+    if metric == "test_time_s":
+        return cost.get("precision") if isinstance(cost.get("precision"), str) else "fp32"
+    return "fp32" if metric == "onnx_test_time_s" else None
 
 
 def _onnx_time(cost: pd.Series, teacher: pd.Series) -> list[tuple]:

@@ -176,14 +176,24 @@ def anatomy_figure(table: pd.DataFrame, title: str, path: str | Path) -> None:
 
 
 VERDICT_BARS = (("published_effect", None, "published (paper's data)", "tab:gray"),
-                ("paper_values_effect", "paper_values_spread", "ours, paper values", "tab:blue"),
-                ("tuned_values_effect", "tuned_values_spread", "ours, tuned values", "tab:orange"))
+                ("paper_values_effect", "paper_values_", "ours, paper values", "tab:blue"),
+                ("tuned_values_effect", "tuned_values_", "ours, tuned values", "tab:orange"))
+
+
+def interval_bars(group: pd.DataFrame, column: str, prefix: str | None) -> np.ndarray | None:
+    """Error bars [2, horizons] from each effect down to its interval's low end and up to its high end (none where
+    no row has an interval)."""
+    if prefix is None or group[prefix + "ci_low"].isna().all():
+        return None
+    effect = group[column].to_numpy()
+    return np.clip(np.stack([effect - group[prefix + "ci_low"].to_numpy(),
+                             group[prefix + "ci_high"].to_numpy() - effect]), 0.0, None)
 
 
 def verdict_figure(table: pd.DataFrame, path: str | Path) -> plt.Figure:
     """Each claim of the verdict (verdict.verdict_table) on each dataset, one panel: per horizon its effect
-    (claimed better - other MAE; below 0 supports it), ours with the paper's and with tuned values, each with its
-    spread over seeds, beside the published effect. A panel whose rows cannot all be judged says so."""
+    (claimed better - other MAE; below 0 favours it), ours with the paper's and with tuned values, each with its 95 %
+    confidence interval, beside the published effect. A panel whose rows cannot all be judged says so."""
     groups = list(table.groupby(["claim", "dataset"], sort=False)) if len(table) else []
     fig, axes = plt.subplots(max(len(groups), 1), 1, figsize=(7.5, 3.0 * max(len(groups), 1)), squeeze=False)
     if not groups:
@@ -192,18 +202,18 @@ def verdict_figure(table: pd.DataFrame, path: str | Path) -> plt.Figure:
         axes[0, 0].set_axis_off()
     for ax, ((claim, dataset), group) in zip(axes[:, 0], groups):
         x = np.arange(len(group))
-        for k, (column, spread, label, color) in enumerate(VERDICT_BARS):
-            errors = None if spread is None or group[spread].isna().all() else group[spread].fillna(0.0).to_numpy()
-            ax.bar(x + (k - 1) * 0.27, group[column], 0.27, yerr=errors, capsize=3, color=color, label=label)
+        for k, (column, prefix, label, color) in enumerate(VERDICT_BARS):
+            ax.bar(x + (k - 1) * 0.27, group[column], 0.27, yerr=interval_bars(group, column, prefix), capsize=3,
+                   color=color, label=label)
         ax.axhline(0, color="black", lw=0.8)
         ax.set_xticks(x, [f"{h} min" for h in group["horizon_min"]])
-        ax.set_ylabel("effect on MAE\n(below 0 supports)", fontsize=8)
+        ax.set_ylabel("effect on MAE\n(below 0 favours)", fontsize=8)
         judged = "" if (group["judgeable"] == "yes").all() else " - NOT JUDGEABLE (see verdict.csv)"
         ax.set_title("\n".join(textwrap.wrap(f"{math_label(claim)} ({dataset}){judged}", 90)), fontsize=9)
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=7, loc="best")
-    fig.suptitle("The verdict: each claim's effect per horizon; error bars: the summed spread over seeds (none "
-                 "for one seed)", fontsize=10)
+    fig.suptitle("The verdict: each claim's effect per horizon\nerror bars: its 95 % confidence interval over the "
+                 "test days and seeds (none for one test day)", fontsize=10)
     fig.tight_layout()
     save_figure(fig, path)
     return fig

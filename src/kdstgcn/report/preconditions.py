@@ -1,13 +1,15 @@
 """Whether a verdict row can judge its claim at all: a teacher better than the model trained without KD, the
-paper's epoch budget, more than one seed; and which of the paper's open readings each model was trained with,
-those that leave the paper's equations marked."""
+reference epoch budget (STGCN's: the paper gives none), more than one seed, more than one test day; and which of
+the paper's open readings each model was trained with, those that leave the paper's equations marked."""
 from __future__ import annotations
 
 import pandas as pd
 
-from kdstgcn.config.layout import HYPERPARAMETER_SOURCES, parse_pruned
+from kdstgcn.config.layout import HYPERPARAMETER_SOURCES
 from kdstgcn.losses.registry import LOSSES, READING_CHOICES, beyond_paper
+from kdstgcn.report.effects import ONE_TEST_DAY
 from kdstgcn.report.labels import paper_label
+from kdstgcn.report.tables import reference_budget
 
 BEYOND_PAPER_TAG = " (beyond the paper)"
 
@@ -34,26 +36,26 @@ def run_readings(run: dict) -> str:
     return text
 
 
-def trained_epochs(model: str, epochs: int) -> int | None:
-    """The epochs a model was trained from scratch (None for a pruned model: its epochs are fine-tuning, for
-    which the paper gives no budget)."""
-    return None if parse_pruned(model) is not None else int(epochs)
-
-
-def judgeable(teacher_mae: float, without_kd: dict[str, float], label: str, epochs: list[int], paper_epochs: int,
-              seeds: int) -> str:
+def judgeable(teacher_mae: float, without_kd: dict[str, float], label: str, epochs: list[int],
+              reference_epochs: int, seeds: int, test_days: int) -> str:
     """'yes', or why a verdict row cannot judge its claim, the reasons joined by '; ': the teacher (its MAE at
     this horizon) is not better than the model without KD (`without_kd`: its MAE per hyper-parameter source,
-    `label` its name), a model was trained fewer `epochs` than the paper's, or one seed gives no spread."""
+    `label` its name); a model trained from scratch (`epochs`: the teacher's, each claim model's or, for a pruned
+    one, its base's) trained fewer epochs than the reference budget (`training.paper_epochs`, STGCN's); one seed,
+    whose interval covers the test days but not the randomness of training; one test day, which gives no
+    interval (kdstgcn.report.effects)."""
     reasons = []
     beaten = {source: mae for source, mae in without_kd.items() if not teacher_mae < mae}
     if beaten:
         values = ", ".join(f"{source} values {mae:.2f}" for source, mae in beaten.items())
         reasons.append(f"the teacher (MAE {teacher_mae:.2f}) is not better than the {label} ({values})")
-    if epochs and min(epochs) < paper_epochs:
-        reasons.append(f"fewer epochs than the paper ({min(epochs)} of {paper_epochs})")
+    if epochs and min(epochs) < reference_epochs:
+        reasons.append(f"fewer epochs than {reference_budget(reference_epochs)} ({min(epochs)} of "
+                       f"{reference_epochs}; the paper gives no epoch count)")
     if seeds < 2:
-        reasons.append("one seed, so no spread")
+        reasons.append("one seed: the interval covers the test days, not the randomness of training")
+    if test_days < 2:
+        reasons.append(f"{ONE_TEST_DAY}, so no interval")
     return "; ".join(reasons) or "yes"
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kdstgcn.config.datasets import quantity
-from kdstgcn.config.layout import HYPERPARAMETER_SOURCES, pruned_name
+from kdstgcn.config.layout import HYPERPARAMETER_SOURCES, parse_pruned, pruned_name
 from kdstgcn.config.tuned import sourced_model
 from kdstgcn.report.labels import paper_label
 
@@ -131,6 +131,13 @@ def without_kd(claim: Claim) -> str:
     """The model trained without KD that a claim's teacher must beat for the claim to test KD: the student without
     KD for a claim on students, the baseline (pruned without KD) for a claim on pruning."""
     return claim.worse if claim.table == 8 else KD_COMPARISON
+
+
+def trained_from_scratch(model: str) -> str:
+    """The model trained from scratch behind `model`: itself, or for a pruned model the base it was pruned from
+    (the fine-tuning after pruning has no reference budget)."""
+    pruned = parse_pruned(model)
+    return model if pruned is None else pruned.base
 
 
 def verdict_runs(config: dict) -> dict[str, dict[str, str]]:

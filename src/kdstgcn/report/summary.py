@@ -1,6 +1,6 @@
 """results/summary.md and .html as blocks: whether each central claim could be judged at all, the caveats, the
-verdict on the central claims, then every claim of the tables with the paper's numbers, ours and whether ours
-supports it.
+verdict on the central claims (each effect with its 95 % confidence interval), then every claim of the tables with
+the paper's numbers, ours and whether our means favour it.
 
 A block is (kind, content); kinds: h1, h2, caveat, p (text), table (DataFrame of strings) and html (markup).
 """
@@ -10,17 +10,18 @@ import pandas as pd
 
 from kdstgcn.config.layout import HYPERPARAMETER_SOURCES
 from kdstgcn.report.caveats import caveat_lines, comparable, data_tag
+from kdstgcn.report.effects import INCONCLUSIVE, NO_INTERVAL, ONE_TEST_DAY, REFUTED, SUPPORTED
 from kdstgcn.report.labels import paper_label
-from kdstgcn.report.tables import epochs_text
+from kdstgcn.report.tables import epochs_text, reference_budget
 
 Blocks = list[tuple[str, object]]
 
 
 def budget_tag(epochs_better: pd.Series, epochs_worse: pd.Series, paper_epochs: int) -> str:
-    """The epochs behind a claim's two models, e.g. '2 epochs, paper 50' or '3 vs 2 epochs, paper 50'."""
+    """The epochs behind a claim's two models, e.g. "2 epochs, STGCN's 50" or "3 vs 2 epochs, STGCN's 50"."""
     better, worse = int(epochs_better.min()), int(epochs_worse.min())
     trained = epochs_text(better) if better == worse else f"{better} vs {epochs_text(worse)}"
-    return f"{trained}, paper {paper_epochs}"
+    return f"{trained}, {reference_budget(paper_epochs)}"
 
 
 def summary_blocks(claim_table: pd.DataFrame, cost_claims: pd.DataFrame, datasets: dict[str, dict], budget: dict,
@@ -39,7 +40,8 @@ def summary_blocks(claim_table: pd.DataFrame, cost_claims: pd.DataFrame, dataset
         blocks += verdict_blocks(verdict, datasets)
         blocks.append(("h2", "Every claim of the tables (the hyper-parameters the study is configured with)"))
     blocks.append(("p", "Lower MAE is better. 'supported' compares our two means; 'beyond spread' says whether the "
-                        "gap exceeds the summed standard deviations over seeds."))
+                        "gap exceeds the summed standard deviations over seeds. Both describe, neither tests: only "
+                        "the verdict's confidence intervals have a known error rate."))
     for text, group in claim_table.groupby("claim", sort=False):
         votes = (group["supported"] == "yes").sum()
         tags = "; ".join(data_tag(d, datasets[d]) for d in group["dataset"].unique())
@@ -88,16 +90,25 @@ def mean_std_text(mean: float, std: float) -> str:
     return f"{mean:.2f}" if pd.isna(std) else f"{mean:.2f} ± {std:.2f}"
 
 
+def effect_text(effect: float, low: float, high: float) -> str:
+    """An effect with its 95 % confidence interval, e.g. '-0.12 [-0.30, +0.05]'."""
+    interval = "no interval" if pd.isna(low) else f"{low:+.2f}, {high:+.2f}"
+    return f"{effect:+.2f} [{interval}]"
+
+
 def verdict_blocks(table: pd.DataFrame, datasets: dict[str, dict]) -> Blocks:
     """The verdict (verdict.verdict_table): per claim a table of the paper's and our numbers at each horizon for
-    both sources of hyper-parameters, a line saying how often it holds and beyond the spread, and the anatomy."""
+    both sources of hyper-parameters with each effect's interval and outcome, a line saying at how many horizons
+    the interval supports or refutes the claim, the readings, and the anatomy."""
     if table.empty:
         return []
     blocks: Blocks = [
         ("h2", "Verdict: the paper's central claims with its hyper-parameters and with tuned ones"),
-        ("p", "MAE, mean ± std over seeds. Effect = claimed better - other: below 0 supports the claim; 'beyond "
-              "spread' when its size exceeds the two standard deviations summed. Tuned values come from the "
-              "`tuning` studies on the validation days (the test days are never used for tuning).")]
+        ("p", "MAE, mean ± std over seeds. Effect = claimed better - other (below 0 favours the claim), in brackets "
+              "its 95 % confidence interval over the test days and seeds, each seed's two models paired: the "
+              "claim is supported where the interval lies below 0, refuted where it lies above 0, inconclusive "
+              "where it holds 0. Tuned values come from the `tuning` studies on the validation days (the test "
+              "days are never used for tuning).")]
     for (text, dataset), group in table.groupby(["claim", "dataset"], sort=False):
         cells = {"horizon": group["horizon_min"].map(lambda h: f"{h} min"),
                  "teacher": group["teacher_mae"].map(lambda v: f"{v:.2f}"),
@@ -110,8 +121,9 @@ def verdict_blocks(table: pd.DataFrame, datasets: dict[str, dict]) -> Blocks:
                                                        zip(group[col + "better"], group[col + "better_std"])]
             cells[f"ours, {source} values: other"] = [mean_std_text(m, s) for m, s in
                                                       zip(group[col + "other"], group[col + "other_std"])]
-            cells[f"{source}: effect"] = group[col + "effect"].map(lambda v: f"{v:+.2f}")
-            cells[f"{source}: beyond spread"] = group[col + "beyond_spread"]
+            cells[f"{source}: effect [95 % CI]"] = [effect_text(*values) for values in zip(
+                group[col + "effect"], group[col + "ci_low"], group[col + "ci_high"])]
+            cells[f"{source}: outcome"] = group[col + "outcome"]
             lines += [verdict_line(group, source), readings_line(group, source)]
         blocks += [("h2", f"{text} ({data_tag(dataset, datasets[dataset])})"), ("table", pd.DataFrame(cells))]
         blocks += [("p", line) for line in lines]
@@ -120,16 +132,19 @@ def verdict_blocks(table: pd.DataFrame, datasets: dict[str, dict]) -> Blocks:
 
 
 def verdict_line(group: pd.DataFrame, source: str) -> str:
-    """How often one claim holds on one dataset with one source's values, and how often beyond the spread."""
+    """At how many horizons one claim's interval on one dataset with one source's values supports it, refutes it
+    or neither, and at how many the means favour it."""
     col = f"{source}_values_"
-    held = (group[col + "supported"] == "yes").sum()
-    beyond = ((group[col + "supported"] == "yes") & (group[col + "beyond_spread"] == "yes")).sum()
-    against = ((group[col + "supported"] == "no") & (group[col + "beyond_spread"] == "yes")).sum()
+    count = group[col + "outcome"].value_counts()
+    favoured = (group[col + "effect"] < 0).sum()
     better_epochs, other_epochs = group[col + "better_epochs"].min(), group[col + "other_epochs"].min()
     trained = epochs_text(better_epochs) if better_epochs == other_epochs else (
         f"{better_epochs} vs {epochs_text(other_epochs)}")
     trained = (f"fine-tuned {trained} after pruning" if group["better"].iloc[0].startswith("pruned_") else
-               f"{trained}, paper {group['paper_epochs'].iloc[0]}")
-    return (f"With {source} values ({trained}; {group[col + 'seeds'].min()} seed(s)): holds at "
-            f"{held} of {len(group)} horizons, beyond the spread at {beyond}; contradicted beyond the "
-            f"spread at {against}.")
+               f"{trained}, {reference_budget(group['paper_epochs'].iloc[0])}")
+    missing = count.get(NO_INTERVAL, 0)
+    return (f"With {source} values ({trained}; {group[col + 'seeds'].min()} seed(s), "
+            f"{group['test_days'].min()} test day(s)): supported at {count.get(SUPPORTED, 0)} of {len(group)} "
+            f"horizons, refuted at {count.get(REFUTED, 0)}, inconclusive at {count.get(INCONCLUSIVE, 0)}"
+            + (f", without an interval at {missing} ({ONE_TEST_DAY})" if missing else "")
+            + f"; the means favour the claim at {favoured}.")

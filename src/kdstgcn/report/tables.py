@@ -33,9 +33,15 @@ def epochs_text(n) -> str:
     return f"{n} epoch" if n == 1 else f"{n} epochs"
 
 
+def reference_budget(epochs) -> str:
+    """The reference epoch budget (`training.paper_epochs`) as the report names it: STGCN's (Yu et al.), since the
+    paper gives no epoch count."""
+    return f"STGCN's {int(epochs)}"
+
+
 def note(dataset: str, description: str, paper_epochs: int, epochs, finetune_epochs: int | None = None,
          model: str | None = None, hyperparameter_sources: Mapping[str, str] | None = None) -> str:
-    """The data (`description`) and the training budget: whether it was cut short of the paper's epochs and, for
+    """The data (`description`) and the training budget: whether it was cut short of STGCN's epochs and, for
     a pruned model (`epochs` = its base model's epochs + `finetune_epochs`), that it trained more epochs than its
     base; for a student or pruned `model`, where its hyper-parameters come from (`hyperparameter_sources`: the
     hyperparameter_source of the config sections distillation and pruning)."""
@@ -50,7 +56,7 @@ def note(dataset: str, description: str, paper_epochs: int, epochs, finetune_epo
         return text
     base_epochs = int(epochs) - (finetune_epochs or 0)
     if base_epochs < paper_epochs:
-        text += f"; cut short: {epochs_text(base_epochs)} (paper {paper_epochs})"
+        text += f"; cut short: {epochs_text(base_epochs)} ({reference_budget(paper_epochs)})"
     if finetune_epochs:
         text += (f"; pruned from a base model trained {epochs_text(base_epochs)}, then fine-tuned "
                  f"{epochs_text(finetune_epochs)}: {epochs_text(epochs)} in all, more than its base model")

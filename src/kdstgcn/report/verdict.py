@@ -1,6 +1,7 @@
 """The verdict on the paper's central claims: each claim with the paper's and with tuned hyper-parameters, over
-seeds, beside the published numbers, whether it can be judged at all, the readings each model was trained with,
-and a sentence on the loss anatomy of the model claimed better."""
+seeds, beside the published numbers, its effect with a 95 % confidence interval (kdstgcn.report.effects), whether
+it can be judged at all, the readings each model was trained with, and a sentence on the loss anatomy of the model
+claimed better."""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -11,20 +12,19 @@ import pandas as pd
 from kdstgcn.config.layout import HYPERPARAMETER_SOURCES, RunPlace
 from kdstgcn.report import published
 from kdstgcn.report.anatomy import gradient_shares
-from kdstgcn.report.claims import judge_claim
+from kdstgcn.report.effects import outcome, paired_interval
 from kdstgcn.report.labels import paper_label
-from kdstgcn.report.preconditions import judgeable, run_readings, source_means, trained_epochs, without_kd_label
-from kdstgcn.report.rows import KD_TABLES, Claim, pruning_rows, without_kd
+from kdstgcn.report.preconditions import judgeable, run_readings, source_means, without_kd_label
+from kdstgcn.report.rows import KD_TABLES, Claim, pruning_rows, trained_from_scratch, without_kd
 from kdstgcn.report.runs import seed_metrics, spread_summary
 from kdstgcn.report.tables import epochs_text
 
 VERDICT_METRIC = "MAE"
+SOURCE_COLUMNS = ("better", "better_std", "other", "other_std", "effect", "ci_low", "ci_high", "outcome", "seeds",
+                  "better_epochs", "other_epochs", "better_readings", "other_readings")
 VERDICT_COLUMNS = (["claim", "table", "dataset", "metric", "horizon_min", "judgeable", "better", "other",
-                    "published_better", "published_other", "published_effect", "teacher_mae"]
-                   + [f"{s}_values_{c}" for s in HYPERPARAMETER_SOURCES
-                      for c in ("better", "better_std", "other", "other_std", "effect", "spread", "supported",
-                                "beyond_spread", "seeds", "better_epochs", "other_epochs", "better_readings",
-                                "other_readings")]
+                    "published_better", "published_other", "published_effect", "teacher_mae", "test_days"]
+                   + [f"{s}_values_{c}" for s in HYPERPARAMETER_SOURCES for c in SOURCE_COLUMNS]
                    + ["paper_epochs", "anatomy"])
 
 
@@ -59,67 +59,83 @@ def anatomy_sentence(label: str, histories: list[pd.DataFrame]) -> str:
             f"{len(histories)} seed(s): {parts}.")
 
 
-def verdict_table(claims: list[Claim], runs: Mapping[str, Mapping[str, str]],
-                  metrics: Mapping[RunPlace, pd.DataFrame], histories: Mapping[tuple[str, str], list[pd.DataFrame]],
-                  infos: Mapping[RunPlace, dict], datasets: dict[str, dict], seeds: list, paper_epochs: int,
-                  pruning: dict) -> pd.DataFrame:
-    """One row per claim (rows.verdict_claims), dataset and horizon: whether the row can judge the claim at all
-    (preconditions.judgeable) with the teacher's MAE it is checked against, the paper's two published MAEs and
-    effect, then for the paper's and the tuned values (columns paper_values_*, tuned_values_*) our two means,
-    their spreads over seeds, the effect (claimed better - other; below 0 supports the claim), whether it exceeds
-    the summed spreads, the epochs and readings each model was trained with, and a sentence per source on the
-    better model's loss anatomy.
+def paired_differences(daily: Mapping[RunPlace, pd.DataFrame], dataset: str, better: str, other: str,
+                       seeds) -> dict[int, np.ndarray]:
+    """Per horizon (minutes), the claimed-better model's MAE minus the other's per seed and test day [seeds, days],
+    from their runs' daily MAE (effects.daily_mae), each seed's two runs paired."""
+    gaps = [(daily[RunPlace(dataset, int(seed), better)].set_index(["horizon_min", "day"])["mae"]
+             - daily[RunPlace(dataset, int(seed), other)].set_index(["horizon_min", "day"])["mae"]) for seed in seeds]
+    return {int(h): np.stack([gap.loc[h].sort_index().to_numpy() for gap in gaps])
+            for h in gaps[0].index.unique("horizon_min")}
 
-    `runs` names each model's run folder per source (rows.verdict_runs), `metrics` holds their metrics.csv and the
-    teacher's (runs.read_runs), `histories` maps (dataset, better model's run folder) to its seeds' histories,
-    `infos` holds their info.json, `datasets` gives each dataset's paper name (rows.dataset_facts)."""
+
+def verdict_table(claims: list[Claim], runs: Mapping[str, Mapping[str, str]],
+                  metrics: Mapping[RunPlace, pd.DataFrame], daily: Mapping[RunPlace, pd.DataFrame],
+                  histories: Mapping[tuple[str, str], list[pd.DataFrame]], infos: Mapping[RunPlace, dict],
+                  datasets: dict[str, dict], seeds: list, paper_epochs: int, pruning: dict) -> pd.DataFrame:
+    """One row per claim (rows.verdict_claims), dataset and horizon: whether the row can judge the claim at all
+    (preconditions.judgeable) with the teacher's MAE it is checked against and the number of test days, the
+    paper's two published MAEs and effect, then for the paper's and the tuned values (columns paper_values_*,
+    tuned_values_*) our two means and their spreads over seeds, the effect (claimed better - other; below 0 favours
+    the claim) with its 95 % confidence interval (`ci_low`, `ci_high`: effects.paired_interval) and what the
+    interval says (`outcome`: supported, refuted or inconclusive), the epochs and readings each model was trained
+    with, and a sentence per source on the better model's loss anatomy.
+
+    `runs` names each model's run folder per source (rows.verdict_runs), `metrics` holds their metrics.csv, the
+    teacher's and the pruning bases' (runs.read_runs), `daily` the daily MAE of each claim model's run
+    (effects.daily_mae), `histories` maps (dataset, better model's run folder) to its seeds' histories, `infos`
+    holds their info.json, `datasets` gives each dataset's paper name (rows.dataset_facts), `paper_epochs` the
+    reference budget (training.paper_epochs)."""
     rows = []
     for claim in claims:
         for dataset, facts in datasets.items():
-            rows += verdict_rows(claim, dataset, facts["paper_name"], runs, metrics, histories, infos, seeds,
-                               paper_epochs, pruning)
+            rows += verdict_rows(claim, dataset, facts["paper_name"], runs, metrics, daily, histories, infos, seeds,
+                                 paper_epochs, pruning)
     return pd.DataFrame(rows, columns=VERDICT_COLUMNS)
 
 
-def verdict_rows(claim: Claim, dataset: str, paper_name: str, runs, metrics, histories, infos, seeds: list,
-               paper_epochs: int, pruning: dict) -> list[dict]:
+def verdict_rows(claim: Claim, dataset: str, paper_name: str, runs, metrics, daily, histories, infos, seeds: list,
+                 paper_epochs: int, pruning: dict) -> list[dict]:
     """The verdict rows of one claim on one dataset, one per horizon (see `verdict_table`)."""
     paper_better, paper_worse = (paper_values(paper_name, claim.table, m, pruning).set_index("horizon_min")["paper"]
                                  for m in (claim.better, claim.worse))
     teacher = seed_spread(metrics, dataset, "teacher", seeds).set_index("horizon_min")
     reference = without_kd(claim)
-    ours, no_kd, readings, anatomy = {}, {}, {}, []
+    ours, differences, no_kd, readings, anatomy = {}, {}, {}, {}, []
     for source in HYPERPARAMETER_SOURCES:
         better, worse = runs[claim.better][source], runs[claim.worse][source]
         ours[source] = (seed_spread(metrics, dataset, better, seeds).set_index("horizon_min"),
                         seed_spread(metrics, dataset, worse, seeds).set_index("horizon_min"))
+        differences[source] = paired_differences(daily, dataset, better, worse, seeds)
         no_kd[source] = seed_spread(metrics, dataset, runs[reference][source], seeds).set_index("horizon_min")
         readings[source] = [run_readings(infos[RunPlace(dataset, int(seeds[0]), folder)]["run"])
                             for folder in (better, worse)]
         anatomy.append(anatomy_sentence(f"{paper_label(claim.better)} ({source} values)",
                                         histories.get((dataset, better), [])))
-    epochs = [int(teacher["epochs"].min())] + [
-        e for b, w in ours.values() for model, frame in ((claim.better, b), (claim.worse, w))
-        if (e := trained_epochs(model, frame["epochs"].min())) is not None]
+    scratch = {"teacher"} | {trained_from_scratch(runs[m][source]) for m in (claim.better, claim.worse)
+                             for source in HYPERPARAMETER_SOURCES}
+    epochs = [int(seed_spread(metrics, dataset, model, seeds)["epochs"].min()) for model in sorted(scratch)]
     rows = []
     for h in ours["paper"][0].index:
+        test_days = min(gaps[h].shape[1] for gaps in differences.values())
         row = {"claim": claim.text, "table": claim.table, "dataset": dataset, "metric": VERDICT_METRIC,
                "horizon_min": int(h), "better": claim.better, "other": claim.worse,
                "published_better": paper_better.get(h, np.nan), "published_other": paper_worse.get(h, np.nan),
-               "teacher_mae": teacher.loc[h, "ours"]}
+               "teacher_mae": teacher.loc[h, "ours"], "test_days": test_days}
         row["published_effect"] = row["published_better"] - row["published_other"]
         for source, (b, w) in ours.items():
+            low, high = (float(end) for end in paired_interval(differences[source][h]))
             row.update({
                 f"{source}_values_{key}": value for key, value in {
                     "better": b.loc[h, "ours"], "better_std": b.loc[h, "ours_std"],
                     "other": w.loc[h, "ours"], "other_std": w.loc[h, "ours_std"],
-                    **judge_claim(b.loc[h], w.loc[h]),
-                    "seeds": int(min(b.loc[h, "n_seeds"], w.loc[h, "n_seeds"])),
+                    "effect": b.loc[h, "ours"] - w.loc[h, "ours"], "ci_low": low, "ci_high": high,
+                    "outcome": outcome(low, high), "seeds": int(min(b.loc[h, "n_seeds"], w.loc[h, "n_seeds"])),
                     "better_epochs": int(b["epochs"].min()), "other_epochs": int(w["epochs"].min()),
                     "better_readings": readings[source][0], "other_readings": readings[source][1]}.items()})
         seeds_judged = min(row[f"{source}_values_seeds"] for source in HYPERPARAMETER_SOURCES)
         row["judgeable"] = judgeable(row["teacher_mae"], source_means(no_kd, h), without_kd_label(reference),
-                                     epochs, paper_epochs, seeds_judged)
+                                     epochs, paper_epochs, seeds_judged, test_days)
         row["anatomy"] = " ".join(anatomy)
         row["paper_epochs"] = paper_epochs
         rows.append(row)

@@ -30,12 +30,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_table(df: pd.DataFrame, path: str | os.PathLike, index: bool = False) -> None:
-    """Write a DataFrame as CSV or parquet (chosen by suffix), atomically."""
+    """Write a DataFrame as CSV or parquet (chosen by suffix, in any case), atomically."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        if path.suffix == ".parquet":
+        if path.suffix.lower() == ".parquet":
             df.to_parquet(tmp, index=index)
-        elif path.suffix == ".csv":
+        elif path.suffix.lower() == ".csv":
             df.to_csv(tmp, index=index)
         else:
             raise ValueError(f"{path}: unsupported table format {path.suffix!r} (use .csv or .parquet)")

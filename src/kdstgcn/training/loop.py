@@ -5,6 +5,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +17,7 @@ from kdstgcn.evaluation.rollout import evaluate
 from kdstgcn.losses.base import Loss, Outputs, counted_step
 from kdstgcn.runtime.console import CONSOLE, duration
 from kdstgcn.runtime.devices import pick_device
+from kdstgcn.runtime.precision import in_precision, resolve_precision
 from kdstgcn.runtime.tensor_files import save_torch
 from kdstgcn.training.anatomy import epoch_anatomy
 from kdstgcn.training.checkpoint import cpu_copy, load_checkpoint, restore_rng, resume, rng_state
@@ -54,16 +56,23 @@ class FirstNonFinite:
                                 "Lower the learning rate or check the input data.")
 
 
-def training_step(model, teacher, loss: Loss, optimizer, compiled: bool, device: torch.device):
+def training_step(model, teacher, loss: Loss, optimizer, compiled: bool, device: torch.device,
+                  precision: str = "fp32", teacher_precision: str = "fp32"):
     """step(x, y, teacher_out) -> loss of the batch (a device tensor, not synced): counted_step, backward, optimiser
     step, and the batch counted in the loss's share (ORD's counters, outside any compiled graph).
+
+    `precision`, `teacher_precision` (kdstgcn.runtime.precision): the model's and the live teacher's forward
+    passes run in bfloat16 autocast where bf16, the loss on their outputs cast to float32.
 
     `compiled` captures counted_step's forward and backward with torch.compile: CUDA graphs on a GPU
     (mode reduce-overhead: one launch per graph instead of one per kernel), fused C++ loops on the CPU. If
     compiling or a compiled step raises, one warning names the error, and that step and every later one run
     eager from the state before it (weights, gradients, random numbers): the numbers of `compile: off`."""
+    student_forward = in_precision(model, precision, device)
+    teacher_forward = in_precision(teacher, teacher_precision, device)
+
     def forward_loss(x, y, teacher_out):
-        return counted_step(model, teacher, loss, x, y, teacher_out)
+        return counted_step(student_forward, teacher_forward, loss, x, y, teacher_out)
 
     graphs = compiled and device.type == "cuda"
     compiled_loss = (torch.compile(forward_loss, mode="reduce-overhead" if graphs else None, dynamic=False)
@@ -176,6 +185,9 @@ def train(model: torch.nn.Module, data: PreparedData, loss: Loss, settings: Trai
     teacher_model = None if teacher is None else teacher.model
     if teacher_model is not None:
         freeze(teacher_model, device)
+    teacher_precision = ("fp32" if teacher_model is None
+                         else resolve_precision(settings.precision, device, teacher_model.arch.widest_layer))
+    settings = replace(settings, precision=resolve_precision(settings.precision, device, model.arch.widest_layer))
     torch.manual_seed(settings.seed)
     model = model.to(device)
     loss = loss.to(device)
@@ -190,7 +202,8 @@ def train(model: torch.nn.Module, data: PreparedData, loss: Loss, settings: Trai
     if teacher is not None:
         teacher = teacher.on_device(loss, y_train, device)
     n_batches = math.ceil(x_train.shape[0] / settings.batch_size)
-    step = training_step(model, teacher_model, loss, optimizer, use_compile(settings.compile, device), device)
+    step = training_step(model, teacher_model, loss, optimizer, use_compile(settings.compile, device), device,
+                         settings.precision, teacher_precision)
     run_seconds, epochs_here = 0.0, 0
     for epoch in range(start_epoch, settings.epochs + 1):
         model.train()
@@ -199,11 +212,12 @@ def train(model: torch.nn.Module, data: PreparedData, loss: Loss, settings: Trai
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         train_seconds = time.perf_counter() - tic
-        val, _, _ = evaluate(model, data, "val", settings.horizons, batch_size=settings.eval_batch_size)
+        val, _, _ = evaluate(model, data, "val", settings.horizons, batch_size=settings.eval_batch_size,
+                             precision=settings.precision)
         val_mae = float(val["MAE"].mean())
         row = {"epoch": epoch, "train_loss": float(total) / n_batches, "val_mae": val_mae, "lr": lr,
                "train_seconds": train_seconds, "epoch_seconds": time.perf_counter() - tic,
-               "teacher_share_pct": loss.share_pct()}
+               "teacher_share_pct": loss.share_pct(), "precision": settings.precision}
         row.update({f"val_mae_{int(h)}min": float(v) for h, v in zip(val["horizon_min"], val["MAE"])})
         row.update(epoch_anatomy(model, teacher_model, loss, x_train, y_train, settings.batch_size, settings.seed,
                                  device))

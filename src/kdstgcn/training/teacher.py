@@ -1,8 +1,10 @@
 """Where a distilling run takes its frozen teacher's outputs from, batch by batch: a forward of the live teacher,
 the teacher's predictions computed once for the run, or the teacher's feature store (both kept on disk by
-kdstgcn.training.teacher_cache). `teacher_source` picks one for a run."""
+kdstgcn.training.teacher_cache). `teacher_source` picks one for a run, for as long as the run trains."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -62,20 +64,24 @@ class StoredFeatures(TeacherSource):
         return self.store.batch(idx, device)
 
 
+@contextmanager
 def teacher_source(loss: Loss, settings: TrainSettings, teacher: torch.nn.Module | None, teacher_path: str | None,
-                   data: PreparedData, checkpoint: str, device: torch.device) -> TeacherSource | None:
-    """How a run reads its teacher (None: it has none). Where the loss lets the teacher's outputs be computed
-    once instead of a teacher forward per batch: a response-only loss caches the predictions beside the run's
-    checkpoint; a feature loss reads the teacher's store (beside the teacher, shared by all who distil from it)
-    when `settings.teacher_features` names a store."""
+                   data: PreparedData, checkpoint: str, device: torch.device) -> Iterator[TeacherSource | None]:
+    """How a run reads its teacher (None: it has none), for the `with` block that trains the run. Where the loss
+    lets the teacher's outputs be computed once instead of a teacher forward per batch: a response-only loss caches
+    the predictions beside the run's checkpoint; a feature loss reads the teacher's store (beside the teacher,
+    shared by all who distil from it) when `settings.teacher_features` names a store, and holds it open, so that
+    no other job removes it, until the block ends."""
     if teacher is None:
-        return None
-    if loss.uses_teacher and not loss.uses_features:
+        yield None
+    elif loss.uses_teacher and not loss.uses_features:
         predictions = cached_teacher_predictions(teacher, data.inputs("train"), Path(checkpoint).parent,
                                                  settings.batch_size, device)
-        return CachedPredictions(teacher, predictions)
-    if loss.uses_features and settings.reads_feature_store:
-        store = TeacherFeatureStore.open(teacher, data.inputs("train"), Path(teacher_path).parent / STORE_FOLDER,
-                                         settings.teacher_features, loss.feature_groups, settings.batch_size, device)
-        return StoredFeatures(teacher, store)
-    return LiveTeacher(teacher)
+        yield CachedPredictions(teacher, predictions)
+    elif loss.uses_features and settings.reads_feature_store:
+        with TeacherFeatureStore.open(teacher, data.inputs("train"), Path(teacher_path).parent / STORE_FOLDER,
+                                      settings.teacher_features, loss.feature_groups, settings.batch_size,
+                                      device) as store:
+            yield StoredFeatures(teacher, store)
+    else:
+        yield LiveTeacher(teacher)

@@ -5,7 +5,7 @@ Response-only distillation losses (rd_l2, rd_kl, ord) read nothing of the teache
 teacher never changes during a run, so a teacher forward in every batch of every epoch recomputes the same
 numbers. The cache file (`teacher_predictions.pt` beside the student's checkpoint) holds the predictions for
 all training windows with the digests of the teacher's weights, of the windows they belong to and of the code
-that computes them (`code_digest`); a file with other digests (a retrained teacher, other data, changed model
+that computes them (`CODE_DIGEST`); a file with other digests (a retrained teacher, other data, changed model
 code) is recomputed and replaced.
 """
 from __future__ import annotations
@@ -19,6 +19,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
@@ -55,14 +56,19 @@ def code_files(name: str) -> dict[str, Path]:
 
 
 def code_digest() -> str:
-    """Short hash of the source text of FEATURE_CODE: a teacher's stored outputs belong to the code that computed
-    them, so that a change to the model code recomputes them."""
+    """Short hash of the source text of FEATURE_CODE as it is on disk now."""
     digest = hashlib.sha256()
     for name in FEATURE_CODE:
         for label, path in code_files(name).items():
             digest.update(f"{label}\n".encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+# the digest of the model code this process runs (imported above, through kdstgcn.model.persist), taken once at
+# import: stored outputs belong to the code that computed them, so that a change to the model code recomputes them,
+# and a process that runs on while its source is edited keeps labelling its outputs with the code it imported
+CODE_DIGEST = code_digest()
 
 
 def predict(teacher: torch.nn.Module, inputs: torch.Tensor, batch_size: int,
@@ -81,7 +87,7 @@ def cached_teacher_predictions(teacher: torch.nn.Module, inputs: torch.Tensor, f
     """The teacher's predictions for `inputs`, read from `folder/teacher_predictions.pt` when its digests
     (teacher, windows, code) match, else computed once and written there atomically. Returned on CPU, one row
     per window."""
-    key = {"teacher": weights_digest(teacher), "inputs": tensor_digest(inputs), "code": code_digest()}
+    key = {"teacher": weights_digest(teacher), "inputs": tensor_digest(inputs), "code": CODE_DIGEST}
     path = Path(folder) / CACHE_NAME
     if path.exists():
         blob = torch.load(path, map_location="cpu", weights_only=True)
@@ -106,39 +112,59 @@ class TeacherFeatureStore:
     batch (`distillation.teacher_features`). float32 holds what the forward computes; float16 halves the disk
     and page cache (relative rounding 5e-4 of each feature).
 
-    A store is a folder `<root>/<key digest>_<groups>` written whole and renamed into place under a file lock, so
-    workers that start together compute it once and never read a half-written store. Its key holds the digests
-    of the teacher's weights, the windows and the feature code (`code_digest`), the precision and the groups; when
-    a store is written, the stores beside it of another teacher, data or code are removed (`remove_stale`).
+    A store is a folder `<root>/<key digest>_<groups>` written whole and renamed into place under its build lock,
+    so workers that start together compute it once and never read a half-written store. Its key holds the digests
+    of the teacher's weights, the windows and the feature code (`CODE_DIGEST`), the precision and the groups; when
+    a store is written, the stores beside it of another teacher, data or code are removed (`remove_stale`), except
+    those in use: an open store holds its readers' lock shared until it is closed (`with`, or `close`).
     """
 
-    def __init__(self, folder: str | Path):
-        folder = Path(folder)
+    def __init__(self, folder: Path, readers: IO):
         self.meta = json.loads((folder / "meta.json").read_text())
         self.prediction = np.load(folder / "prediction.npy", mmap_mode="r")
         self.features = {group: [np.load(folder / f"{group}_{i}.npy", mmap_mode="r") for i in range(count)]
                          for group, count in self.meta["layers"].items()}
+        self.readers = readers
 
     @classmethod
     def open(cls, teacher: torch.nn.Module, inputs: torch.Tensor, root: str | Path, precision: str,
              groups: tuple[str, ...], batch_size: int, device: torch.device) -> "TeacherFeatureStore":
-        """The store of `teacher` on `inputs` [W, n_his, N] with `groups` in `precision`, built first if missing."""
+        """The store of `teacher` on `inputs` [W, n_his, N] with `groups` in `precision`, built first if missing,
+        open (and kept) until it is closed."""
         if precision not in STORE_DTYPES:
             raise ValueError(f"teacher feature store precision {precision!r}: choose one of {list(STORE_DTYPES)}")
-        key = {"teacher": weights_digest(teacher), "inputs": tensor_digest(inputs), "code": code_digest(),
+        key = {"teacher": weights_digest(teacher), "inputs": tensor_digest(inputs), "code": CODE_DIGEST,
                "precision": precision, "groups": sorted(groups)}
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
         root = Path(root)
         root.mkdir(parents=True, exist_ok=True)
         folder = root / f"{digest}_{'-'.join(sorted(groups))}"
-        with open(root / f"{folder.name}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        build_lock, readers_lock = store_locks(folder)
+        with open(build_lock, "a") as building:
+            fcntl.flock(building, fcntl.LOCK_EX)
             if not (folder / "meta.json").exists():
                 build_store(teacher, inputs, folder, key, batch_size, device)
                 remove_stale(root, key)
             else:
                 log.info("teacher outputs for %d training windows read from %s", inputs.shape[0], folder)
-        return cls(folder)
+            readers = open(readers_lock, "a")
+            fcntl.flock(readers, fcntl.LOCK_SH)  # never waits: a removal holds it only under the build lock
+        try:
+            return cls(folder, readers)
+        except BaseException:
+            readers.close()
+            raise
+
+    def close(self) -> None:
+        """Stop reading the store: unmap its arrays and let go of its readers' lock, so that it may be removed."""
+        del self.prediction, self.features
+        self.readers.close()
+
+    def __enter__(self) -> "TeacherFeatureStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def batch(self, idx: torch.Tensor, device: torch.device = torch.device("cpu")) -> Outputs:
         """The teacher's outputs for windows `idx` as float32 tensors on `device` (features: the stored groups)."""
@@ -154,29 +180,38 @@ class TeacherFeatureStore:
         return Outputs(take(self.prediction), features)
 
 
+def store_locks(folder: Path) -> tuple[Path, Path]:
+    """The two lock files of a store (or of its half-written `.partial` folder): its build lock, held exclusively
+    while the store is looked up, built or removed, and its readers' lock, held shared by every open store and
+    exclusively by a removal. Both stay in place, also when the store is removed: a process that has a lock file
+    open, or waits on it, then locks the same file as every process after it."""
+    name = folder.name.removesuffix(".partial")
+    return folder.with_name(f"{name}.lock"), folder.with_name(f"{name}.readers.lock")
+
+
 SOURCE_KEYS = ("teacher", "inputs", "code")  # what a store was computed from; precision and groups are choices
 
 
 def remove_stale(root: Path, key: dict) -> None:
     """Remove the stores in `root` computed from another teacher, other windows or other code than `key` says
     (every store of this teacher, data and code stays, whatever its precision and groups), and the half-written
-    ones. A store whose lock another process holds (it is being built) is left alone."""
+    ones. A store that another process is building or opening (its build lock is held) or reading (its readers'
+    lock is held) is left alone."""
     for folder in [f for f in root.iterdir() if f.is_dir()]:
-        name = folder.name.removesuffix(".partial")
         meta = folder / "meta.json"
-        if name == folder.name and meta.exists():
+        if not folder.name.endswith(".partial") and meta.exists():
             found = json.loads(meta.read_text()).get("key", {})
             if all(found.get(k) == key[k] for k in SOURCE_KEYS):
                 continue
-        lock_path = root / f"{name}.lock"
-        with open(lock_path, "w") as lock:
+        build_lock, readers_lock = store_locks(folder)
+        with open(build_lock, "a") as building, open(readers_lock, "a") as readers:
             try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(building, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(readers, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 continue
+            meta.unlink(missing_ok=True)  # first: a removal stopped half-way leaves no store that looks whole
             shutil.rmtree(folder, ignore_errors=True)
-            if not (root / name).exists():
-                lock_path.unlink(missing_ok=True)
         log.info("removed the teacher outputs of another teacher, data or code: %s", folder)
 
 

@@ -2,7 +2,9 @@
 table of all its trials."""
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 
 import optuna
 import pandas as pd
@@ -58,10 +60,16 @@ def write_result(study: optuna.Study, dataset: str, name: str, space: dict, epoc
     return result
 
 
-def finish_study(study_path: str, heartbeat_s: int, dataset: str, name: str, space: dict, epochs: int,
-                 yaml_out: str, trials_out: str) -> dict:
-    """Write the result and the trials table of the finished study in `study_path` (`write_result`)."""
-    result = write_result(load_study(study_path, heartbeat_s), dataset, name, space, epochs, yaml_out, trials_out)
+def finish_study(study_path: str, worker_files: list[str], heartbeat_s: int, dataset: str, name: str, space: dict,
+                 epochs: int, yaml_out: str, trials_out: str) -> dict:
+    """Write the result and the trials table (`write_result`) of the finished study in the journal `study_path`
+    that the workers' summaries `worker_files` name."""
+    studies = {json.loads(Path(path).read_text()).get("study") for path in worker_files}
+    if len(studies) != 1 or None in studies:
+        raise RuntimeError(f"{study_path}: the tuning workers' files {list(worker_files)} name the studies "
+                           f"{sorted(map(str, studies))}, not one; delete them to rerun the workers")
+    study = load_study(study_path, studies.pop(), heartbeat_s)
+    result = write_result(study, dataset, name, space, epochs, yaml_out, trials_out)
     log.info("best: trial %d, validation MAE %.4f, %s %s", result["trial"], result["val_mae"],
              result["hyperparameters"], result["switches"])
     return result

@@ -1,12 +1,17 @@
 """Where a study lives: an Optuna journal file (`kdstgcn.config.layout.tuning_journal`) that any number of worker
 processes share, on one machine or on a cluster's shared file system (file lock, no database server).
 
+A journal holds one study per set of sources (`study_name`): data, graph, models or code that changed upstream
+start a fresh study beside the old one instead of continuing trials that were run on other inputs.
+
 Trials record a heartbeat; a trial whose worker died goes silent, is failed by the next worker that looks and
 retried with the same values, so a killed worker never blocks the study and a rerun of the worker continues it.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import time
 import warnings
 from collections.abc import Callable
@@ -19,6 +24,8 @@ from optuna.storages import JournalStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.trial import FrozenTrial, TrialState
+
+log = logging.getLogger(__name__)
 
 HEARTBEAT = "heartbeat"
 STALE_AFTER_HEARTBEATS = 5  # a running trial silent for this many heartbeat intervals is failed and retried
@@ -67,14 +74,21 @@ def fail_stale_trials(study: optuna.Study) -> None:
         optuna.storages.fail_stale_trials(study)
 
 
-def open_study(path: str | Path, identity: dict, tuning: dict, worker: int) -> optuna.Study:
-    """Create or load the study in `path`. `identity` (dataset, loss, base run, space, switches) must equal the
-    one it was created with, so that trials of other settings are never mixed."""
+def study_name(sources: dict) -> str:
+    """The name of the study, in its journal, whose trials read `sources` (digests of what a trial reads)."""
+    return "study-" + hashlib.sha256(json.dumps(sources, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def open_study(path: str | Path, identity: dict, sources: dict, tuning: dict, worker: int) -> optuna.Study:
+    """Create or load the study of `sources` in the journal `path` (`study_name`), so that trials run on other
+    inputs are never continued. `identity` (the run spec, space, switches) must equal the one the study was created
+    with, so that trials of other settings are never mixed."""
     storage = HeartbeatJournalStorage(path, tuning["heartbeat_s"])
+    name = study_name(sources)
     # epochs are the budget: a trial reports after each epoch and may stop at a rung of successive halving
     pruner = optuna.pruners.HyperbandPruner(min_resource=tuning["min_epochs"], max_resource=tuning["epochs"],
                                             reduction_factor=tuning["reduction_factor"])
-    study = optuna.create_study(storage=storage, study_name="study", direction="minimize", pruner=pruner,
+    study = optuna.create_study(storage=storage, study_name=name, direction="minimize", pruner=pruner,
                                 load_if_exists=True)
     # seeded per worker and per restart (the trials already there), so no two draw the same random values
     study.sampler = optuna.samplers.TPESampler(seed=tuning["seed"] + worker + 1000 * len(study.trials),
@@ -83,6 +97,7 @@ def open_study(path: str | Path, identity: dict, tuning: dict, worker: int) -> o
     found = study.user_attrs.get("identity")
     if found is None:
         study.set_user_attr("identity", wanted)
+        log.info("%s: a new study %s, of the data, graph, models and code %s", path, name, sources)
     elif found != wanted:
         differ = sorted(k for k in set(found) | set(wanted) if found.get(k) != wanted.get(k))
         raise StudyMismatch(f"{path}: this study was made with other settings (they differ in {differ}). Delete "
@@ -90,6 +105,6 @@ def open_study(path: str | Path, identity: dict, tuning: dict, worker: int) -> o
     return study
 
 
-def load_study(path: str | Path, heartbeat_s: int) -> optuna.Study:
-    """An existing study, to read its trials."""
-    return optuna.load_study(study_name="study", storage=HeartbeatJournalStorage(path, heartbeat_s))
+def load_study(path: str | Path, name: str, heartbeat_s: int) -> optuna.Study:
+    """The existing study `name` in the journal `path`, to read its trials."""
+    return optuna.load_study(study_name=name, storage=HeartbeatJournalStorage(path, heartbeat_s))
