@@ -31,6 +31,7 @@ from kdstgcn.model.stgcn import STGCN
 from kdstgcn.training.teacher_cache import cached_teacher_predictions
 from kdstgcn.config.runspec import TrainSettings
 from kdstgcn.training.loop import train
+from kdstgcn.training.teacher import CachedPredictions, LiveTeacher
 
 N_NODES = 170
 TARGET_RATIO = 1.2
@@ -72,8 +73,10 @@ def main() -> None:
             student = STGCN(Architecture(N_NODES, STUDENT), cheb)
             student.load_state_dict(initial)
             cpu_tic = time.process_time()
+            source = (None if loss_name == "task" else LiveTeacher(teacher) if predictions is None
+                      else CachedPredictions(teacher, predictions))
             _, history = train(student, data, build_loss(loss_name, params), settings, folder / f"{name}.pt",
-                               teacher if loss_name != "task" else None, device, teacher_predictions=predictions)
+                               source, device)
             rows[name] = history.iloc[0].to_dict() | {"cpu_seconds": time.process_time() - cpu_tic}
             print(f"  {name:14} training {rows[name]['train_seconds']:7.1f} s   epoch incl. validation "
                   f"{rows[name]['epoch_seconds']:7.1f} s   CPU time of the epoch {rows[name]['cpu_seconds']:7.1f} s"

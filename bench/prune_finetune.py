@@ -41,6 +41,7 @@ from kdstgcn.training.teacher_cache import TeacherFeatureStore
 from kdstgcn.pruning.prune import apply_masks, compact, current_masks, removed_share, select_masks
 from kdstgcn.config.runspec import TrainSettings
 from kdstgcn.training.loop import train
+from kdstgcn.training.teacher import LiveTeacher, StoredFeatures
 
 PEMS08_WINDOWS = {"train": 13_400, "val": 1_608}
 STCD_97 = {"alpha1": 0.746, "alpha2": 0.445, "alpha3": 0.02}
@@ -120,8 +121,9 @@ def main() -> None:
             x, y = data.inputs("train")[:batch], data.one_step_targets("train")[:batch]
             loss_step(start, source_model, loss, x, y).backward()  # warm-up: compiles the correlation kernel
             start.zero_grad(set_to_none=True)
-            _, history = train(start, data, loss, settings, Path(folder) / f"{name}.pt", source_model,
-                               torch.device("cpu"), teacher_store=teacher_store)
+            source = (None if source_model is None else LiveTeacher(source_model) if teacher_store is None
+                      else StoredFeatures(source_model, teacher_store))
+            _, history = train(start, data, loss, settings, Path(folder) / f"{name}.pt", source, torch.device("cpu"))
             row = history.iloc[0]
             train_s = row["train_seconds"] * PEMS08_WINDOWS["train"] / data.windows["train"].shape[0]
             val_s = (row["epoch_seconds"] - row["train_seconds"]) * PEMS08_WINDOWS["val"] / data.windows["val"].shape[0]

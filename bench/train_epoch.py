@@ -50,7 +50,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--batch", type=int, default=50)
     ap.add_argument("--models", default="teacher,student,stcd", help="comma list of teacher, base, student, stcd")
-    ap.add_argument("--precisions", default="fp32,bf16", help="comma list of training.precision values")
+    ap.add_argument("--precisions", default="fp32,bf16,auto", help="comma list of training.precision values")
     ap.add_argument("--compile", default="off,on", help="comma list of training.compile settings to compare")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--quick", action="store_true", help="N=16, 400 windows, 2 epochs, eager only")

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, replace
 
 from kdstgcn.config.datasets import DataSpec, data_spec
 from kdstgcn.config.layout import pruned_name
-from kdstgcn.losses.registry import LOSSES, READING_CHOICES
+from kdstgcn.losses.registry import LOSSES, READING_CHOICES, SCALE_READINGS, is_count
 from kdstgcn.model.architecture import Architecture
 from kdstgcn.model.notation import parse_blocks
 
@@ -179,9 +179,14 @@ def train_settings(config: dict, seed: int, **overrides) -> TrainSettings:
 
 def loss_spec(config: dict, name: str, params: dict) -> LossSpec:
     """A student's loss with its hyper-parameters, the kernel its correlation terms are computed with and, for a
-    loss that takes readings (every student's: the task term reads scalar_norm), the configured readings."""
+    loss that takes readings (every student's: the task term reads scalar_norm), the configured readings; a scale
+    reading (registry) only where the loss reads it and it is set to a count."""
     kd = config["distillation"]
-    readings = {key: kd[key] for key in READING_CHOICES} if LOSSES[name].readings else None
+    used = LOSSES[name].readings
+    if not used:
+        return LossSpec(name, params, kd["correlation_kernel"])
+    readings = {key: kd[key] for key in READING_CHOICES if key not in SCALE_READINGS}
+    readings |= {key: kd[key] for key in SCALE_READINGS if key in used and is_count(key, kd[key])}
     return LossSpec(name, params, kd["correlation_kernel"], readings)
 
 

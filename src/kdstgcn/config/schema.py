@@ -78,11 +78,12 @@ def coerce(value, schema: dict, root: dict):
     Snakemake hands nested `--config` values over as strings (`--config training='{epochs: 5}'` gives
     {'epochs': '5'}); reading them as YAML makes them what a config file would hold. Dicts and lists are
     changed in place, so the workflow's `config` object sees the result. A string that does not read as the
-    type asked for is left alone, and the schema check then names its key."""
+    type asked for is left alone (a key that also takes strings keeps it), and the schema check then names
+    its key."""
     schema = resolve(schema, root)
     declared = schema.get("type", [])
     types = {declared} if isinstance(declared, str) else set(declared)
-    if isinstance(value, str) and types & NON_STRING_TYPES.keys() and "string" not in types:
+    if isinstance(value, str) and types & NON_STRING_TYPES.keys():
         parsed = read_as_yaml(value, types & NON_STRING_TYPES.keys())
         value = value if parsed is None else parsed
     if isinstance(value, dict):

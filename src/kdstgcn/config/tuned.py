@@ -10,7 +10,7 @@ import yaml
 from kdstgcn.config.layout import HYPERPARAMETER_SOURCES, variant_name
 from kdstgcn.config.runspec import LossSpec, RunSpec, TrainSettings
 from kdstgcn.config.schema import ConfigError
-from kdstgcn.losses.registry import LOSSES, READING_CHOICES
+from kdstgcn.losses.registry import LOSSES, READING_CHOICES, SCALE_READINGS
 
 
 def tuning_space(config: dict, loss: str) -> dict:
@@ -43,11 +43,14 @@ def switch_place(name: str) -> tuple[str, str]:
 
 
 def switch_value(run: RunSpec, name: str):
-    """The value a run spec holds for the switch `name` (None where its loss records no such reading)."""
+    """The value a run spec holds for the switch `name` (None where its loss records no such reading; the default
+    of a scale reading its loss records readings without: a spec records one only where set)."""
     section, key = switch_place(name)
     if section == "training":
         return getattr(run.train, key)
-    return (run.loss.readings or {}).get(key)
+    if run.loss.readings is None:
+        return None
+    return run.loss.readings.get(key, READING_CHOICES[key][0] if key in SCALE_READINGS else None)
 
 
 def with_readings(loss: LossSpec, readings: dict) -> LossSpec:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdstgcn.losses.registry import READING_CHOICES, loss_info
+from kdstgcn.losses.registry import READING_CHOICES, loss_info, reading_allowed, reading_options
 
 
 @dataclass
@@ -30,11 +30,12 @@ class Readings:
     scalar_norm: str = "squared"  # every ||a - b||_2 of a scalar in Eq. 2, 3, 6, 8, 10: squared or absolute error
     ord_reduction: str = "mean"  # Eq. 6 averaged over batch and nodes, or summed as written
     distance_scale: str = "raw"  # the distance matrices of Eq. 7 / 9 raw, or divided by their mean per group
+    scd_stations: str | int = "all"  # Eq. 9-10 over all stations, or over K sampled per batch (beyond the paper)
 
     def __post_init__(self):
-        for key, choices in READING_CHOICES.items():
-            if getattr(self, key) not in choices:
-                raise ValueError(f"unknown reading {key}={getattr(self, key)!r}; choose one of {list(choices)}")
+        for key in READING_CHOICES:
+            if not reading_allowed(key, getattr(self, key)):
+                raise ValueError(f"unknown reading {key}={getattr(self, key)!r}; choose {reading_options(key)}")
 
 
 def scalar_gap(a: torch.Tensor, b: torch.Tensor, norm: str, reduction: str = "mean") -> torch.Tensor:

@@ -1,9 +1,10 @@
 """Correlation distillation: the gap between student and teacher pairwise-distance matrices of matched hidden
-layers, over time steps (TCD, Eq. 7-8) and over nodes (SCD, Eq. 9-10), and STCD (Eq. 11), which adds both to
-ORD, with its two ablations of Table 5."""
+layers, over time steps (TCD, Eq. 7-8) and over nodes (SCD, Eq. 9-10, over every station or, beyond the paper,
+over a sample of them per batch), and STCD (Eq. 11), which adds both to ORD, with its two ablations of Table 5."""
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from kdstgcn.losses.base import Loss, Readings
 from kdstgcn.losses.kernels import CORRELATION_KERNELS
@@ -91,10 +92,14 @@ class CorrelationDistance(Loss):
         self.kernel = CORRELATION_KERNELS[kernel]()
         self.readings = readings
 
+    def matched_layers(self, student, teacher) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The outputs [B, C, T, N] of the student's and the teacher's matched layers."""
+        return list(zip(student.features[self.layers], teacher.features[self.layers], strict=True))
+
     def terms(self, student, target, teacher):
         group = type(self).groups
         gaps = [L1CorrelationGap.apply(group(fs), group(ft.detach()), self.kernel, self.readings)
-                for fs, ft in zip(student.features[self.layers], teacher.features[self.layers], strict=True)]
+                for fs, ft in self.matched_layers(student, teacher)]
         return {self.term: (1.0, torch.stack(gaps).mean())}
 
 
@@ -106,12 +111,74 @@ class TemporalCorrelationDistance(CorrelationDistance):
     groups = temporal_groups
 
 
+WORD = 0xFFFFFFFF
+
+
+def word_product(x: torch.Tensor, m: int) -> torch.Tensor:
+    """x * m modulo 2^32 for 32-bit words x (int64) and m, exact: no intermediate reaches 2^49."""
+    return (x * (m & 0xFFFF) + (((x * (m >> 16)) & 0xFFFF) << 16)) & WORD
+
+
+def mix(x: torch.Tensor) -> torch.Tensor:
+    """lowbias32 (C. Wellons' hash prospector): a bijection of 32-bit words (int64) whose every output bit
+    depends on every input bit."""
+    x = word_product(x ^ (x >> 16), 0x7FEB352D)
+    x = word_product(x ^ (x >> 15), 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+class StationSample(nn.Module):
+    """The stations SCD compares under `Readings.scd_stations` = K (beyond the paper): K of the N stations per
+    batch, the same for the student and the teacher and in every layer, each K-subset about equally likely.
+
+    Derived, not drawn: the K stations with the smallest keys mix(mix(mix(seed) + batch) + station), a hash of
+    the seed torch was last seeded with when the loss was built (the run's: the jobs seed it just before),
+    the count of batches recorded so far (`record`) and the station. No generator is read, so the global random
+    stream is untouched, and the sample is a few integer tensor operations on the features' device: a compiled
+    training step traces it, and every device gives the same stations. Seed and count are buffers, kept in the
+    checkpoint with the loss: a resumed run takes the stations an uninterrupted one takes."""
+
+    def __init__(self, count: int):
+        super().__init__()
+        self.count = count
+        self.register_buffer("seed", torch.tensor(torch.initial_seed() & WORD))
+        self.register_buffer("batches", torch.zeros((), dtype=torch.long))
+
+    def stations(self, n: int, device: torch.device) -> torch.Tensor | None:
+        """The indices, in order, of this batch's stations among `n`, on `device` (the features', which a loss left
+        on the CPU may differ from); None where K >= n (every station)."""
+        if self.count >= n:
+            return None
+        batch_key = mix((mix(self.seed) + self.batches) & WORD).to(device)
+        keys = mix((batch_key + torch.arange(n, device=device)) & WORD)
+        return keys.topk(self.count, largest=False, sorted=False).indices.sort().values
+
+    def record(self) -> None:
+        self.batches += 1
+
+
 class SpatialCorrelationDistance(CorrelationDistance):
     """Eq. 9-10: L_SCD, the gap of the distances between nodes over the graph-conv layers."""
 
     term = "scd"
     layers = "spatial"
     groups = spatial_groups
+
+    def __init__(self, kernel: str = "auto", readings: Readings = Readings()):
+        super().__init__(kernel, readings)
+        self.sample = None if readings.scd_stations == "all" else StationSample(readings.scd_stations)
+
+    def matched_layers(self, student, teacher):
+        layers = super().matched_layers(student, teacher)
+        first = layers[0][0]
+        stations = None if self.sample is None else self.sample.stations(first.shape[3], first.device)
+        if stations is None:
+            return layers
+        return [(fs.index_select(3, stations), ft.index_select(3, stations)) for fs, ft in layers]
+
+    def record(self, taken, entries):
+        if self.sample is not None:
+            self.sample.record()
 
 
 class SpatioTemporalCorrelation(Loss):
@@ -141,6 +208,7 @@ class SpatioTemporalCorrelation(Loss):
 
     def record(self, taken, entries):
         self.ord.record(taken, entries)
+        self.scd.record(taken, entries)
 
     def share_pct(self) -> float:
         return self.ord.share_pct()

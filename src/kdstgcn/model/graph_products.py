@@ -108,8 +108,8 @@ class ChebyshevTerms(nn.Module):
         b, ks, r, n = z.shape
         device_type = self.meta_follows if z.device.type == "meta" else z.device.type
         out, owned = None, False  # owned: `out` is a sum made here, so later terms may be added to it in place
-        for k, (mode, zk) in enumerate(zip(self.modes(device_type, z[:, 0].numel() * z.element_size()),
-                                           z.unbind(1))):
+        float32_bytes = 4 * z[:, 0].numel()  # the operand as the sparse product takes it, also under bf16 autocast
+        for k, (mode, zk) in enumerate(zip(self.modes(device_type, float32_bytes), z.unbind(1))):
             if mode == "dense":  # [B, R, N] @ T_k^T, batched over B with the matrix shared (no copy of z)
                 matrix = self.dense[k].t().expand(b, n, n)
                 out, owned = (torch.bmm(zk, matrix) if out is None else torch.baddbmm(out, zk, matrix)), True

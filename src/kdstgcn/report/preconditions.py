@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from kdstgcn.config.layout import HYPERPARAMETER_SOURCES
-from kdstgcn.losses.registry import LOSSES, READING_CHOICES, beyond_paper
+from kdstgcn.losses.registry import LOSSES, READING_CHOICES, SCALE_READINGS, beyond_paper
 from kdstgcn.report.effects import ONE_TEST_DAY
 from kdstgcn.report.labels import paper_label
 from kdstgcn.report.tables import reference_budget
@@ -17,10 +17,13 @@ BEYOND_PAPER_TAG = " (beyond the paper)"
 def loss_readings(loss: dict) -> str:
     """The readings a loss spec (its dict form) trains with, those its loss uses only, e.g. 'scalar_norm=squared';
     a reading that leaves the paper's equations is marked; 'none' for a loss that takes none. A spec that
-    records no readings takes the defaults (each reading's first choice)."""
+    records no readings takes the defaults (each reading's first choice); a scale reading is named only where
+    recorded (set to a count, the registry's SCALE_READINGS)."""
     recorded = loss.get("readings") or {}
     parts = []
     for key in LOSSES[loss["name"]].readings:
+        if key in SCALE_READINGS and key not in recorded:
+            continue
         value = recorded.get(key, READING_CHOICES[key][0])
         parts.append(f"{key}={value}" + (BEYOND_PAPER_TAG if beyond_paper(key, value) else ""))
     return ", ".join(parts) or "none"
