@@ -14,12 +14,43 @@ from kdstgcn.model.architecture import Architecture
 from kdstgcn.model.notation import parse_blocks
 
 
+ROLLOUT_TARGETS = ("truth", "teacher")
+
+
+@dataclass(frozen=True)
+class RolloutTraining:
+    """Rollout training (beyond the paper, docs/method.md): the loss over a rollout of `steps(epoch)` steps of the
+    model's own predictions. The rollout starts at `first_steps` and grows by one step every `epochs_per_step`
+    epochs up to `last_steps`, whatever the epoch budget (so that a longer budget continues a run exactly). The
+    steps after the first learn from `targets`: the truth, or the teacher's rollout from the same window.
+    `feedback_gradient`: whether gradients flow through the predictions fed back as inputs, or stop there."""
+
+    first_steps: int
+    last_steps: int
+    epochs_per_step: int
+    targets: str = "truth"
+    feedback_gradient: bool = True
+
+    def __post_init__(self):
+        if not 1 <= self.first_steps <= self.last_steps:
+            raise ValueError(f"rollout steps [{self.first_steps}, {self.last_steps}]: need 1 <= first <= last")
+        if self.epochs_per_step < 1:
+            raise ValueError(f"rollout epochs_per_step {self.epochs_per_step}: need >= 1")
+        if self.targets not in ROLLOUT_TARGETS:
+            raise ValueError(f"rollout targets {self.targets!r}: choose one of {list(ROLLOUT_TARGETS)}")
+
+    def steps(self, epoch: int) -> int:
+        """The rollout's length in `epoch` (counted from 1)."""
+        return min(self.last_steps, self.first_steps + (epoch - 1) // self.epochs_per_step)
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     """How a model is trained. `teacher_features`: how a distilling run reads its teacher's outputs (`live`, a
     teacher forward per batch, or a feature store in `float32` / `float16`); None where the run's spec does not
     say, which reads them live. `precision`: the arithmetic of training and validation (fp32, bf16 or auto,
-    kdstgcn.runtime.precision; the training loop resolves auto on its device)."""
+    kdstgcn.runtime.precision; the training loop resolves auto on its device). `rollout`: rollout training
+    (`RolloutTraining`); None trains on the one-step loss, the paper's."""
 
     epochs: int
     batch_size: int = 50
@@ -33,6 +64,7 @@ class TrainSettings:
     compile: str = "auto"
     teacher_features: str | None = None
     precision: str = "fp32"
+    rollout: RolloutTraining | None = None
 
     @property
     def reads_feature_store(self) -> bool:
@@ -42,7 +74,7 @@ class TrainSettings:
         """Identity of a run for resuming: everything but the epoch budget (so a run can also be extended) and
         whether the step is compiled (the same arithmetic); the teacher's features only where they are read from
         a store (reading them live is what runs without the key); the precision only where it is not fp32 (what
-        runs without the key)."""
+        runs without the key); rollout training only where it is on."""
         settings = asdict(self)
         settings.pop("epochs")
         settings.pop("compile")
@@ -50,6 +82,8 @@ class TrainSettings:
             settings.pop("teacher_features")
         if self.precision == "fp32":
             settings.pop("precision")
+        if self.rollout is None:
+            settings.pop("rollout")
         blob = json.dumps([settings, *parts], sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -57,11 +91,14 @@ class TrainSettings:
         d = {**asdict(self), "horizons": list(self.horizons)}
         if self.teacher_features is None:
             d.pop("teacher_features")
+        if self.rollout is None:
+            d.pop("rollout")
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainSettings:
-        return cls(**{**d, "horizons": tuple(d["horizons"])})
+        rollout = RolloutTraining(**d["rollout"]) if d.get("rollout") is not None else None
+        return cls(**{**d, "horizons": tuple(d["horizons"]), "rollout": rollout})
 
 
 @dataclass(frozen=True)
@@ -166,14 +203,28 @@ def architecture(config: dict, dataset: str, role: str) -> Architecture:
 COMPILE_SETTINGS = {True: "on", False: "off"}  # YAML 1.1 reads an unquoted on / off as a boolean
 
 
-def train_settings(config: dict, seed: int, **overrides) -> TrainSettings:
-    """The `training` section's settings with the run's seed, and `overrides` (a run's own values) laid over."""
+def rollout_training(config: dict, loss: str) -> RolloutTraining | None:
+    """`training.rollout` for a run trained with `loss` (None: off). Only a loss that reads a teacher has a teacher
+    to roll out: a run whose loss reads none (teacher, pruning base, student without KD, the baseline's
+    fine-tuning) learns every step from the truth."""
+    rollout = config["training"].get("rollout")
+    if rollout is None:
+        return None
+    first, last = rollout["steps"]
+    targets = rollout["targets"] if LOSSES[loss].uses_teacher else "truth"
+    return RolloutTraining(first, last, rollout["epochs_per_step"], targets, rollout["feedback_gradient"])
+
+
+def train_settings(config: dict, seed: int, loss: str, **overrides) -> TrainSettings:
+    """The `training` section's settings for a run trained with `loss`, with the run's seed, and `overrides` (a
+    run's own values) laid over."""
     t = config["training"]
     settings = TrainSettings(epochs=t["epochs"], batch_size=t["batch_size"], learning_rate=t["learning_rate"],
                              lr_decay=t["lr_decay"], lr_step_epochs=t["lr_step_epochs"], optimizer=t["optimizer"],
                              seed=int(seed), horizons=tuple(config["model"]["horizons"]),
                              eval_batch_size=t["eval_batch_size"],
-                             compile=COMPILE_SETTINGS.get(t["compile"], t["compile"]), precision=t["precision"])
+                             compile=COMPILE_SETTINGS.get(t["compile"], t["compile"]), precision=t["precision"],
+                             rollout=rollout_training(config, loss))
     return replace(settings, **overrides)
 
 
@@ -194,7 +245,7 @@ def reference_run(config: dict, dataset: str, role: str, seed: int) -> RunSpec:
     """Specification of a model trained on the task loss alone (teacher or pruning base); the teacher trains for
     training.teacher_epochs where that is set."""
     teacher_epochs = config["training"].get("teacher_epochs") if role == "teacher" else None
-    settings = train_settings(config, seed, **({"epochs": teacher_epochs} if teacher_epochs else {}))
+    settings = train_settings(config, seed, "task", **({"epochs": teacher_epochs} if teacher_epochs else {}))
     return RunSpec(dataset, role, DataSpec.from_dict(data_spec(config, dataset)), settings, LossSpec("task", {}),
                    config["device"], arch=architecture(config, dataset, role))
 
@@ -206,7 +257,7 @@ def student_run(config: dict, dataset: str, loss: str, seed: int, role: str | No
     hyper = dict(config["distillation"]["hyperparameters"][paper][loss])
     if loss == "rd_kl":
         hyper["temperature"] = config["distillation"]["kl_temperature"]
-    train = train_settings(config, seed, batch_size=hyper["batch_size"], learning_rate=hyper["learning_rate"],
+    train = train_settings(config, seed, loss, batch_size=hyper["batch_size"], learning_rate=hyper["learning_rate"],
                            teacher_features=config["distillation"]["teacher_features"])
     return RunSpec(dataset, role or f"student_{loss}", DataSpec.from_dict(data_spec(config, dataset)), train,
                    loss_spec(config, loss, hyper), config["device"], arch=architecture(config, dataset, "student"))
@@ -242,8 +293,8 @@ def prune_run(config: dict, dataset: str, method: str, base: str, ratio: int, se
     # L_STCD fine-tuning reads the teacher's outputs as the students do (distillation.teacher_features)
     reads_teacher = ({"teacher_features": config["distillation"]["teacher_features"]}
                      if finetune_loss.name == "stcd" else {})
-    train = train_settings(config, seed, batch_size=hyper["batch_size"], learning_rate=hyper["learning_rate"],
-                           epochs=pr["finetune_epochs"], **reads_teacher)
+    train = train_settings(config, seed, finetune_loss.name, batch_size=hyper["batch_size"],
+                           learning_rate=hyper["learning_rate"], epochs=pr["finetune_epochs"], **reads_teacher)
     prune = PruneSpec(method, base, int(ratio), finetune_loss, interval, pr["step_fraction"], pr["ranking"],
                       pr["importance_memory"])
     return RunSpec(dataset, role or pruned_name(method, base, ratio), DataSpec.from_dict(data_spec(config, dataset)),

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from kdstgcn.config.runspec import TrainSettings
+from kdstgcn.config.runspec import RolloutTraining, TrainSettings
 from kdstgcn.data.samples import PreparedData
 from kdstgcn.evaluation.rollout import evaluate
 from kdstgcn.losses.base import Loss, Outputs, counted_step
@@ -22,6 +22,7 @@ from kdstgcn.runtime.tensor_files import save_torch
 from kdstgcn.training.anatomy import epoch_anatomy
 from kdstgcn.training.checkpoint import cpu_copy, load_checkpoint, restore_rng, resume, rng_state
 from kdstgcn.training.optim import make_optimizer
+from kdstgcn.training.rollout_training import counted_rollout_step, rollout_targets
 from kdstgcn.training.teacher import TeacherSource
 
 log = logging.getLogger(__name__)
@@ -57,9 +58,12 @@ class FirstNonFinite:
 
 
 def training_step(model, teacher, loss: Loss, optimizer, compiled: bool, device: torch.device,
-                  precision: str = "fp32", teacher_precision: str = "fp32"):
+                  precision: str = "fp32", teacher_precision: str = "fp32", rollout: RolloutTraining | None = None):
     """step(x, y, teacher_out) -> loss of the batch (a device tensor, not synced): counted_step, backward, optimiser
     step, and the batch counted in the loss's share (ORD's counters, outside any compiled graph).
+
+    With `rollout` the loss is `counted_rollout_step`'s over the steps of the targets `y` [B, k, N]; without, `y`
+    is the one-step target [B, N].
 
     `precision`, `teacher_precision` (kdstgcn.runtime.precision): the model's and the live teacher's forward
     passes run in bfloat16 autocast where bf16, the loss on their outputs cast to float32.
@@ -72,7 +76,10 @@ def training_step(model, teacher, loss: Loss, optimizer, compiled: bool, device:
     teacher_forward = in_precision(teacher, teacher_precision, device)
 
     def forward_loss(x, y, teacher_out):
-        return counted_step(student_forward, teacher_forward, loss, x, y, teacher_out)
+        if rollout is None:
+            return counted_step(student_forward, teacher_forward, loss, x, y, teacher_out)
+        return counted_rollout_step(student_forward, teacher_forward, loss, x, y, teacher_out,
+                                    rollout.feedback_gradient)
 
     graphs = compiled and device.type == "cuda"
     compiled_loss = (torch.compile(forward_loss, mode="reduce-overhead" if graphs else None, dynamic=False)
@@ -105,7 +112,7 @@ def training_step(model, teacher, loss: Loss, optimizer, compiled: bool, device:
         else:
             value, taken = compiled_backward(x, y, teacher_out)
         optimizer.step()
-        loss.record(taken, y.numel())
+        loss.record(taken, x.shape[0] * x.shape[2])  # the entries of one step: windows x nodes
         return value
 
     return step
@@ -167,7 +174,8 @@ def train(model: torch.nn.Module, data: PreparedData, loss: Loss, settings: Trai
           checkpoint_path: str | Path, teacher: TeacherSource | None = None,
           device: torch.device | None = None, run_config: dict | None = None,
           on_epoch: Callable[[int, dict], None] | None = None) -> tuple[torch.nn.Module, pd.DataFrame]:
-    """Train with the one-step target; keep the epoch with the best validation MAE (mean over horizons).
+    """Train with the one-step target, or over a rollout (`settings.rollout`, kdstgcn.training.rollout_training);
+    keep the epoch with the best validation MAE (mean over horizons).
 
     After every epoch a checkpoint is written atomically and kept; if one with the same fingerprint exists,
     training resumes after its epoch and ends exactly where an uninterrupted run would. A finished run's
@@ -201,14 +209,18 @@ def train(model: torch.nn.Module, data: PreparedData, loss: Loss, settings: Trai
     x_train, y_train = data.inputs("train").to(device), data.one_step_targets("train").to(device)
     if teacher is not None:
         teacher = teacher.on_device(loss, y_train, device)
+    rollout = settings.rollout
+    targets = (None if rollout is None else
+               rollout_targets(rollout, data, teacher_model, settings.eval_batch_size, teacher_precision).to(device))
     n_batches = math.ceil(x_train.shape[0] / settings.batch_size)
     step = training_step(model, teacher_model, loss, optimizer, use_compile(settings.compile, device), device,
-                         settings.precision, teacher_precision)
+                         settings.precision, teacher_precision, rollout)
     run_seconds, epochs_here = 0.0, 0
     for epoch in range(start_epoch, settings.epochs + 1):
         model.train()
         tic = time.perf_counter()
-        total = train_epoch(step, x_train, y_train, teacher, settings, epoch, tic, device)
+        y_epoch = y_train if rollout is None else targets[:, :rollout.steps(epoch)]
+        total = train_epoch(step, x_train, y_epoch, teacher, settings, epoch, tic, device)
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         train_seconds = time.perf_counter() - tic
@@ -218,6 +230,8 @@ def train(model: torch.nn.Module, data: PreparedData, loss: Loss, settings: Trai
         row = {"epoch": epoch, "train_loss": float(total) / n_batches, "val_mae": val_mae, "lr": lr,
                "train_seconds": train_seconds, "epoch_seconds": time.perf_counter() - tic,
                "teacher_share_pct": loss.share_pct(), "precision": settings.precision}
+        if rollout is not None:
+            row["rollout_steps"] = rollout.steps(epoch)
         row.update({f"val_mae_{int(h)}min": float(v) for h, v in zip(val["horizon_min"], val["MAE"])})
         row.update(epoch_anatomy(model, teacher_model, loss, x_train, y_train, settings.batch_size, settings.seed,
                                  device))
