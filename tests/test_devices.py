@@ -201,7 +201,7 @@ def test_training_compile_reads_yaml_on_and_off(value, setting):
     config = merged_config("config/demo.yaml")
     config["training"]["compile"] = value
     schema.validate(config)
-    assert runspec.train_settings(config, 0).compile == setting
+    assert runspec.train_settings(config, 0, "task").compile == setting
 
 
 def test_an_unknown_training_compile_value_is_rejected_naming_the_key():
