@@ -11,8 +11,9 @@ Each model keeps its best validation epoch; its validation and test MAE at 15/30
 float32 streaming rollout (what evaluation runs). Runs resume from their checkpoints under --out and write
 one JSON file each, so the runs of a study can be spread over processes and sessions.
 
---report prints every model's MAE per precision as mean and spread over the seeds, and whether bf16 is
-within the fp32 seed-to-seed spread (max - min over seeds) or within 1 % where that spread is smaller.
+--report prints every model's last training loss and its MAE per precision as mean and spread over the seeds,
+and whether bf16 is within the fp32 seed-to-seed spread (max - min over seeds) or within 1 % where that spread
+is smaller.
 """
 from __future__ import annotations
 
@@ -62,6 +63,7 @@ def run(args) -> None:
         model, history = train(model, data, loss, settings, folder / f"{role}.pt",
                                None if teacher is None else LiveTeacher(teacher), torch.device("cpu"))
         results[role] = {"precision": history["precision"].iloc[-1], "epochs": int(history["epoch"].max()),
+                         "train_loss_last": float(history["train_loss"].iloc[-1]),
                          "best_epoch": int(history.loc[history["val_mae"].idxmin(), "epoch"]),
                          "train_seconds_per_epoch": float(history["train_seconds"].mean()),
                          **mae_by_horizon(model, data, "val"), **mae_by_horizon(model, data, "test")}
@@ -72,14 +74,25 @@ def run(args) -> None:
                args.out / f"{args.precision}_seed{args.seed}.json")
 
 
+def last_training_loss(out: Path, run: dict, role: str) -> float:
+    """The last epoch's training loss of a run's model, from its JSON or its checkpoint's history."""
+    if "train_loss_last" in run["models"][role]:
+        return run["models"][role]["train_loss_last"]
+    checkpoint = torch.load(out / f"{run['precision']}_seed{run['seed']}" / f"{role}.pt", weights_only=False)
+    return float(checkpoint["history"][-1]["train_loss"])
+
+
 def report(out: Path) -> None:
     runs = [json.loads(p.read_text()) for p in sorted(out.glob("*_seed*.json"))]
+    for run in runs:
+        for role in run["models"]:
+            run["models"][role]["train_loss_last"] = last_training_loss(out, run, role)
     if not runs:
         raise SystemExit(f"no runs under {out}: run --precision ... --seed ... first")
     print(f"{len(runs)} runs under {out}: " + ", ".join(f"{r['precision']} seed {r['seed']} ({r['epochs']} epochs)"
                                                       for r in runs))
-    metrics = [f"{split}_mae_{h}" for split in ("val", "test") for h in (15, 30, 45)]
-    print(f"{'model':13} {'metric':11} {'fp32 mean':>9} {'spread':>7} {'bf16 mean':>9} {'bf16-fp32':>9} "
+    metrics = ["train_loss_last", *(f"{split}_mae_{h}" for split in ("val", "test") for h in (15, 30, 45))]
+    print(f"{'model':13} {'metric':15} {'fp32 mean':>9} {'spread':>7} {'bf16 mean':>9} {'bf16-fp32':>9} "
           f"{'allowed':>8}  within")
     for role in ("teacher", "student_stcd"):
         for metric in metrics:
@@ -90,7 +103,7 @@ def report(out: Path) -> None:
             fp32, bf16 = statistics.fmean(values["fp32"]), statistics.fmean(values["bf16"])
             spread = max(values["fp32"]) - min(values["fp32"])
             allowed = max(spread, RELATIVE_TOLERANCE * fp32)
-            print(f"{role:13} {metric:11} {fp32:9.3f} {spread:7.3f} {bf16:9.3f} {bf16 - fp32:+9.3f} {allowed:8.3f}  "
+            print(f"{role:13} {metric:15} {fp32:9.4f} {spread:7.4f} {bf16:9.4f} {bf16 - fp32:+9.4f} {allowed:8.4f}  "
                   f"{'yes' if abs(bf16 - fp32) <= allowed else 'NO'}")
 
 
