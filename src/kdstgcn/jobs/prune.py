@@ -17,7 +17,6 @@ from kdstgcn.model.stgcn import STGCN
 from kdstgcn.pruning.prune import compact, expand, prune
 from kdstgcn.runtime.devices import pick_device
 from kdstgcn.runtime.io import write_json, write_table
-from kdstgcn.runtime.precision import resolve_precision
 from kdstgcn.training.loop import train
 from kdstgcn.training.optim import make_optimizer
 from kdstgcn.training.teacher import teacher_source
@@ -81,10 +80,10 @@ def fit_prune(run: RunSpec, values: str, fill_report: str, base_path: str, teach
     model.eval()
     # a loss of its own, even where it is the importance loss: its teacher share counts fine-tuning only
     finetune_loss = build_loss(**pruning.finetune_loss.to_dict())
-    start = compact(model)
-    log.info("fine-tuning the compact model with %s, precision %s (the pruning phase above ran in fp32)",
-             pruning.finetune_loss.name, resolve_precision(settings.precision, device, start.arch.widest_layer))
+    log.info("fine-tuning the compact model with %s (the pruning phase above ran in fp32)",
+             pruning.finetune_loss.name)
     identity = resume_identity(run, RESUME_KEYS, teacher, base=base_digest)
+    start = compact(model)
     with teacher_source(finetune_loss, settings, teacher, teacher_path, data, checkpoint, device) as source:
         dense, history = train(start, data, finetune_loss, settings, checkpoint, source, device,
                                run_config=identity, on_epoch=on_epoch)

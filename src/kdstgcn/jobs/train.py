@@ -16,7 +16,6 @@ from kdstgcn.model.persist import count_parameters, load_model, save_model
 from kdstgcn.model.stgcn import STGCN
 from kdstgcn.runtime.devices import pick_device
 from kdstgcn.runtime.io import write_json, write_table
-from kdstgcn.runtime.precision import resolve_precision
 from kdstgcn.training.loop import train
 from kdstgcn.training.teacher import teacher_source
 
@@ -35,10 +34,9 @@ def fit_run(run: RunSpec, values: str, fill_report: str, adjacency: str, checkpo
     loss = build_loss(**run.loss.to_dict())
     teacher = load_model(teacher_path)[0] if teacher_path else None
     device = pick_device(run.device)
-    log.info("%s on %s: %s, %d parameters, loss %s, %d training windows, device %s, precision %s", run.role,
-             run.dataset, [list(b) for b in run.arch.blocks], count_parameters(model), run.loss.to_dict(),
-             data.inputs("train").shape[0], device,
-             resolve_precision(run.train.precision, device, run.arch.widest_layer))
+    log.info("%s on %s: %s, %d parameters, loss %s, %d training windows, device %s", run.role, run.dataset,
+             [list(b) for b in run.arch.blocks], count_parameters(model), run.loss.to_dict(),
+             data.inputs("train").shape[0], device)
     identity = resume_identity(run, RESUME_KEYS, teacher)
     with teacher_source(loss, run.train, teacher, teacher_path, data, checkpoint, device) as source:
         model, history = train(model, data, loss, run.train, checkpoint, source, device, run_config=identity,

@@ -239,8 +239,9 @@ def train(model: torch.nn.Module, data: PreparedData, loss: Loss, settings: Trai
         if val_mae < best["val_mae"]:
             best = {"val_mae": val_mae, "epoch": epoch, "state": cpu_copy(model.state_dict())}
         run_seconds, epochs_here = run_seconds + row["epoch_seconds"], epochs_here + 1
-        log.info("epoch %d/%d loss %.5f val MAE %.4f (best %.4f @ %d) lr %.2e %.1fs/epoch, ETA %s%s",
+        log.info("epoch %d/%d loss %.5f val MAE %.4f (best %.4f @ %d) lr %.2e %s %.1fs/epoch, ETA %s%s",
                  epoch, settings.epochs, row["train_loss"], val_mae, best["val_mae"], best["epoch"], lr,
+                 settings.precision,
                  row["epoch_seconds"], duration(run_seconds / epochs_here * (settings.epochs - epoch)),
                  "" if row["teacher_share_pct"] is None else f" teacher share {row['teacher_share_pct']:.2f}%",
                  extra=CONSOLE)
