@@ -20,6 +20,7 @@ TEACHER = ((1, 32, 64), (64, 32, 128))
 BASE = ((1, 8, 16), (16, 8, 32))
 STUDENT = ((1, 2, 4), (4, 2, 8))
 SHAPES = {"teacher": TEACHER, "base": BASE, "student": STUDENT}
+PEMSD8_STCD = {"alpha1": 0.846, "alpha2": 0.465, "alpha3": 0.504}  # L_STCD's weights for PeMSD8 (Table 6)
 SHARED_ENV = "KDSTGCN_SHARED"
 SHARED = Path(os.environ.get(SHARED_ENV) or Path(__file__).resolve().parents[1].parent / "shared")
 # name -> (nodes, distance file below SHARED, its format for kdstgcn.data.clean.read_distances)

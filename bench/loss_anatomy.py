@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from common import STUDENT, TEACHER, machine, pems08_flow
+from common import PEMSD8_STCD, STUDENT, TEACHER, machine, pems08_flow
 from kdstgcn.training.anatomy import anatomy_batches, loss_anatomy
 from kdstgcn.runtime.io import write_table
 from kdstgcn.losses.build import build_loss
@@ -33,7 +33,6 @@ from kdstgcn.report.figures import anatomy_figure
 from kdstgcn.config.runspec import TrainSettings
 from kdstgcn.training.loop import train
 
-STCD = {"alpha1": 0.846, "alpha2": 0.465, "alpha3": 0.504}
 TODAY = {"scalar_norm": "squared", "ord_reduction": "mean", "distance_scale": "raw"}
 VARIANTS = {
     "today": TODAY,
@@ -81,7 +80,7 @@ def main() -> None:
         batch = anatomy_batches(data.inputs("train"), data.one_step_targets("train"), 50, seed=0, count=1)
     rows = []
     for label, readings in VARIANTS.items():
-        columns = loss_anatomy(student, teacher, build_loss("stcd", STCD, args.kernel, readings), batch)
+        columns = loss_anatomy(student, teacher, build_loss("stcd", PEMSD8_STCD, args.kernel, readings), batch)
         for term in ("ord", "scd", "tcd"):
             rows.append({"loss": label, "term": term, **{stat: columns[pattern.format(term)] for stat, pattern in [
                 ("value", "term_{}"), ("weighted", "term_{}_weighted"), ("grad_norm", "grad_norm_{}"),

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from common import PEMS08_DIR, PEMS08_SPLIT, STUDENT, TEACHER, load_now, machine, pems08_flow
+from common import PEMS08_DIR, PEMS08_SPLIT, PEMSD8_STCD, STUDENT, TEACHER, load_now, machine, pems08_flow
 from kdstgcn.config.runspec import TrainSettings
 from kdstgcn.evaluation.rollout import evaluate
 from kdstgcn.losses.build import build_loss
@@ -37,7 +37,6 @@ from kdstgcn.training.loop import train
 from kdstgcn.training.teacher import LiveTeacher
 
 N_NODES = 170
-STCD_WEIGHTS = {"alpha1": 0.846, "alpha2": 0.465, "alpha3": 0.504}  # Table 6, PeMSD8
 HORIZONS = (3, 6, 9)
 RELATIVE_TOLERANCE = 0.01
 
@@ -54,7 +53,7 @@ def run(args) -> None:
     results = {}
     teacher = None
     for role, shape, loss in (("teacher", TEACHER, TaskLoss()),
-                              ("student_stcd", STUDENT, build_loss("stcd", STCD_WEIGHTS, correlation_kernel="auto"))):
+                              ("student_stcd", STUDENT, build_loss("stcd", PEMSD8_STCD, correlation_kernel="auto"))):
         torch.manual_seed(args.seed)
         model = STGCN(Architecture(N_NODES, shape), cheb)
         settings = TrainSettings(epochs=args.epochs, batch_size=50, learning_rate=1e-3, seed=args.seed,

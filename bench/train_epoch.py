@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from common import SHAPES, graph, load_now, machine
+from common import PEMSD8_STCD, SHAPES, graph, load_now, machine
 from kdstgcn.data.samples import PreparedData, Scaler
 from kdstgcn.losses.build import build_loss
 from kdstgcn.losses.response import TaskLoss
@@ -33,8 +33,6 @@ from kdstgcn.runtime.devices import pick_device
 from kdstgcn.runtime.io import write_json
 from kdstgcn.training.loop import train
 from kdstgcn.training.teacher import LiveTeacher
-
-STCD_WEIGHTS = {"alpha1": 0.846, "alpha2": 0.465, "alpha3": 0.504}  # Table 6, PeMSD8
 
 
 def windows(n: int, nodes: int, seed: int) -> torch.Tensor:
@@ -78,7 +76,7 @@ def main() -> None:
                 model = STGCN(Architecture(args.nodes, shape), cheb)
                 loss, teacher = TaskLoss(), None
                 if name == "stcd":
-                    loss = build_loss("stcd", STCD_WEIGHTS, correlation_kernel="auto")
+                    loss = build_loss("stcd", PEMSD8_STCD, correlation_kernel="auto")
                     teacher = LiveTeacher(STGCN(Architecture(args.nodes, SHAPES["teacher"]), cheb))
                 settings = TrainSettings(epochs=args.epochs, batch_size=args.batch, eval_batch_size=args.val,
                                          compile=setting, precision=precision)
