@@ -15,7 +15,8 @@ from kdstgcn.config.layout import parse_pruned, parse_student, run_file
 from kdstgcn.config.tuned import apply_tuned
 from kdstgcn.report import published
 from kdstgcn.report.caveats import caveat_lines
-from kdstgcn.report.effects import daily_mae
+from kdstgcn.report.effects import NOT_RUN, daily_mae
+from kdstgcn.report.figures import verdict_figure
 from kdstgcn.report.pages import markdown_text
 from kdstgcn.report.rows import budget, dataset_facts, verdict_claims, verdict_runs
 from kdstgcn.report.runs import read_runs
@@ -202,3 +203,27 @@ def test_one_seed_and_one_test_day_say_what_the_interval_cannot_cover(tmp_path):
     assert row["judgeable"].endswith("; one test day, so no interval")
     assert "(STGCN's 50; the paper gives no epoch count), cut short" in caveat_lines(dataset_facts(config),
                                                                                     budget(config))[-1]
+
+
+def test_a_claim_left_out_of_tuned_claims_is_judged_with_the_paper_values_only(tmp_path):
+    """verdict.tuned_claims without pruning: no tuned pruned model is asked for, the pruning rows judge the paper's
+    values alone (their tuned columns empty, the outcome says why) and the summary and figure say it was not run."""
+    config = merged_config("config/demo.yaml")
+    config["seeds"] = [0, 1]
+    config["verdict"] = {"losses": [], "pruning_ratios": [50], "tuned_claims": ["distillation"]}
+    assert verdict_runs(config)["pruned_kd_taylor_pruning_base_50"] == {"paper": "pruned_kd_taylor_pruning_base_50"}
+    for seed in config["seeds"]:
+        for model, mae in (("pruned_kd_taylor_pruning_base_50", 18.0), ("pruned_taylor_pruning_base_50", 19.0)):
+            write_run(tmp_path, seed, model, mae, epochs=2, day_offsets=(-0.1, 0.0, 0.1))
+            write_info(tmp_path, config, seed, model)
+        write_fake_metrics(tmp_path, "demo", seed, "teacher", {h: 10.0 for h in HORIZONS}, epochs=50)
+        write_fake_metrics(tmp_path, "demo", seed, "pruning_base", {h: 15.0 for h in HORIZONS}, epochs=50)
+    table = verdict_of(tmp_path, config)
+    assert list(table.columns) == VERDICT_COLUMNS and len(table) == 3
+    assert set(table["paper_values_outcome"]) == {"supported"} and set(table["judgeable"]) == {"yes"}
+    assert set(table["tuned_values_outcome"]) == {NOT_RUN} and table["tuned_values_effect"].isna().all()
+    text = markdown_text(verdict_blocks(table, dataset_facts(config)))
+    assert "With tuned values: not run (the config's verdict.tuned_claims leaves this claim out)." in text
+    assert "tuned: effect" not in text
+    figure = verdict_figure(table, tmp_path / "verdict.png")
+    assert "ours, tuned values (not run)" in [t.get_text() for t in figure.axes[0].get_legend().get_texts()]

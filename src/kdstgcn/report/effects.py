@@ -27,6 +27,7 @@ CONFIDENCE = 0.95
 SUPPORTED, REFUTED, INCONCLUSIVE = "supported", "refuted", "inconclusive"
 ONE_TEST_DAY = "one test day"  # too few days for an interval
 NO_INTERVAL = f"n/a ({ONE_TEST_DAY})"
+NOT_RUN = "not run (verdict.tuned_claims)"  # a source of values a claim is not judged with
 
 
 def daily_mae(path: str | Path, station_mask: np.ndarray, test_days: int, horizons, step_minutes: int

@@ -203,6 +203,8 @@ def verdict_figure(table: pd.DataFrame, path: str | Path) -> plt.Figure:
     for ax, ((claim, dataset), group) in zip(axes[:, 0], groups):
         x = np.arange(len(group))
         for k, (column, prefix, label, color) in enumerate(VERDICT_BARS):
+            if prefix is not None and group[column].isna().all():
+                label += " (not run)"
             ax.bar(x + (k - 1) * 0.27, group[column], 0.27, yerr=interval_bars(group, column, prefix), capsize=3,
                    color=color, label=label)
         ax.axhline(0, color="black", lw=0.8)

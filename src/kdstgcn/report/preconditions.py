@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pandas as pd
 
-from kdstgcn.config.layout import HYPERPARAMETER_SOURCES
 from kdstgcn.losses.registry import LOSSES, READING_CHOICES, SCALE_READINGS, beyond_paper
 from kdstgcn.report.effects import ONE_TEST_DAY
 from kdstgcn.report.labels import paper_label
@@ -69,4 +68,4 @@ def without_kd_label(model: str) -> str:
 
 def source_means(frames: dict[str, pd.DataFrame], horizon: int) -> dict[str, float]:
     """Each source's mean MAE at `horizon` (`frames`: source -> a spread summary indexed by horizon_min)."""
-    return {source: float(frames[source].loc[horizon, "ours"]) for source in HYPERPARAMETER_SOURCES}
+    return {source: float(frame.loc[horizon, "ours"]) for source, frame in frames.items()}

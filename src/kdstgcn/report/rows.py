@@ -5,7 +5,7 @@ Torch- and matplotlib-free: the workflow imports this module to size its DAG.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from kdstgcn.config.datasets import quantity
 from kdstgcn.config.layout import HYPERPARAMETER_SOURCES, parse_pruned, pruned_name
@@ -45,6 +45,7 @@ KD_TABLES = {
 }
 SHARE_MODELS = ["student_ord", "student_scd", "student_tcd", "student_stcd"]
 SUMMARY_TABLES = (1, 2, 4, 5, 7, 8)  # the tables whose claims the summary judges
+CLAIM_KINDS = ("distillation", "pruning")  # the verdict's two central claims (`Claim.kind`)
 
 
 def pruning_rows(number: int, pruning: dict) -> list[TableRow]:
@@ -82,13 +83,20 @@ def share_models(losses: list[str]) -> list[str]:
 
 @dataclass(frozen=True)
 class Claim:
-    """A claim of the paper: `better` should beat `worse` on `metric` (lower is better) in table `table`."""
+    """A claim of the paper: `better` should beat `worse` on `metric` (lower is better) in table `table`, judged
+    with the hyper-parameters of each of `sources` (the paper's, tuned)."""
 
     table: int
     text: str
     better: str
     worse: str
     metric: str = "MAE"
+    sources: tuple[str, ...] = HYPERPARAMETER_SOURCES
+
+    @property
+    def kind(self) -> str:
+        """distillation (Tables 4-5: students) or pruning (Table 8): what `verdict.tuned_claims` names."""
+        return "pruning" if self.table == 8 else "distillation"
 
 
 def claims(pruning: dict) -> list[Claim]:
@@ -113,7 +121,8 @@ def claims(pruning: dict) -> list[Claim]:
 def verdict_claims(verdict: dict) -> list[Claim]:
     """The paper's two central claims as the config's `verdict` section asks for them: L_STCD beats each other
     student of verdict.losses (Tables 4-5) and Algorithm 1 beats the Molchanov baseline at each of
-    verdict.pruning_ratios (Table 8)."""
+    verdict.pruning_ratios (Table 8); each with the paper's values, and with tuned ones where its kind is in
+    verdict.tuned_claims (default: both kinds)."""
     found = []
     for loss in verdict["losses"]:
         if loss == "stcd":
@@ -124,7 +133,8 @@ def verdict_claims(verdict: dict) -> list[Claim]:
     found += [Claim(8, f"Algorithm 1 beats the Molchanov baseline at {r} % pruning",
                     pruned_name("kd_taylor", "pruning_base", r), pruned_name("taylor", "pruning_base", r))
               for r in verdict["pruning_ratios"]]
-    return found
+    tuned = verdict.get("tuned_claims", CLAIM_KINDS)
+    return [replace(c, sources=HYPERPARAMETER_SOURCES if c.kind in tuned else ("paper",)) for c in found]
 
 
 def without_kd(claim: Claim) -> str:
@@ -142,11 +152,14 @@ def trained_from_scratch(model: str) -> str:
 
 def verdict_runs(config: dict) -> dict[str, dict[str, str]]:
     """The run folder of each model of a verdict claim, and of the model without KD its teacher is checked
-    against (`without_kd`), per hyper-parameter source (paper, tuned): the tables' own run or a variant trained
-    for the verdict only (config.tuned.sourced_model)."""
-    models = [m for c in verdict_claims(config["verdict"]) for m in (c.better, c.worse, without_kd(c))]
-    return {m: {source: sourced_model(config, m, source) for source in HYPERPARAMETER_SOURCES}
-            for m in dict.fromkeys(models)}
+    against (`without_kd`), per hyper-parameter source its claims are judged with (`Claim.sources`): the tables'
+    own run or a variant trained for the verdict only (config.tuned.sourced_model)."""
+    sources: dict[str, set[str]] = {}
+    for claim in verdict_claims(config["verdict"]):
+        for model in (claim.better, claim.worse, without_kd(claim)):
+            sources.setdefault(model, set()).update(claim.sources)
+    return {m: {source: sourced_model(config, m, source) for source in HYPERPARAMETER_SOURCES if source in used}
+            for m, used in sources.items()}
 
 
 def dataset_facts(config: dict) -> dict[str, dict]:

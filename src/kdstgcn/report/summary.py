@@ -10,7 +10,7 @@ import pandas as pd
 
 from kdstgcn.config.layout import HYPERPARAMETER_SOURCES
 from kdstgcn.report.caveats import caveat_lines, comparable, data_tag
-from kdstgcn.report.effects import INCONCLUSIVE, NO_INTERVAL, ONE_TEST_DAY, REFUTED, SUPPORTED
+from kdstgcn.report.effects import INCONCLUSIVE, NO_INTERVAL, NOT_RUN, ONE_TEST_DAY, REFUTED, SUPPORTED
 from kdstgcn.report.labels import paper_label
 from kdstgcn.report.tables import epochs_text, reference_budget
 
@@ -117,6 +117,10 @@ def verdict_blocks(table: pd.DataFrame, datasets: dict[str, dict]) -> Blocks:
         lines = []
         for source in HYPERPARAMETER_SOURCES:
             col = f"{source}_values_"
+            if (group[col + "outcome"] == NOT_RUN).all():
+                lines.append(f"With {source} values: not run (the config's verdict.tuned_claims leaves this claim "
+                             "out).")
+                continue
             cells[f"ours, {source} values: better"] = [mean_std_text(m, s) for m, s in
                                                        zip(group[col + "better"], group[col + "better_std"])]
             cells[f"ours, {source} values: other"] = [mean_std_text(m, s) for m, s in

@@ -12,7 +12,7 @@ import pandas as pd
 from kdstgcn.config.layout import HYPERPARAMETER_SOURCES, RunPlace
 from kdstgcn.report import published
 from kdstgcn.report.anatomy import gradient_shares
-from kdstgcn.report.effects import outcome, paired_interval
+from kdstgcn.report.effects import NOT_RUN, outcome, paired_interval
 from kdstgcn.report.labels import paper_label
 from kdstgcn.report.preconditions import judgeable, run_readings, source_means, without_kd_label
 from kdstgcn.report.rows import KD_TABLES, Claim, pruning_rows, trained_from_scratch, without_kd
@@ -79,7 +79,8 @@ def verdict_table(claims: list[Claim], runs: Mapping[str, Mapping[str, str]],
     tuned_values_*) our two means and their spreads over seeds, the effect (claimed better - other; below 0 favours
     the claim) with its 95 % confidence interval (`ci_low`, `ci_high`: effects.paired_interval) and what the
     interval says (`outcome`: supported, refuted or inconclusive), the epochs and readings each model was trained
-    with, and a sentence per source on the better model's loss anatomy.
+    with, and a sentence per source on the better model's loss anatomy. A source the claim is not judged with
+    (`Claim.sources`, from verdict.tuned_claims) leaves its columns empty with the outcome `NOT_RUN`.
 
     `runs` names each model's run folder per source (rows.verdict_runs), `metrics` holds their metrics.csv, the
     teacher's and the pruning bases' (runs.read_runs), `daily` the daily MAE of each claim model's run
@@ -102,7 +103,7 @@ def verdict_rows(claim: Claim, dataset: str, paper_name: str, runs, metrics, dai
     teacher = seed_spread(metrics, dataset, "teacher", seeds).set_index("horizon_min")
     reference = without_kd(claim)
     ours, differences, no_kd, readings, anatomy = {}, {}, {}, {}, []
-    for source in HYPERPARAMETER_SOURCES:
+    for source in claim.sources:
         better, worse = runs[claim.better][source], runs[claim.worse][source]
         ours[source] = (seed_spread(metrics, dataset, better, seeds).set_index("horizon_min"),
                         seed_spread(metrics, dataset, worse, seeds).set_index("horizon_min"))
@@ -113,7 +114,7 @@ def verdict_rows(claim: Claim, dataset: str, paper_name: str, runs, metrics, dai
         anatomy.append(anatomy_sentence(f"{paper_label(claim.better)} ({source} values)",
                                         histories.get((dataset, better), [])))
     scratch = {"teacher"} | {trained_from_scratch(runs[m][source]) for m in (claim.better, claim.worse)
-                             for source in HYPERPARAMETER_SOURCES}
+                             for source in claim.sources}
     epochs = [int(seed_spread(metrics, dataset, model, seeds)["epochs"].min()) for model in sorted(scratch)]
     rows = []
     for h in ours["paper"][0].index:
@@ -123,20 +124,29 @@ def verdict_rows(claim: Claim, dataset: str, paper_name: str, runs, metrics, dai
                "published_better": paper_better.get(h, np.nan), "published_other": paper_worse.get(h, np.nan),
                "teacher_mae": teacher.loc[h, "ours"], "test_days": test_days}
         row["published_effect"] = row["published_better"] - row["published_other"]
-        for source, (b, w) in ours.items():
-            low, high = (float(end) for end in paired_interval(differences[source][h]))
-            row.update({
-                f"{source}_values_{key}": value for key, value in {
-                    "better": b.loc[h, "ours"], "better_std": b.loc[h, "ours_std"],
-                    "other": w.loc[h, "ours"], "other_std": w.loc[h, "ours_std"],
-                    "effect": b.loc[h, "ours"] - w.loc[h, "ours"], "ci_low": low, "ci_high": high,
-                    "outcome": outcome(low, high), "seeds": int(min(b.loc[h, "n_seeds"], w.loc[h, "n_seeds"])),
-                    "better_epochs": int(b["epochs"].min()), "other_epochs": int(w["epochs"].min()),
-                    "better_readings": readings[source][0], "other_readings": readings[source][1]}.items()})
-        seeds_judged = min(row[f"{source}_values_seeds"] for source in HYPERPARAMETER_SOURCES)
+        for source in HYPERPARAMETER_SOURCES:
+            row.update(source_columns(source, ours, differences, readings, h))
+        seeds_judged = min(row[f"{source}_values_seeds"] for source in claim.sources)
         row["judgeable"] = judgeable(row["teacher_mae"], source_means(no_kd, h), without_kd_label(reference),
                                      epochs, paper_epochs, seeds_judged, test_days)
         row["anatomy"] = " ".join(anatomy)
         row["paper_epochs"] = paper_epochs
         rows.append(row)
     return rows
+
+
+def source_columns(source: str, ours, differences, readings, h: int) -> dict:
+    """One source's columns of a verdict row at horizon `h` (see `verdict_table`); for a source its claim is not
+    judged with (`Claim.sources`), empty numbers and the outcome `NOT_RUN`."""
+    prefix = f"{source}_values_"
+    if source not in ours:
+        return {prefix + key: np.nan for key in SOURCE_COLUMNS} | {prefix + "outcome": NOT_RUN}
+    b, w = ours[source]
+    low, high = (float(end) for end in paired_interval(differences[source][h]))
+    return {prefix + key: value for key, value in {
+        "better": b.loc[h, "ours"], "better_std": b.loc[h, "ours_std"],
+        "other": w.loc[h, "ours"], "other_std": w.loc[h, "ours_std"],
+        "effect": b.loc[h, "ours"] - w.loc[h, "ours"], "ci_low": low, "ci_high": high,
+        "outcome": outcome(low, high), "seeds": int(min(b.loc[h, "n_seeds"], w.loc[h, "n_seeds"])),
+        "better_epochs": int(b["epochs"].min()), "other_epochs": int(w["epochs"].min()),
+        "better_readings": readings[source][0], "other_readings": readings[source][1]}.items()}
