@@ -1,5 +1,6 @@
 """Helpers shared by test modules: float64 random tensors and the loss tests' literal loops (Eq. 7-10 element by
-element) with the hidden-layer outputs they are checked on; a small sparse road graph and a model on it."""
+element) with the hidden-layer outputs they are checked on; a small sparse road graph, a model on it and its
+twin on the same stack held sparse."""
 from __future__ import annotations
 
 import itertools
@@ -98,6 +99,13 @@ def ring_model(n: int, blocks, seed: int = 0, **arch) -> STGCN:
         for p in m.parameters():
             p.add_(0.1 * torch.randn_like(p))
     return m
+
+
+def sparse_twin(model: STGCN) -> STGCN:
+    """`model` with its Chebyshev stack held sparse, as a network above DENSE_MAX_NODES holds it: same weights."""
+    twin = STGCN(model.arch, model.cheb.to_sparse())
+    twin.load_state_dict(model.state_dict() | {"cheb": twin.cheb})
+    return twin.train(model.training)
 
 
 def fit_briefly(model: STGCN, n_nodes: int, gen: torch.Generator, steps: int = 5) -> STGCN:

@@ -1,11 +1,14 @@
 """Raw files -> cleaned table -> day split, training-only scaler and windows that never cross a day."""
+import logging
+
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from conftest import shared_file
 from kdstgcn.data.clean import DataError, clean, read_values, timestamps
-from kdstgcn.data.samples import make_windows, prepare, split_days
+from kdstgcn.data.samples import NORMALISED_FOLDER, WindowedSeries, prepare, split_days
 from kdstgcn.runtime.io import write_table
 
 
@@ -78,9 +81,9 @@ def test_split_whole_days_in_order():
 def test_windows_never_cross_a_day():
     steps = 288
     days = step_numbers(3, steps, 2).reshape(3, steps, 2)
-    windows = make_windows(days, 21)
+    windows = WindowedSeries.cut(torch.from_numpy(days), 21)
     assert windows.shape == (3 * 268, 21, 2)
-    t = windows[:, :, 0]
+    t = windows[:][:, :, 0].numpy()
     assert (np.diff(t, axis=1) == 1).all()                            # consecutive steps
     assert (t[:, 0] // steps == t[:, -1] // steps).all()              # start and end on the same day
     assert sorted(set((t[:, 0] // steps).astype(int))) == [0, 1, 2]
@@ -112,9 +115,8 @@ def test_scaler_uses_training_days_only(tmp_path):
     (tmp_path / "b").mkdir()
     moved = prepare(*write_clean(tmp_path / "b", changed, spd), spd, split, 12, 9)
     assert moved.scaler == data.scaler
-    torch_equal = (moved.windows["train"] == data.windows["train"]).all()
-    assert bool(torch_equal)
-    assert not bool((moved.windows["test"] == data.windows["test"]).all())
+    assert torch.equal(moved.windows["train"][:], data.windows["train"][:])
+    assert not torch.equal(moved.windows["test"][:], data.windows["test"][:])
 
     changed = values.copy()
     changed[0, 0] += 500.0  # a training reading does move it
@@ -129,12 +131,75 @@ def test_prepare_windows_and_targets(tmp_path):
     per_day = spd - 21 + 1
     assert {k: tuple(v.shape) for k, v in data.windows.items()} == {
         "train": (2 * per_day, 21, 3), "val": (per_day, 21, 3), "test": (per_day, 21, 3)}
-    raw = data.scaler.inverse(data.windows["test"].double().numpy())
+    raw = data.scaler.inverse(data.windows["test"][:].double().numpy())
     np.testing.assert_allclose(raw[0, :, 0], np.arange(3 * spd, 3 * spd + 21) + 1.0, rtol=1e-5)
     assert tuple(data.inputs("train").shape) == (2 * per_day, 12, 3)
-    assert bool((data.one_step_targets("train") == data.windows["train"][:, 12]).all())
+    assert torch.equal(data.one_step_targets("train")[:], data.windows["train"][:][:, 12])
     assert tuple(data.future("val").shape) == (per_day, 9, 3)
     assert data.station_mask.tolist() == [True, False, True]
+
+
+def sliding_windows(days: np.ndarray, length: int) -> np.ndarray:
+    """The windows copied out of the days [D, S, N], day by day and in each day by first step: [W, length, N]."""
+    per_day = np.lib.stride_tricks.sliding_window_view(days, length, axis=1)  # [D, S - length + 1, N, length]
+    return per_day.transpose(0, 1, 3, 2).reshape(-1, length, days.shape[2])
+
+
+def test_indexed_windows_are_the_windows_copied_out_of_the_days():
+    days = np.random.default_rng(4).standard_normal((3, 30, 5)).astype(np.float32)
+    expected = sliding_windows(days, 21)
+    windows = WindowedSeries.cut(torch.from_numpy(days), 21)
+    assert windows.shape == expected.shape == (30, 21, 5) and len(windows) == 30
+    idx = torch.tensor([29, 0, 7, 7, 13])
+    for got, want in ((windows[:], expected), (windows[idx], expected[idx.numpy()]), (windows[3], expected[3]),
+                      (windows[4:9], expected[4:9])):
+        np.testing.assert_array_equal(got.numpy(), want)
+    inputs, target, future = windows.narrow(1, 0, 12), windows.select(1, 12), windows.narrow(1, 12, 9)
+    assert inputs.shape == (30, 12, 5) and target.shape == (30, 5) and future.narrow(1, 0, 4).shape == (30, 4, 5)
+    np.testing.assert_array_equal(inputs[idx].numpy(), expected[idx.numpy(), :12])
+    np.testing.assert_array_equal(target[idx].numpy(), expected[idx.numpy(), 12])
+    np.testing.assert_array_equal(future.narrow(1, 0, 4)[idx].numpy(), expected[idx.numpy(), 12:16])
+    with pytest.raises(IndexError, match="inside them"):
+        windows.narrow(1, 12, 10)
+
+
+def test_prepared_windows_hold_the_days_normalised_in_float64_then_cast(tmp_path):
+    spd, split = 30, (2, 1, 1)
+    values = np.random.default_rng(5).uniform(40, 70, size=(spd * sum(split), 3))
+    data = prepare(*write_clean(tmp_path, values, spd), spd, split, 12, 9)
+    table = pd.read_parquet(tmp_path / "values.parquet").to_numpy(np.float64)
+    days = ((table - data.scaler.mean) / data.scaler.std).astype(np.float32).reshape(sum(split), spd, 3)
+    for name, part in zip(("train", "val", "test"), np.split(days, np.cumsum(split)[:-1])):
+        np.testing.assert_array_equal(data.windows[name][:].numpy(), sliding_windows(part, 21))
+
+
+def test_memory_mapped_days_give_the_batches_of_days_in_memory(tmp_path, caplog):
+    """Above the size threshold (here 0 bytes) the normalised days are written once to a file named by the digest
+    of the table and the cut, and mapped from it: the same scaler and batches; a changed table gets its own file."""
+    spd, split = 30, (2, 1, 1)
+    values = np.random.default_rng(6).uniform(40, 70, size=(spd * sum(split), 4))
+    paths = write_clean(tmp_path, values, spd)
+    in_memory = prepare(*paths, spd, split, 12, 9)
+    assert not (tmp_path / NORMALISED_FOLDER).exists()
+    with caplog.at_level(logging.INFO, logger="kdstgcn"):
+        mapped = prepare(*paths, spd, split, 12, 9, mmap_min_bytes=0)
+        again = prepare(*paths, spd, split, 12, 9, mmap_min_bytes=0)
+    assert caplog.text.count("written to") == 1  # the second reads the file back
+    assert sorted(p.suffix for p in (tmp_path / NORMALISED_FOLDER).iterdir()) == [".json", ".npy"]  # no .part left
+    assert mapped.scaler == again.scaler == in_memory.scaler
+    idx = torch.tensor([9, 0, 4, 4, 7])
+    for data in (mapped, again):
+        for name in ("train", "val", "test"):
+            for view in ("inputs", "one_step_targets", "future"):
+                assert torch.equal(getattr(data, view)(name)[idx], getattr(in_memory, view)(name)[idx])
+
+    changed = values.copy()
+    changed[-1, 0] += 1.0  # a test reading
+    write_clean(tmp_path, changed, spd)
+    moved = prepare(*paths, spd, split, 12, 9, mmap_min_bytes=0)
+    assert len(list((tmp_path / NORMALISED_FOLDER).glob("*.npy"))) == 2
+    assert not torch.equal(moved.windows["test"][:], mapped.windows["test"][:])
+    assert torch.equal(moved.windows["train"][:], mapped.windows["train"][:])
 
 
 # ---------------------------------------------------------------- reading raw files

@@ -1,6 +1,11 @@
 """The ONNX export (kdstgcn.deploy.export): model.onnx, start.onnx and stream.onnx on ONNX Runtime compute what the
 model computes, one step and a 9-step streaming rollout, for random, trained, masked and compact models, at any
-batch; an export that does not is refused; and one model's file is one export job of the workflow."""
+batch, with a dense Chebyshev stack or a sparse one (neighbour lists, above DENSE_MAX_NODES stations), and with the
+layer norm as precise at 8,600 stations; an export that does not is refused; and one model's file is one export
+job of the workflow."""
+import io
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -8,11 +13,14 @@ import torch
 onnx = pytest.importorskip("onnx", reason="the export needs onnx (a bare GPU machine may lack it)")
 
 from conftest import job_stats, planned_wildcards, run_snakemake
-from helpers import fit_briefly, ring_model
-from kdstgcn.deploy.export import ExportError, TOLERANCE, check_export, export_bytes
+from helpers import fit_briefly, ring_model, sparse_twin
+from kdstgcn.data.graph import DENSE_MAX_NODES
+from kdstgcn.deploy.export import OPSET, ExportError, TOLERANCE, check_export, export_bytes
+from kdstgcn.deploy.exported import Norm, neighbour_lists
 from kdstgcn.deploy.interface import NEWEST, PREDICTION, WINDOW, new_state_name
 from kdstgcn.deploy.session import OnnxStream, session
 from kdstgcn.evaluation.rollout import rollout
+from kdstgcn.model.norm import NodeChannelNorm
 from kdstgcn.pruning.prune import compact
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -26,7 +34,7 @@ def assert_onnx_equals_torch(model, batches=(1, 7)) -> dict[str, bytes]:
     files = export_bytes(model)
     one_step, stream = session(files["model"]), OnnxStream(files["start"], files["stream"])
     for batch in batches:
-        windows = torch.randn(batch, model.arch.n_his, N)
+        windows = torch.randn(batch, model.arch.n_his, model.arch.n_nodes)
         with torch.no_grad():
             expected = model(windows).numpy()
         np.testing.assert_allclose(one_step.run(None, {WINDOW: windows.numpy()})[0], expected, rtol=0, atol=1e-4)
@@ -56,6 +64,54 @@ def test_onnx_runtime_equals_torch_on_masked_and_compact_models():
     small = compact(m)
     compacted = assert_onnx_equals_torch(small)
     assert len(compacted["start"]) < len(masked["start"])  # the compact model's files hold fewer weights
+
+
+def test_a_sparse_stack_is_exported_as_neighbour_lists():
+    """Random, masked and compact models on the sparse stack: the files hold no N x N term, only gathers."""
+    m = ring_model(N, ((1, 8, 16), (16, 8, 32)))
+    m.set_masks({"block0.graph": torch.tensor([0, 1, 1, 1, 1, 0, 1, 1])})
+    for model in (sparse_twin(m).eval(), compact(sparse_twin(m))):
+        files = assert_onnx_equals_torch(model)
+        graph = onnx.load_from_string(files["start"]).graph
+        assert not [i.name for i in graph.initializer if list(i.dims) == [N, N]]
+        degrees = [len(neighbour_lists(model.cheb[k])[0]) for k in range(1, model.arch.ks)]
+        assert sum(node.op_type == "Gather" for node in graph.node) == 2 * sum(degrees)  # both blocks, each slot
+
+
+def test_neighbour_lists_compute_the_sparse_product():
+    """Rows of different lengths, an empty one among them, padded to the longest."""
+    gen = torch.Generator().manual_seed(0)
+    term = torch.rand(40, 40, generator=gen) * (torch.rand(40, 40, generator=gen) < 0.1)
+    term[7] = 0.0
+    columns, values = neighbour_lists(term.to_sparse())
+    assert columns.shape == values.shape == (int((term != 0).sum(1).max()), 40)
+    z = torch.randn(3, 5, 40, generator=gen)
+    torch.testing.assert_close((z[..., columns] * values).sum(-2), z @ term.t(), rtol=1e-5, atol=1e-6)
+
+
+def test_predict_runs_on_a_network_above_the_threshold():
+    """The files of a model of 600 stations grow with the graph's edges (no N x N term) and compute what the model
+    computes: model.onnx one step, start.onnx and stream.onnx the streaming rollout `predict` runs."""
+    n = DENSE_MAX_NODES + 100
+    model = ring_model(n, SMALL).eval()
+    assert model.cheb.is_sparse
+    files = export_bytes(model)
+    assert max(map(len, files.values())) < 4 * n * n  # less than one dense float32 term
+    assert check_export(model, files, torch.randn(3, model.arch.n_his, n), STEPS) <= TOLERANCE
+
+
+@pytest.mark.parametrize("mask", [None, torch.tensor([1.0, 0.0] * 8)])
+def test_layer_norm_stays_precise_on_onnx_runtime_at_many_stations(mask):
+    """Statistics over 16 channels x 8,600 stations: summed over the nodes first, ONNX Runtime's stay within 1e-5
+    of float64 (summed over both axes at once, 7e-5)."""
+    norm = Norm(NodeChannelNorm(8600, 16), mask).eval()
+    h = torch.randn(3, 16, 2, 8600, generator=torch.Generator().manual_seed(0)) + 3.0
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        torch.onnx.export(norm, (h,), buffer, input_names=["h"], opset_version=OPSET, dynamo=False)
+    np.testing.assert_allclose(session(buffer.getvalue()).run(None, {"h": h.numpy()})[0],
+                               norm.double()(h.double()).numpy(), rtol=0, atol=1e-5)
 
 
 def test_files_declare_a_dynamic_batch_and_the_streaming_state():

@@ -1,19 +1,22 @@
 """Road graph: Gaussian kernel (Eq. 16), edge lists, station coordinates, the real PeMSD7(M) and PEMS08 graphs,
-Laplacian and Chebyshev polynomials, dense and sparse."""
+Laplacian and Chebyshev polynomials, dense and sparse, and the adjacency file (N x N table or edge list)."""
 import json
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from conftest import shared_file
 from kdstgcn.data.clean import read_distances
 from kdstgcn.jobs.data import build_adjacency
-from kdstgcn.data.graph import (DENSE_MAX_NODES, DistancePairs, GraphError, check_graph, chebyshev_polynomials,
-                                distance_pairs_from_coordinates, distance_pairs_from_edges, distances_from_edges,
-                                gaussian_adjacency, graph_stats, kernel_radius_m, road_adjacency, scaled_laplacian,
+from kdstgcn.data.graph import (DENSE_MAX_NODES, EDGE_LIST_COLUMNS, DistancePairs, GraphError, adjacency_table,
+                                check_graph, chebyshev_polynomials, distance_pairs_from_coordinates,
+                                distance_pairs_from_edges, distances_from_edges, gaussian_adjacency, graph_stats,
+                                kernel_radius_m, load_cheb, read_adjacency, road_adjacency, scaled_laplacian,
                                 sparse_chebyshev_polynomials, sparse_gaussian_adjacency, sparse_scaled_laplacian)
+from kdstgcn.runtime.io import write_table
 
 
 def test_gaussian_kernel_by_hand():
@@ -166,7 +169,8 @@ def real_network(request, shared_data):
     return read_distances(path, "edge_list", 170), distance_pairs_from_edges(pd.read_csv(path), 170)
 
 
-def test_paper_networks_keep_the_dense_arithmetic_bit_for_bit(real_network):
+def test_paper_networks_keep_the_dense_arithmetic_bit_for_bit(real_network, tmp_path):
+    """Adjacency, its file (the N x N table it has always been) and the Chebyshev stack read from that file."""
     d, _ = real_network
     assert len(d) <= DENSE_MAX_NODES and isinstance(d, np.ndarray)
     w = road_adjacency(d, 10.0, 0.5, 1000.0)
@@ -174,6 +178,11 @@ def test_paper_networks_keep_the_dense_arithmetic_bit_for_bit(real_network):
     np.testing.assert_array_equal(w, gaussian_adjacency(d, 10.0, 0.5, 1000.0))
     cheb = chebyshev_polynomials(w, 3).numpy()
     assert cheb.tobytes() == dense_chebyshev_reference(w, 3).tobytes()
+    path = tmp_path / "adjacency.parquet"
+    write_table(adjacency_table(w), path)
+    table = pd.read_parquet(path)
+    assert list(table.columns) == [str(i) for i in range(len(w))] and table.to_numpy().tobytes() == w.tobytes()
+    assert load_cheb(str(path), 3).numpy().tobytes() == cheb.tobytes()
 
 
 def test_sparse_path_equals_the_dense_one_on_the_paper_networks(real_network):
@@ -199,17 +208,61 @@ def test_sparse_path_is_reproducible():
         assert (a != b).nnz == 0 and a.data.tobytes() == b.data.tobytes()
 
 
-def test_above_the_threshold_the_model_stack_comes_from_the_sparse_terms():
+def test_above_the_threshold_the_model_stack_is_the_sparse_terms():
+    """A sparse float32 stack, whatever form the adjacency comes in; the threshold is a parameter."""
     n = DENSE_MAX_NODES + 1
     xy = random_station_coordinates(n, math.sqrt(n * math.pi * 2.633 ** 2 / 10))  # about 10 neighbours each
     distance_m = np.linalg.norm(xy[:, None] - xy[None], axis=-1) * 1000.0
     w = road_adjacency(distance_m, 10.0, 0.5, 1000.0)
     assert not isinstance(w, np.ndarray)
-    stack = chebyshev_polynomials(w.toarray(), 3)
-    assert stack.dtype.is_floating_point and tuple(stack.shape) == (3, n, n)
-    for k, term in enumerate(sparse_chebyshev_polynomials(w, 3)):
-        np.testing.assert_array_equal(stack[k].numpy(), term.toarray())
-    np.testing.assert_allclose(stack.numpy(), dense_chebyshev_reference(w.toarray(), 3), rtol=0, atol=1e-6)
+    stack = chebyshev_polynomials(w, 3)
+    assert stack.is_sparse and stack.is_coalesced() and stack.dtype == torch.float32
+    assert tuple(stack.shape) == (3, n, n)
+    terms = sparse_chebyshev_polynomials(w, 3)
+    assert stack._nnz() == sum(term.nnz for term in terms)
+    for k, term in enumerate(terms):
+        np.testing.assert_array_equal(stack[k].to_dense().numpy(), term.toarray())
+    assert torch.equal(chebyshev_polynomials(w.toarray(), 3).to_dense(), stack.to_dense())
+    np.testing.assert_allclose(stack.to_dense().numpy(), dense_chebyshev_reference(w.toarray(), 3), rtol=0,
+                               atol=1e-6)
+    dense = chebyshev_polynomials(w, 3, dense_max_nodes=n)
+    assert dense.layout == torch.strided
+    assert dense.numpy().tobytes() == dense_chebyshev_reference(w.toarray(), 3).tobytes()
+    small = gaussian_adjacency(distance_m[:20, :20], 10.0, 0.5, 1000.0)
+    assert chebyshev_polynomials(small, 3, dense_max_nodes=10).is_sparse
+
+
+def test_adjacency_file_above_the_threshold_is_an_edge_list_and_reads_back_exactly(tmp_path):
+    """The file holds one row per edge and the station count (the last stations have no edge); it reads back as
+    the same sparse matrix, and as the same Chebyshev stack; an N x N table of that size still loads."""
+    n = DENSE_MAX_NODES + 100
+    xy = random_station_coordinates(n, 30.0, seed=2)
+    xy[-3:] = [[500.0, 500.0], [600.0, 600.0], [700.0, 700.0]]  # far away from every other station
+    w = sparse_gaussian_adjacency(distance_pairs_from_coordinates(xy, kernel_radius_m(10.0, 0.5)), 10.0, 0.5)
+    assert graph_stats(w)["isolated_ids"][-3:] == [n - 3, n - 2, n - 1]
+    path = tmp_path / "adjacency.parquet"
+    write_table(adjacency_table(w), path)
+    table = pd.read_parquet(path)
+    assert tuple(table.columns) == EDGE_LIST_COLUMNS and len(table) == w.nnz
+    assert path.stat().st_size < 50 * w.nnz  # grows with edges, not N^2
+    read = read_adjacency(str(path))
+    assert read.shape == (n, n) and (read != w).nnz == 0 and read.data.tobytes() == w.data.tobytes()
+    assert torch.equal(load_cheb(str(path), 3).to_dense(), chebyshev_polynomials(w, 3).to_dense())
+    dense_path = tmp_path / "dense.parquet"
+    write_table(adjacency_table(w.toarray()), dense_path)
+    assert isinstance(read_adjacency(str(dense_path)), np.ndarray)
+    assert torch.equal(load_cheb(str(dense_path), 3).to_dense(), chebyshev_polynomials(w, 3).to_dense())
+
+
+def test_unreadable_adjacency_files_name_the_file_and_the_fix(tmp_path):
+    no_count = tmp_path / "edges.parquet"
+    pd.DataFrame({"row": [0, 1], "col": [1, 0], "weight": [0.9, 0.9]}).to_parquet(no_count)
+    with pytest.raises(GraphError, match=f"{no_count}: an edge list without its station count.*adjacency rule"):
+        read_adjacency(str(no_count))
+    other = tmp_path / "other.parquet"
+    pd.DataFrame({"a": [0.0, 1.0], "b": [1.0, 0.0], "c": [0.0, 0.0]}).to_parquet(other)
+    with pytest.raises(GraphError, match=f"{other}: neither an N x N adjacency table nor an edge list"):
+        read_adjacency(str(other))
 
 
 def test_distance_pairs_from_edges_match_the_distance_matrix():
@@ -257,7 +310,7 @@ def test_coordinates_give_the_adjacency_of_their_distance_matrix():
 
 def test_adjacency_job_of_a_large_edge_list_reads_it_sparse(tmp_path):
     """Above the threshold the edge list is read as pairs and the kernel is sparse; the job writes the adjacency
-    and stats the dense path would."""
+    (as an edge list) and stats the dense path would."""
     n = DENSE_MAX_NODES + 1
     pairs = distance_pairs_from_coordinates(random_station_coordinates(n, 40.0, seed=5), 4000.0)
     edges = pd.DataFrame({"from": pairs.rows, "to": pairs.cols, "cost": pairs.metres.round(1)})
@@ -267,5 +320,6 @@ def test_adjacency_job_of_a_large_edge_list_reads_it_sparse(tmp_path):
                     {"n_nodes": n, "sigma2": 10.0, "epsilon": 0.5}, str(tmp_path / "adjacency.parquet"),
                     str(tmp_path / "stats.json"))
     expected = gaussian_adjacency(distances_from_edges(edges, n), 10.0, 0.5, 1000.0)
-    np.testing.assert_allclose(pd.read_parquet(tmp_path / "adjacency.parquet").to_numpy(), expected, rtol=0, atol=0)
+    assert tuple(pd.read_parquet(tmp_path / "adjacency.parquet").columns) == EDGE_LIST_COLUMNS
+    np.testing.assert_array_equal(read_adjacency(str(tmp_path / "adjacency.parquet")).toarray(), expected)
     assert json.loads((tmp_path / "stats.json").read_text()) == graph_stats(expected)

@@ -1,14 +1,18 @@
 """The graph products of kdstgcn.model.graph_products: which product each Chebyshev term gets, the sparse (CSR)
-product against the dense one in outputs and gradients, and its FLOP formula."""
+product against the dense one in outputs and gradients, and its FLOP formula; a stack held sparse (above
+DENSE_MAX_NODES stations) against the same stack held dense."""
 import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import ring_cheb, ring_model
+from helpers import ring_cheb, ring_model, sparse_twin
+from kdstgcn.data.graph import DENSE_MAX_NODES
 from kdstgcn.evaluation.cost import count_flops
 from kdstgcn.evaluation.rollout import rollout
 from kdstgcn.model import graph_products
+from kdstgcn.model.architecture import Architecture
 from kdstgcn.model.graph_products import ChebyshevTerms
+from kdstgcn.model.stgcn import STGCN
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -64,3 +68,48 @@ def test_flop_count_follows_the_product_that_runs(monkeypatch):
     dense_products = 2 * 2 * N * N * columns  # T_1 and T_2; the identity T_0 costs nothing
     sparse_products = 2 * (nnz[1] + nnz[2]) * columns
     assert counts[False][0] - counts[True][0] == dense_products - sparse_products
+
+
+def test_a_sparse_stack_keeps_no_dense_copy_and_is_multiplied_sparsely_on_every_device():
+    dense, sparse = ChebyshevTerms(ring_cheb(N)), ChebyshevTerms(ring_cheb(N).to_sparse())
+    assert sparse.dense is None and dense.dense is not None
+    assert sparse.identity == dense.identity and sparse.density == dense.density
+    for k in range(3):
+        for name in ("crow", "col", "values"):
+            assert torch.equal(getattr(sparse, f"{name}{k}"), getattr(dense, f"{name}{k}"))
+    assert sparse.modes("cpu", 2**62) == sparse.modes("cuda") == ["identity", "sparse", "sparse"]
+    assert not any(name.startswith("dense") for name, _ in sparse.named_buffers())
+
+
+def test_a_sparse_stack_gives_the_dense_stacks_outputs_gradients_and_flops(monkeypatch):
+    product_modes(monkeypatch, sparse=False)
+    x, target = torch.randn(4, 12, N), torch.randn(4, N)
+    results = {}
+    for held_sparse in (False, True):
+        m = ring_model(N, SMALL, dropout=0.0)
+        m = sparse_twin(m) if held_sparse else m
+        assert m.cheb.is_sparse == held_sparse
+        loss = F.mse_loss(m(x), target)
+        loss.backward()
+        results[held_sparse] = (loss.detach(), [p.grad for p in m.parameters()], rollout(m, x, 9),
+                                count_flops(m, x, meta=True), count_flops(m, x, meta=False))
+    torch.testing.assert_close(results[True][0], results[False][0], rtol=1e-5, atol=1e-6)
+    for sparse_grad, dense_grad in zip(results[True][1], results[False][1]):
+        torch.testing.assert_close(sparse_grad, dense_grad, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(results[True][2], results[False][2], rtol=1e-5, atol=1e-5)
+    assert results[True][3] == results[True][4] < results[False][3]  # the sparse products' own count
+    product_modes(monkeypatch, sparse=True)
+    assert results[True][3] == count_flops(ring_model(N, SMALL), x)
+
+
+def test_above_the_threshold_a_model_holds_its_stack_sparse():
+    n = DENSE_MAX_NODES + 100
+    m = ring_model(n, SMALL)
+    assert m.cheb.is_sparse and m.cheb_terms.dense is None
+    given_dense = STGCN(Architecture(n, SMALL), m.cheb.to_dense())
+    assert given_dense.cheb.is_sparse and torch.equal(given_dense.cheb.to_dense(), m.cheb.to_dense())
+    assert m.cheb._nnz() < 10 * n  # a ring: 1, 3 and 5 entries a row
+    not_identity = m.cheb.to_dense()
+    not_identity[0, 0, 0] = 2.0
+    with pytest.raises(ValueError, match="identity"):
+        STGCN(Architecture(n, SMALL), not_identity.to_sparse())

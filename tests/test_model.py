@@ -1,14 +1,17 @@
-"""STGCN: the parameter counts of Table 1, the block notation, output and feature shapes, save/load round trip,
-and the torch-free modules of kdstgcn.model."""
+"""STGCN: the parameter counts of Table 1, the block notation, output and feature shapes, save/load round trip
+(a dense stack, a sparse one above DENSE_MAX_NODES stations, an older file's dense one there), and the torch-free
+modules of kdstgcn.model."""
 import subprocess
 import sys
 
 import pytest
 import torch
 
+from helpers import ring_model
+from kdstgcn.data.graph import DENSE_MAX_NODES
 from kdstgcn.model.architecture import Architecture
 from kdstgcn.model.notation import format_blocks, parse_blocks
-from kdstgcn.model.persist import count_parameters, load_model, save_model
+from kdstgcn.model.persist import count_parameters, load_model, save_model, weights_digest
 from kdstgcn.model.stgcn import STGCN
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -101,3 +104,29 @@ def test_save_load_round_trip(tmp_path):
         torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
     for (k, a), (k2, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert k == k2 and torch.equal(a, b)
+
+
+def test_above_the_threshold_the_file_holds_the_sparse_stack(tmp_path):
+    """model.pt grows with the graph's edges; it loads to the same model, weights digest included."""
+    n = DENSE_MAX_NODES + 100
+    model = ring_model(n, parse_blocks(SMALL)).eval()
+    path = tmp_path / "model.pt"
+    save_model(model, path)
+    assert path.stat().st_size < 4 * n * n  # less than one dense N x N float32 term
+    loaded, _ = load_model(path)
+    assert loaded.cheb.is_sparse and torch.equal(loaded.cheb.to_dense(), model.cheb.to_dense())
+    assert weights_digest(loaded) == weights_digest(model)
+    x = torch.randn(2, 12, n)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval()(x), model(x), rtol=0, atol=0)
+
+
+def test_an_older_file_with_a_dense_stack_above_the_threshold_loads_sparse(tmp_path):
+    """Files written while the model held every stack dense: the stack is taken sparse, the weights as saved."""
+    n = DENSE_MAX_NODES + 100
+    model = ring_model(n, parse_blocks(SMALL)).eval()
+    dense = model.cheb.to_dense()
+    torch.save({"arch": model.arch.to_dict(), "cheb": dense, "state_dict": model.state_dict() | {"cheb": dense},
+                "masks": {}, "extra": {"note": "x"}}, tmp_path / "model.pt")
+    loaded, extra = load_model(tmp_path / "model.pt")
+    assert extra == {"note": "x"} and loaded.cheb.is_sparse and weights_digest(loaded) == weights_digest(model)

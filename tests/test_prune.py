@@ -590,7 +590,7 @@ def test_the_teacher_share_of_a_pruned_model_counts_its_fine_tuning_only(synthet
                                             str(tmp_path / "base.pt"), str(tmp_path / "teacher.pt"),
                                             str(tmp_path / "checkpoint.pt"))
     assert len(steps) > 0  # the pruning phase ran minibatches of the same loss before the fine-tuning
-    assert int(finetune_loss.entries) == synthetic_data.one_step_targets("train").numel()  # one epoch's entries
+    assert int(finetune_loss.entries) == synthetic_data.one_step_targets("train").shape.numel()  # one epoch's entries
     assert 0 < finetune_loss.share_pct() < 100
 
 

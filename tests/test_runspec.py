@@ -49,6 +49,21 @@ def test_a_reference_run_trains_its_architecture_on_the_task_loss_alone(demo_con
         replace(run, arch=None)
 
 
+def test_the_feature_store_bound_reaches_the_runs_that_read_a_store_but_not_their_identity(demo_config):
+    """distillation.teacher_features_max_bytes: a resource limit, out of every fingerprint, and in the dict form
+    (which names tuning studies) only where it is not the default."""
+    config = json.loads(json.dumps(demo_config))
+    default = {run.role: run.to_dict() for run in every_run(config)}
+    assert not any("teacher_features_max_bytes" in d["train"] for d in default.values())
+    config["distillation"]["teacher_features_max_bytes"] = 2**20
+    schema.validate(config)
+    student = runspec.student_run(config, "demo", "stcd", 0)
+    assert student.train.teacher_features_max_bytes == 2**20
+    assert student.to_dict()["train"]["teacher_features_max_bytes"] == 2**20
+    assert RunSpec.from_dict(student.to_dict()) == student
+    assert student.train.fingerprint() == runspec.student_run(demo_config, "demo", "stcd", 0).train.fingerprint()
+
+
 def test_teacher_epochs_set_the_teachers_budget_alone(demo_config):
     """training.teacher_epochs: the teacher's epochs; null leaves every spec as training.epochs makes it."""
     config = json.loads(json.dumps(demo_config))

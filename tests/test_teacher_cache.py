@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -24,7 +25,7 @@ from kdstgcn.jobs.prune import fit_prune
 from kdstgcn.training.loop import train
 from kdstgcn.training.teacher import CachedPredictions, LiveTeacher, StoredFeatures, teacher_source
 from kdstgcn.training import teacher_cache
-from kdstgcn.training.teacher_cache import CACHE_NAME, TeacherFeatureStore, cached_teacher_predictions
+from kdstgcn.training.teacher_cache import CACHE_NAME, TeacherFeatureStore, cached_teacher_predictions, tensor_digest
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -75,7 +76,7 @@ def test_cache_is_written_once_and_keyed_by_teacher_and_data(data, cheb, synthet
         first = cached_teacher_predictions(teacher, inputs, tmp_path, 50, CPU)
     assert "computed once" in caplog.text
     with torch.no_grad():
-        torch.testing.assert_close(first, teacher(inputs), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(first, teacher(inputs[:]), rtol=1e-5, atol=1e-6)
     assert first.shape == data.one_step_targets("train").shape and not first.is_inference()
     stamp = (tmp_path / CACHE_NAME).stat().st_mtime_ns
     caplog.clear()
@@ -94,6 +95,38 @@ def test_cache_is_written_once_and_keyed_by_teacher_and_data(data, cheb, synthet
         fewer = cached_teacher_predictions(other_teacher, inputs[:70], tmp_path, 50, CPU)
     assert "another teacher, other data" in caplog.text and torch.equal(fewer, other[:70])
     assert not list(tmp_path.glob("*.part"))
+
+
+def test_windows_hash_as_their_stacked_tensor(data):
+    """The digests that key the caches and name tuning studies are those of the windows stacked into one tensor,
+    as before windows were gathered on demand, without stacking them."""
+    for windows in (data.windows["train"], data.inputs("train"), data.one_step_targets("val"), data.future("test")):
+        assert tensor_digest(windows) == tensor_digest(windows[:])
+    assert tensor_digest(data.inputs("train")) != tensor_digest(data.inputs("val"))
+
+
+def test_a_store_over_the_bound_falls_back_to_the_live_teacher(data, cheb, synthetic_files, tmp_path, caplog):
+    """distillation.teacher_features_max_bytes: a store larger than the bound is neither built nor read, the run
+    reads its teacher live and one log line names the estimate, the bound and the setting; the estimate is the
+    bytes the store's arrays then take."""
+    teacher = model(cheb, synthetic_files.n_nodes, TEACHER, seed=5).eval()
+    loss = build_loss("stcd", PARAMS, "cdist")
+    size = teacher_cache.store_bytes(teacher, data.inputs("train"), loss.feature_groups, "float16")
+    root = tmp_path / teacher_cache.STORE_FOLDER
+    for bound, source_type in ((1000, LiveTeacher), (size, StoredFeatures)):
+        settings = TrainSettings(epochs=1, teacher_features="float16", teacher_features_max_bytes=bound)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING), teacher_source(loss, settings, teacher, str(tmp_path / "model.pt"),
+                                                              data, str(tmp_path / "checkpoint.pt"), CPU) as source:
+            assert isinstance(source, source_type)
+        warnings = [r.getMessage() for r in caplog.records if "teacher_features_max_bytes" in r.getMessage()]
+        if source_type is LiveTeacher:
+            assert len(warnings) == 1 and "\n" not in warnings[0] and f"{size / 1e9:.3g} GB" in warnings[0]
+            assert f"({bound / 1e9:.3g} GB)" in warnings[0] and not root.exists()
+        else:
+            assert not warnings
+    arrays = [np.load(path, mmap_mode="r") for path in next(p for p in root.iterdir() if p.is_dir()).glob("*.npy")]
+    assert sum(a.nbytes for a in arrays) == size
 
 
 def test_cached_predictions_are_refused_for_a_feature_loss(data, cheb, synthetic_files, tmp_path):

@@ -4,6 +4,7 @@ compiled step trains the eager model, or falls back to it when the compiler fail
 import logging
 import math
 import re
+import shutil
 from dataclasses import replace
 
 import pandas as pd
@@ -12,6 +13,7 @@ import torch
 
 from helpers import Interrupted, StopAfter
 from kdstgcn.config.runspec import LossSpec, RunSpec, TrainSettings
+from kdstgcn.data.samples import NORMALISED_FOLDER, prepare
 from kdstgcn.jobs.train import train_run
 from kdstgcn.losses.response import OverseenResponse, TaskLoss
 from kdstgcn.model.architecture import Architecture
@@ -64,6 +66,16 @@ def assert_same_run(a, b):
     assert hist_a[cols].equals(hist_b[cols])
 
 
+def test_days_mapped_from_a_file_train_the_model_of_days_in_memory(data, cheb, synthetic_files, tmp_path):
+    """The same batches in the same order, whether the normalised days are held in memory or mapped from a file."""
+    values, report = (shutil.copy(path, tmp_path) for path in (synthetic_files.values, synthetic_files.fill_report))
+    mapped = prepare(values, report, synthetic_files.steps_per_day, synthetic_files.split, 12, 9, mmap_min_bytes=0)
+    assert (tmp_path / NORMALISED_FOLDER).exists()
+    runs = [train(new_model(cheb, synthetic_files.n_nodes), prepared, TaskLoss(), settings(2),
+                  tmp_path / f"{how}.pt", device=cpu()) for how, prepared in (("memory", data), ("mapped", mapped))]
+    assert_same_run(*runs)
+
+
 def test_resume_after_interruption_is_exact(data, cheb, synthetic_files, tmp_path, caplog):
     n = synthetic_files.n_nodes
     a = train(new_model(cheb, n), data, TaskLoss(), settings(4), tmp_path / "a.pt", device=cpu())
@@ -105,11 +117,10 @@ def test_checkpoint_of_other_settings_is_ignored(data, cheb, synthetic_files, tm
 
 
 def test_nan_in_the_data_stops_training(data, cheb, synthetic_files, tmp_path):
-    windows = dict(data.windows)
-    windows["train"] = data.windows["train"].clone()
-    windows["train"][17, 12, 3] = float("nan")  # one target
-    broken = type(data)(windows, data.scaler, data.station_mask, data.n_his, data.n_pred)
-    n_batches = math.ceil(windows["train"].shape[0] / 50)
+    days = data.windows["train"].days.clone()
+    days[0, 17 + 12, 3] = float("nan")  # the one-step target of window 17 (and an input of windows 18-29)
+    broken = replace(data, windows={**data.windows, "train": replace(data.windows["train"], days=days)})
+    n_batches = math.ceil(len(broken.windows["train"]) / 50)
     with pytest.raises(NonFiniteLoss, match=r"epoch 1, batch (\d+)") as info:
         train(new_model(cheb, synthetic_files.n_nodes), broken, TaskLoss(), settings(2), tmp_path / "c.pt",
               device=cpu())

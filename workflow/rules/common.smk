@@ -7,9 +7,12 @@ from pathlib import Path
 # the workflow's own Python imports the package of this checkout (scripts/use_checkout.py does it for the jobs)
 sys.path.insert(0, str(Path(workflow.basedir).parent / "src"))
 
+from dataclasses import replace
+
 from kdstgcn.config import datasets, layout, runspec, schema, tuned
 from kdstgcn.runtime import console
 from kdstgcn.data import download
+from kdstgcn.jobs import memory
 from kdstgcn.losses.registry import loss_info
 
 console.quiet_snakemake(workflow)
@@ -97,6 +100,69 @@ def prune_run(wildcards):
     pruned = layout.parse_pruned(wildcards.model)
     return runspec.prune_run(config, wildcards.dataset, pruned.method, pruned.base, pruned.ratio, wildcards.seed,
                              role=wildcards.model)
+
+
+# --- memory: each job's mem_mb, its estimate (kdstgcn.jobs.memory) from the config before anything is computed
+
+
+def planned_run(run, name, section):
+    """A run spec as far as the plan knows it: where its values are tuned (not known until the study has run), the
+    batch size the study may choose that needs most memory."""
+    if hyperparameter_source(name, section) != "tuned":
+        return run
+    largest = max(config["tuning"]["space"]["batch_size"]["choices"])
+    return replace(run, train=replace(run.train, batch_size=max(largest, run.train.batch_size)))
+
+
+def planned_architecture(wildcards, role):
+    """The architecture the config gives a role (teacher, pruning_base, student)."""
+    return runspec.architecture(config, wildcards.dataset, role)
+
+
+def train_mem_mb(wildcards):
+    """mem_mb of a training job: the run's estimate, with the teacher where its loss reads one."""
+    student = layout.parse_student(wildcards.model)
+    run = train_run(wildcards)
+    teacher = None
+    if student is not None:
+        run = planned_run(run, student, "distillation")
+        teacher = planned_architecture(wildcards, "teacher") if loss_info(student.loss).uses_teacher else None
+    return memory.planned_mem_mb(memory.train_estimate(run, teacher, "cpu"), config["device"])
+
+
+def prune_mem_mb(wildcards):
+    """mem_mb of a pruning job: the run's estimate on its base, with the teacher for Algorithm 1."""
+    pruned = layout.parse_pruned(wildcards.model)
+    teacher = planned_architecture(wildcards, "teacher") if pruned.method == "kd_taylor" else None
+    run = planned_run(prune_run(wildcards), pruned, "pruning")
+    estimate = memory.prune_estimate(run, planned_architecture(wildcards, pruned.base), teacher, "cpu")
+    return memory.planned_mem_mb(estimate, config["device"])
+
+
+def model_architecture(wildcards):
+    """The architecture of a model by its name: a student's, a reference model's, or for a pruned model its base's
+    (which it is at most)."""
+    pruned = layout.parse_pruned(wildcards.model)
+    if pruned is not None:
+        return planned_architecture(wildcards, pruned.base)
+    return planned_architecture(wildcards, "student" if layout.parse_student(wildcards.model) else wildcards.model)
+
+
+def evaluate_mem_mb(wildcards):
+    """mem_mb of an evaluation job."""
+    estimate = memory.evaluate_estimate(model_architecture(wildcards), run_data(wildcards), config["model"]["horizons"],
+                                        config["training"]["eval_batch_size"], "cpu")
+    return memory.planned_mem_mb(estimate, config["device"])
+
+
+def export_mem_mb(wildcards):
+    """mem_mb of an export job (on the CPU)."""
+    return memory.planned_mem_mb(memory.export_estimate(model_architecture(wildcards), run_data(wildcards)), "cpu")
+
+
+def run_data(wildcards):
+    """How the dataset is cut into samples (`DataSpec`)."""
+    return datasets.DataSpec.from_dict(datasets.data_spec(config, wildcards.dataset))
 
 
 # --- tuning: a study per loss and per pruned model (rules tune_worker, tune)

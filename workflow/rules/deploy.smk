@@ -23,7 +23,7 @@ rule export:
         step_minutes=config["model"]["step_minutes"],
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=export_mem_mb,
         runtime=20,
     conda:
         CONDA_ENV

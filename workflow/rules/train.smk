@@ -21,7 +21,7 @@ rule train:
     threads: 2
     resources:
         gpu=1,
-        mem_mb=8000,
+        mem_mb=train_mem_mb,
         runtime=240,
     conda:
         CONDA_ENV
@@ -50,7 +50,7 @@ rule prune:
     threads: 2
     resources:
         gpu=1,
-        mem_mb=8000,
+        mem_mb=prune_mem_mb,
         runtime=240,
     conda:
         CONDA_ENV
@@ -80,7 +80,7 @@ rule evaluate:
     threads: 2
     resources:
         gpu=1,
-        mem_mb=8000,
+        mem_mb=evaluate_mem_mb,
         runtime=30,
     conda:
         CONDA_ENV

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 SYNTHETIC_VALUES = "synthetic_values.npz"
-SYNTHETIC_DISTANCE = "synthetic_distance.csv"
+# a synthetic network's distances: an edge list (from, to, cost in metres) at every size (kdstgcn.jobs.data.synthesize)
+SYNTHETIC_DISTANCE = "synthetic_edges.csv"
 FILLS = ("interpolate", "causal")  # how missing readings are filled: kdstgcn.data.gaps.fill_gaps
 DEFAULT_FILL = "interpolate"  # the paper's reading
 
@@ -33,7 +34,7 @@ def distance_source(config: dict, dataset: str) -> dict:
     """How the adjacency rule reads a dataset's raw distances: file name, format, metres per unit."""
     ds = config["datasets"][dataset]
     if ds["source"] == "synthetic":
-        return {"name": SYNTHETIC_DISTANCE, "format": "matrix_csv", "unit_m": 1000.0}
+        return {"name": SYNTHETIC_DISTANCE, "format": "edge_list", "unit_m": 1000.0}
     d = ds["distance"]
     return {"name": d["file"]["name"], "format": d["format"], "unit_m": float(d["unit_m"])}
 

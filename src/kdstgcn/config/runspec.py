@@ -15,6 +15,9 @@ from kdstgcn.model.notation import parse_blocks
 
 
 ROLLOUT_TARGETS = ("truth", "teacher")
+# the default of distillation.teacher_features_max_bytes: above PEMS08 flow's STCD store (18.7 GB in float32),
+# below the stores of a network of thousands of stations (STCD's over PEMS08's 50 days at 8,600 takes 0.9 TB)
+TEACHER_FEATURES_MAX_BYTES = 32 * 2**30
 
 
 @dataclass(frozen=True)
@@ -48,9 +51,11 @@ class RolloutTraining:
 class TrainSettings:
     """How a model is trained. `teacher_features`: how a distilling run reads its teacher's outputs (`live`, a
     teacher forward per batch, or a feature store in `float32` / `float16`); None where the run's spec does not
-    say, which reads them live. `precision`: the arithmetic of training and validation (fp32, bf16 or auto,
-    kdstgcn.runtime.precision; the training loop resolves auto on its device). `rollout`: rollout training
-    (`RolloutTraining`); None trains on the one-step loss, the paper's."""
+    say, which reads them live. `teacher_features_max_bytes`: the largest store a run builds or reads; above it
+    the run reads its teacher live (a resource limit, like `compile` not part of the run's identity, and in the
+    dict form only where it is not the default). `precision`: the arithmetic of training and validation (fp32,
+    bf16 or auto, kdstgcn.runtime.precision; the training loop resolves auto on its device). `rollout`: rollout
+    training (`RolloutTraining`); None trains on the one-step loss, the paper's."""
 
     epochs: int
     batch_size: int = 50
@@ -63,6 +68,7 @@ class TrainSettings:
     eval_batch_size: int = 1140
     compile: str = "auto"
     teacher_features: str | None = None
+    teacher_features_max_bytes: int = TEACHER_FEATURES_MAX_BYTES
     precision: str = "fp32"
     rollout: RolloutTraining | None = None
 
@@ -78,6 +84,7 @@ class TrainSettings:
         settings = asdict(self)
         settings.pop("epochs")
         settings.pop("compile")
+        settings.pop("teacher_features_max_bytes")
         if not self.reads_feature_store:
             settings.pop("teacher_features")
         if self.precision == "fp32":
@@ -91,6 +98,8 @@ class TrainSettings:
         d = {**asdict(self), "horizons": list(self.horizons)}
         if self.teacher_features is None:
             d.pop("teacher_features")
+        if self.teacher_features_max_bytes == TEACHER_FEATURES_MAX_BYTES:
+            d.pop("teacher_features_max_bytes")
         if self.rollout is None:
             d.pop("rollout")
         return d
@@ -258,7 +267,8 @@ def student_run(config: dict, dataset: str, loss: str, seed: int, role: str | No
     if loss == "rd_kl":
         hyper["temperature"] = config["distillation"]["kl_temperature"]
     train = train_settings(config, seed, loss, batch_size=hyper["batch_size"], learning_rate=hyper["learning_rate"],
-                           teacher_features=config["distillation"]["teacher_features"])
+                           teacher_features=config["distillation"]["teacher_features"],
+                           teacher_features_max_bytes=config["distillation"]["teacher_features_max_bytes"])
     return RunSpec(dataset, role or f"student_{loss}", DataSpec.from_dict(data_spec(config, dataset)), train,
                    loss_spec(config, loss, hyper), config["device"], arch=architecture(config, dataset, "student"))
 
@@ -291,7 +301,7 @@ def prune_run(config: dict, dataset: str, method: str, base: str, ratio: int, se
     finetune_loss = loss if pr["finetune_loss"] == "stcd" else task
     interval = pr["pruning_minibatch"] * (pr["baseline_interval_factor"] if method == "taylor" else 1)
     # L_STCD fine-tuning reads the teacher's outputs as the students do (distillation.teacher_features)
-    reads_teacher = ({"teacher_features": config["distillation"]["teacher_features"]}
+    reads_teacher = ({key: config["distillation"][key] for key in ("teacher_features", "teacher_features_max_bytes")}
                      if finetune_loss.name == "stcd" else {})
     train = train_settings(config, seed, finetune_loss.name, batch_size=hyper["batch_size"],
                            learning_rate=hyper["learning_rate"], epochs=pr["finetune_epochs"], **reads_teacher)

@@ -1,7 +1,9 @@
-"""Road graph: distances, the Gaussian-kernel adjacency (Eq. 16) and Chebyshev polynomials of its Laplacian.
+"""Road graph: distances, the Gaussian-kernel adjacency (Eq. 16), its file, and Chebyshev polynomials of its
+Laplacian.
 
 Up to `DENSE_MAX_NODES` stations the graph is built with dense N x N arrays. Above, distances, kernel, Laplacian
-and Chebyshev terms are scipy.sparse matrices, whose cost grows with stations and edges (`sparse_*` functions)."""
+and Chebyshev terms are scipy.sparse matrices, the adjacency file is an edge list and the model's Chebyshev stack a
+sparse tensor, whose cost grows with stations and edges (`sparse_*` functions)."""
 from __future__ import annotations
 
 import logging
@@ -27,6 +29,10 @@ log = logging.getLogger(__name__)
 DENSE_MAX_NODES = 500
 # Rows of a dense distance matrix turned into kernel weights at a time by the sparse path (bounds its temporaries).
 KERNEL_BLOCK_ROWS = 256
+# The columns of an adjacency file that is an edge list (one row per non-zero weight W_row,col), and the key of its
+# table attributes (parquet metadata) that holds the station count (stations without an edge are in no row).
+EDGE_LIST_COLUMNS = ("row", "col", "weight")
+EDGE_LIST_STATIONS = "n_nodes"
 
 
 @dataclass(frozen=True)
@@ -271,26 +277,31 @@ def sparse_chebyshev_polynomials(w: np.ndarray | csr_array, ks: int) -> list[csr
     return [term.astype(np.float32) for term in polys[:ks]]
 
 
-def dense_stack(terms: list[csr_array]) -> torch.Tensor:
-    """Sparse Chebyshev terms as the float32 tensor [ks, N, N] the model takes."""
+def sparse_stack(terms: list[csr_array]) -> torch.Tensor:
+    """Sparse Chebyshev terms as the model's sparse stack: a float32 sparse COO tensor [ks, N, N], coalesced."""
     import torch
 
-    n = terms[0].shape[0]
-    stack = torch.zeros(len(terms), n, n)
+    indices, values = [], []
     for k, term in enumerate(terms):
         entries = term.tocoo()
-        stack[k, entries.row, entries.col] = torch.from_numpy(entries.data.astype(np.float32))
-    return stack
+        indices.append(np.stack([np.full(entries.nnz, k), entries.row, entries.col]))
+        values.append(entries.data.astype(np.float32))
+    n = terms[0].shape[0]
+    return torch.sparse_coo_tensor(torch.from_numpy(np.concatenate(indices, axis=1)).long(),
+                                   torch.from_numpy(np.concatenate(values)), (len(terms), n, n),
+                                   check_invariants=True).coalesce()
 
 
-def chebyshev_polynomials(w: np.ndarray, ks: int) -> torch.Tensor:
-    """Stack T_0..T_{ks-1} of the scaled Laplacian as a float32 tensor [ks, N, N], the model's input: up to
-    `DENSE_MAX_NODES` stations computed densely, above from `sparse_chebyshev_polynomials` (only the stack is dense)."""
+def chebyshev_polynomials(w: np.ndarray | csr_array, ks: int, dense_max_nodes: int = DENSE_MAX_NODES) -> torch.Tensor:
+    """T_0..T_{ks-1} of the scaled Laplacian as the model's float32 stack [ks, N, N]: up to `dense_max_nodes`
+    stations a dense tensor computed densely, above a sparse one (`sparse_stack`) from
+    `sparse_chebyshev_polynomials`, without any dense N x N array."""
     import torch  # here: the data jobs (synthesize, clean, adjacency) run without torch
 
     n = w.shape[0]
-    if n > DENSE_MAX_NODES:
-        return dense_stack(sparse_chebyshev_polynomials(w, ks))
+    if n > dense_max_nodes:
+        return sparse_stack(sparse_chebyshev_polynomials(w, ks))
+    w = w if isinstance(w, np.ndarray) else w.toarray()
     lt = scaled_laplacian(w)
     polys = [np.eye(n), lt]
     for _ in range(2, ks):
@@ -298,6 +309,37 @@ def chebyshev_polynomials(w: np.ndarray, ks: int) -> torch.Tensor:
     return torch.tensor(np.stack(polys[:ks]), dtype=torch.float32)
 
 
+def adjacency_table(w: np.ndarray | csr_array) -> pd.DataFrame:
+    """The adjacency as the adjacency rule writes it: a dense matrix as the N x N table of its weights (columns
+    "0".."N-1"), a sparse one as its edge list (`EDGE_LIST_COLUMNS`, row-major, the station count in the table's
+    attributes), whose size grows with edges."""
+    if isinstance(w, np.ndarray):
+        return pd.DataFrame(w, columns=[str(i) for i in range(w.shape[0])])
+    edges = as_sparse(w).tocoo()
+    row, col, weight = EDGE_LIST_COLUMNS
+    table = pd.DataFrame({row: edges.row.astype(np.int64), col: edges.col.astype(np.int64), weight: edges.data})
+    table.attrs[EDGE_LIST_STATIONS] = int(w.shape[0])
+    return table
+
+
+def read_adjacency(path: str) -> np.ndarray | csr_array:
+    """The adjacency in an `adjacency_table` file: an N x N table as a dense matrix, an edge list as a sparse one."""
+    table = pd.read_parquet(path)
+    if tuple(table.columns) != EDGE_LIST_COLUMNS:
+        if table.shape[0] != table.shape[1]:
+            raise GraphError(f"{path}: neither an N x N adjacency table nor an edge list {EDGE_LIST_COLUMNS} "
+                             f"(shape {table.shape}); write it again with the adjacency rule")
+        return table.to_numpy()
+    from scipy.sparse import csr_array
+
+    n = table.attrs.get(EDGE_LIST_STATIONS)
+    if n is None:
+        raise GraphError(f"{path}: an edge list without its station count ({EDGE_LIST_STATIONS!r} in the parquet "
+                         "metadata); write it again with the adjacency rule")
+    row, col, weight = (table[name].to_numpy() for name in EDGE_LIST_COLUMNS)
+    return csr_array((weight, (row, col)), shape=(n, n))
+
+
 def load_cheb(adjacency_path: str, ks: int) -> torch.Tensor:
-    """`chebyshev_polynomials` of the adjacency table the adjacency rule wrote."""
-    return chebyshev_polynomials(pd.read_parquet(adjacency_path).to_numpy(), ks)
+    """`chebyshev_polynomials` of the adjacency file the adjacency rule wrote (`read_adjacency`)."""
+    return chebyshev_polynomials(read_adjacency(adjacency_path), ks)

@@ -5,9 +5,11 @@ Activations are [T, C, B, N] (time, channels, batch, nodes; [C, B, N] for one po
 is one large matrix product: a conv's weight times all windows and nodes at once ([C', kt x C] @ [kt x C,
 B x N]), a graph product all windows and channels times a Chebyshev term ([.., N] @ [N, N]). The kt positions a
 temporal conv reads are kt x C contiguous rows, and the streaming state of a conv is its last kt - 1 input
-positions as one tensor [(kt - 1) x C, B, N]. Graph products are dense (the Chebyshev terms are constants of the
-file; T_0 = I is no product at all). Layer norms are written out (mean and variance over channels and nodes),
-as ONNX's LayerNormalization normalises trailing axes only.
+positions as one tensor [(kt - 1) x C, B, N]. The Chebyshev terms are constants of the file (T_0 = I is no product
+at all): a dense stack's terms dense matrices, a sparse stack's (above `DENSE_MAX_NODES` stations) fixed-degree
+neighbour lists (`neighbour_lists`: a gather, a product and a sum per neighbour slot), which grow with the graph's
+edges. Layer norms are written out (mean and variance over channels and nodes), as ONNX's
+LayerNormalization normalises trailing axes only.
 """
 from __future__ import annotations
 
@@ -74,9 +76,26 @@ class Temporal(nn.Module):
         return h[1 - self.kt:].reshape((self.kt - 1) * self.width, -1, self.n_nodes)
 
 
+def neighbour_lists(term: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A sparse N x N matrix T as fixed-degree neighbour lists, slot by slot: the columns [D, N] and values [D, N]
+    of each row's entries, D the most entries of a row, shorter rows padded with their own station at weight 0, so
+    that (T z)_i = sum_d values[d, i] z[columns[d, i]]."""
+    term = term.coalesce()
+    rows, cols = term.indices()
+    n = term.shape[0]
+    per_row = torch.bincount(rows, minlength=n)
+    slot = torch.arange(rows.numel(), device=rows.device) - (torch.cumsum(per_row, 0) - per_row)[rows]
+    degree = int(per_row.max())
+    columns = torch.arange(n, device=rows.device).repeat(degree, 1)
+    values = torch.zeros(degree, n, device=rows.device)
+    columns[slot, rows], values[slot, rows] = cols, term.values()
+    return columns, values
+
+
 class Graph(nn.Module):
-    """The Chebyshev graph conv: channel mixing (bias and residual folded into T_0's rows), then dense graph
-    products over the node axis, ReLU and mask: [.., C, B, N] -> [.., C', B, N]."""
+    """The Chebyshev graph conv: channel mixing (bias and residual folded into T_0's rows), then the graph
+    products over the node axis (dense T_k^T, or the neighbour lists of a sparse stack), ReLU and mask:
+    [.., C, B, N] -> [.., C', B, N]."""
 
     def __init__(self, conv: ChebGraphConv, cheb: torch.Tensor):
         super().__init__()
@@ -84,20 +103,44 @@ class Graph(nn.Module):
         self.width, self.n_nodes = conv.theta.shape[2], cheb.shape[-1]
         _constant(self, "mixing", matrix)
         _constant(self, "bias", bias.reshape(-1, 1))
-        self.ks = cheb.shape[0]
-        for k in range(1, self.ks):
-            _constant(self, f"term{k}", cheb[k].t())  # T_k^T (T_0 = I: no product)
+        self.ks, self.degrees = cheb.shape[0], {}
+        for k in range(1, self.ks):  # T_0 = I: no product
+            if cheb.is_sparse:
+                columns, values = neighbour_lists(cheb[k])
+                self.register_buffer(f"neighbours{k}", columns)
+                _constant(self, f"weights{k}", values)
+                self.degrees[k] = len(values)
+            else:
+                _constant(self, f"term{k}", cheb[k].t())  # T_k^T
         _constant(self, "mask", _channel_mask(conv.mask))
         self.shapes = {"mixing": tuple(matrix.shape)}
+
+    def product(self, z: torch.Tensor, k: int) -> torch.Tensor:
+        """T_k over the node axis of z [.., N]: a matrix product with T_k^T, or, slot by slot, each station's
+        neighbour in that slot gathered, weighted and added (no tensor larger than z, whatever the degree)."""
+        if k not in self.degrees:
+            return torch.matmul(z, getattr(self, f"term{k}"))
+        columns, weights = getattr(self, f"neighbours{k}"), getattr(self, f"weights{k}")
+        out = torch.index_select(z, -1, columns[0]) * weights[0]
+        for d in range(1, self.degrees[k]):
+            out = out + torch.index_select(z, -1, columns[d]) * weights[d]
+        return out
 
     def forward(self, h: torch.Tensor, lead: tuple[int, ...] = ()) -> torch.Tensor:
         z = _times(self, "mixing", h, lead)
         o = self.width
         out = z[..., :o, :, :]
         for k in range(1, self.ks):
-            out = out + torch.matmul(z[..., k * o:(k + 1) * o, :, :], getattr(self, f"term{k}"))
+            out = out + self.product(z[..., k * o:(k + 1) * o, :, :], k)
         out = torch.relu(out)
         return out if self.mask is None else out * self.mask
+
+
+def _over_nodes_and_channels(reduce, h: torch.Tensor) -> torch.Tensor:
+    """A sum or mean (`reduce`: torch.sum or torch.mean) of h [.., C, B, N] over its nodes, then its channels:
+    ONNX Runtime sums over the two axes at once with an error that grows with N (5e-4 in a student's prediction at
+    8,600 stations), over the contiguous node axis first about as precisely as torch."""
+    return reduce(reduce(h, dim=-1, keepdim=True), dim=-3, keepdim=True)
 
 
 class Norm(nn.Module):
@@ -111,15 +154,14 @@ class Norm(nn.Module):
         _constant(self, "mask", _channel_mask(mask))
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        axes = (-3, -1)
         if self.mask is None:
-            centred = h - h.mean(dim=axes, keepdim=True)
-            var = (centred * centred).mean(dim=axes, keepdim=True)
+            centred = h - _over_nodes_and_channels(torch.mean, h)
+            var = _over_nodes_and_channels(torch.mean, centred * centred)
             return centred / torch.sqrt(var + LN_EPS) * self.weight + self.bias
         count = self.mask.sum() * self.weight.shape[-1]
-        centred = h - (h * self.mask).sum(dim=axes, keepdim=True) / count
+        centred = h - _over_nodes_and_channels(torch.sum, h * self.mask) / count
         kept = centred * self.mask
-        var = (kept * kept).sum(dim=axes, keepdim=True) / count
+        var = _over_nodes_and_channels(torch.sum, kept * kept) / count
         return (centred / torch.sqrt(var + LN_EPS) * self.weight + self.bias) * self.mask
 
 

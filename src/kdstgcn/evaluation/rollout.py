@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from kdstgcn.data.samples import PreparedData, Scaler
+from kdstgcn.data.samples import PreparedData, Scaler, WindowedSeries
 from kdstgcn.runtime.precision import autocast
 
 
@@ -29,11 +29,12 @@ def cpu_chunk(model: torch.nn.Module, batch_size: int) -> int:
 
 
 @torch.no_grad()
-def rollout(model: torch.nn.Module, inputs: torch.Tensor, steps: int, batch_size: int = 1140,
+def rollout(model: torch.nn.Module, inputs: torch.Tensor | WindowedSeries, steps: int, batch_size: int = 1140,
             mode: str = "streaming", precision: str = "fp32") -> torch.Tensor:
     """Predict `steps` steps ahead for windows [W, n_his, N] by feeding predictions back: [W, steps, N] on the CPU.
 
-    At most `batch_size` windows pass through the model at once; on a CPU fewer (`cpu_chunk`, faster there).
+    At most `batch_size` windows pass through the model at once; on a CPU fewer (`cpu_chunk`, faster there). Of
+    windows given as a `WindowedSeries`, each batch is gathered as it passes.
 
     mode "full" recomputes the whole forward pass of each moved window (what the paper timed); "streaming"
     (default) runs the full pass once and then only the newest time position of each layer per step
@@ -98,6 +99,6 @@ def evaluate(model: torch.nn.Module, data: PreparedData, split: str, horizons, s
     and truth in original units."""
     steps = max(horizons)
     pred = denormalise(rollout(model, data.inputs(split), steps, batch_size, mode, precision), data.scaler)
-    truth = denormalise(data.future(split)[:, :steps], data.scaler)
+    truth = denormalise(data.future(split, steps)[:], data.scaler)  # every window at once: the metrics take all
     table = horizon_metrics(pred, truth, horizons, step_minutes, data.station_mask.numpy())
     return table, pred, truth

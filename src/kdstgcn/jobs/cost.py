@@ -25,12 +25,11 @@ def measure_costs(models: dict[str, str], streams: dict[str, tuple[str, str]], v
     stream.onnx (`streams`: name -> the two paths) and as many threads as torch. A model trained in bf16 is
     timed in bf16 where `device` computes it natively, else in fp32 (the `precision` column says which)."""
     prepared = load_data(values, fill_report, data)
-    x = prepared.inputs("test")
-    batch = timing["batch"]
-    if x.shape[0] < batch:
-        log.warning("only %d test windows; the %d-window timing batch repeats them", x.shape[0], batch)
-        x = x.repeat((batch + x.shape[0] - 1) // x.shape[0], 1, 1)
-    x = x[:batch]
+    windows, batch = prepared.inputs("test"), timing["batch"]
+    x = windows[:batch]
+    if len(windows) < batch:
+        log.warning("only %d test windows; the %d-window timing batch repeats them", len(windows), batch)
+        x = x.repeat((batch + len(windows) - 1) // len(windows), 1, 1)[:batch]
     dev = pick_device(device)
     rows = []
     for name, path in models.items():

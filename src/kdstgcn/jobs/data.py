@@ -5,30 +5,33 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import pandas as pd
 
 from kdstgcn.config.datasets import gap_fill
-from kdstgcn.data.graph import check_graph, road_adjacency
+from kdstgcn.data.graph import adjacency_table, check_graph, kernel_radius_m, road_adjacency
 from kdstgcn.data.clean import clean, read_distances, read_values, timestamps
-from kdstgcn.data.synthetic import generate
+from kdstgcn.data.synthetic import edge_list, generate
 from kdstgcn.runtime.io import atomic_path, write_json, write_table, write_tables
 
 log = logging.getLogger(__name__)
 
 
 def synthesize(dataset: dict, values_out: str, distance_out: str) -> None:
-    """The synthetic PeMS-like network of a dataset's config section as raw files (values npz, distance csv)."""
+    """The synthetic PeMS-like network of a dataset's config section as raw files: values npz and distances as an
+    edge list csv (from, to, cost in metres); a network above `kdstgcn.data.graph.DENSE_MAX_NODES` stations lists
+    the pairs its kernel keeps (sigma2, epsilon), a smaller one every pair."""
     syn = dataset["synthetic"]
     values, distance = generate(n_nodes=dataset["n_nodes"], n_days=syn["days"],
                                 steps_per_day=dataset["steps_per_day"], seed=syn["seed"],
-                                area_km=syn.get("area_km", 8.0), missing_pct=syn.get("missing_pct", 2.0))
+                                area_km=syn.get("area_km"), missing_pct=syn.get("missing_pct", 2.0),
+                                neighbour_radius_m=kernel_radius_m(dataset["sigma2"], dataset["epsilon"]))
+    edges = edge_list(distance)
     with atomic_path(values_out) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, data=values)
     with atomic_path(distance_out) as tmp:
-        np.savetxt(tmp, distance, delimiter=",", fmt="%.1f")
-    log.info("synthetic network: %d nodes, %d days, %.2f%% missing", dataset["n_nodes"], syn["days"],
-             100 * (values == 0).mean())
+        edges.to_csv(tmp, index=False, float_format="%.1f")
+    log.info("synthetic network: %d nodes, %d days, %.2f%% missing, %d station pairs", dataset["n_nodes"],
+             syn["days"], 100 * (values == 0).mean(), len(edges))
 
 
 def clean_values(raw: str, source: dict, dataset: dict, values_out: str, report_out: str,
@@ -48,12 +51,11 @@ def clean_values(raw: str, source: dict, dataset: dict, values_out: str, report_
 
 def build_adjacency(raw: str, source: dict, dataset: dict, adjacency_out: str, stats_out: str) -> None:
     """Distances (read as `source` says, `kdstgcn.config.datasets.distance_source`) -> Gaussian-kernel adjacency
-    (Eq. 16) with edge statistics; sparse above `kdstgcn.data.graph.DENSE_MAX_NODES` stations, but the table the
-    training jobs read is still a dense N x N one."""
+    (Eq. 16) with edge statistics; sparse above `kdstgcn.data.graph.DENSE_MAX_NODES` stations, where the file is
+    an edge list (`kdstgcn.data.graph.adjacency_table`)."""
     distance = read_distances(raw, source["format"], dataset["n_nodes"])
     w = road_adjacency(distance, dataset["sigma2"], dataset["epsilon"], source["unit_m"])
     stats = check_graph(w, raw)
     log.info("graph: %s", stats)
-    table = w if isinstance(w, np.ndarray) else w.toarray()
-    write_table(pd.DataFrame(table, columns=[str(i) for i in range(w.shape[0])]), adjacency_out)
+    write_table(adjacency_table(w), adjacency_out)
     write_json(stats, stats_out)

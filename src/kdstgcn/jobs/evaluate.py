@@ -10,6 +10,7 @@ import pandas as pd
 from kdstgcn.config.datasets import DataSpec
 from kdstgcn.data.samples import load_data
 from kdstgcn.evaluation.rollout import evaluate
+from kdstgcn.jobs.memory import check_evaluate_memory
 from kdstgcn.model.persist import count_parameters, load_model
 from kdstgcn.report.published import beside_paper
 from kdstgcn.runtime.devices import pick_device
@@ -22,6 +23,7 @@ def evaluate_run(model_path: str, values: str, fill_report: str, data: DataSpec,
                  device: str, eval_batch_size: int, paper_name: str, model_name: str,
                  metrics_csv: str, metrics_parquet: str, predictions_out: str) -> pd.DataFrame:
     """Roll the model over the test days; write metrics beside the paper's and the de-normalised predictions."""
+    check_evaluate_memory(model_path, data, horizons, eval_batch_size, device)
     prepared = load_data(values, fill_report, data)
     model, extra = load_model(model_path)
     model.to(pick_device(device))

@@ -11,6 +11,7 @@ from kdstgcn.config.layout import parse_run_path
 from kdstgcn.data.samples import load_data
 from kdstgcn.deploy.export import check_export, export_bytes, write_files
 from kdstgcn.deploy.model_card import build_card, metrics_by_horizon, split_days, write_card
+from kdstgcn.jobs.memory import check_export_memory
 from kdstgcn.model.persist import load_model
 
 log = logging.getLogger(__name__)
@@ -22,6 +23,7 @@ def export_run(model_path: str, metrics_csv: str, values: str, fill_report: str,
                description: str, fill: str, horizons, step_minutes: int, outputs: dict[str, str]) -> dict:
     """Export the model at `model_path` (outputs: model, start, stream -> ONNX file, card -> model_card.json), whose
     data `values` had its gaps filled as `fill` says; return the card."""
+    check_export_memory(model_path, data)
     place = parse_run_path(model_path)
     model, extra = load_model(model_path)
     prepared = load_data(values, fill_report, data)

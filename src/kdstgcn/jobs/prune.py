@@ -9,6 +9,7 @@ import torch
 
 from kdstgcn.config.runspec import RunSpec
 from kdstgcn.data.samples import PreparedData, load_data
+from kdstgcn.jobs.memory import check_prune_memory
 from kdstgcn.jobs.records import resume_identity, run_summary
 from kdstgcn.losses.base import Loss, loss_step
 from kdstgcn.losses.build import build_loss
@@ -99,6 +100,7 @@ def prune_run(run: RunSpec, values: str, fill_report: str, base_path: str, teach
     compact model expanded back to full width), the pruning steps, the fine-tuning history and a summary with the
     kept parameter share and channels. All on the CPU, whatever `run.device`.
     """
+    check_prune_memory(run, base_path, teacher_path)
     dense, masked, history, finetune_loss, steps, base_parameters = fit_prune(
         run, values, fill_report, base_path, teacher_path, checkpoint)
     kept = dense.arch.kept

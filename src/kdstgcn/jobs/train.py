@@ -9,6 +9,7 @@ import torch
 from kdstgcn.config.runspec import RunSpec
 from kdstgcn.data.graph import load_cheb
 from kdstgcn.data.samples import load_data
+from kdstgcn.jobs.memory import check_train_memory
 from kdstgcn.jobs.records import resume_identity, run_summary
 from kdstgcn.losses.base import Loss
 from kdstgcn.losses.build import build_loss
@@ -47,6 +48,7 @@ def fit_run(run: RunSpec, values: str, fill_report: str, adjacency: str, checkpo
 def train_run(run: RunSpec, values: str, fill_report: str, adjacency: str, model_out: str, history_out: str,
               info_out: str, checkpoint: str, teacher_path: str | None = None) -> STGCN:
     """Train one model from its run spec; write the whole model, its per-epoch history and a summary."""
+    check_train_memory(run, teacher_path)
     model, history, loss = fit_run(run, values, fill_report, adjacency, checkpoint, teacher_path)
     extra = run_summary(run, history, loss, model)
     write_table(history, history_out)

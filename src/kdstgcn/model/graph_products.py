@@ -1,5 +1,6 @@
 """The graph products T_k x of a Chebyshev stack, each term multiplied the cheapest way: skipped (identity),
-as a sparse CSR product (a custom op with its own backward and FLOP formula) or as a dense one."""
+as a sparse CSR product (a custom op with its own backward and FLOP formula) or as a dense one; and the form a
+model holds its stack in (`stack_for_model`): dense up to `DENSE_MAX_NODES` stations, sparse above."""
 from __future__ import annotations
 
 import warnings
@@ -7,6 +8,8 @@ import warnings
 import torch
 from torch import nn
 from torch.utils.flop_counter import register_flop_formula
+
+from kdstgcn.data.graph import DENSE_MAX_NODES
 
 # Largest share of non-zero entries at which a Chebyshev term T_k is multiplied as a sparse (CSR) matrix,
 # per device type; denser terms use a dense matrix product. Measured with `bench/throughput.py` (its graph
@@ -62,11 +65,32 @@ for _device_type in ("cpu", "cuda"):
     torch.library.register_autocast("kdstgcn::csr_matmul", _device_type, torch.float32)
 
 
+def stack_for_model(cheb: torch.Tensor) -> torch.Tensor:
+    """A Chebyshev stack [ks, N, N] in the form a model holds (and saves) it, float32: a sparse stack as a coalesced
+    sparse COO tensor, a dense one of more than `DENSE_MAX_NODES` stations turned into one (so that above that size
+    what a model holds grows with the graph's edges), any other dense one as it is."""
+    cheb = cheb.float()
+    if cheb.is_sparse:
+        return cheb.coalesce()
+    if cheb.shape[-1] > DENSE_MAX_NODES and not cheb.is_meta:  # a meta tensor has no values to keep
+        return cheb.to_sparse().coalesce()
+    return cheb
+
+
+def _is_identity(term: torch.Tensor) -> bool:
+    """Whether a CSR matrix is the identity: one entry per row, on the diagonal, equal to 1."""
+    n = term.shape[0]
+    diagonal = torch.arange(n + 1, device=term.device)
+    return (torch.equal(term.crow_indices(), diagonal) and torch.equal(term.col_indices(), diagonal[:n])
+            and bool((term.values() == 1).all()))
+
+
 class ChebyshevTerms(nn.Module):
     """The graph products T_k x of a Chebyshev stack [ks, N, N], each term multiplied the cheapest way:
     no product for the identity (T_0), a sparse CSR product where the term's share of non-zeros is at most
     `SPARSE_MAX_DENSITY` of the device type and the operand at most `SPARSE_MAX_BLOCK_BYTES`, a dense one
     otherwise (the choice is made per call, so a model moved between devices follows that device's thresholds).
+    A sparse stack (`stack_for_model`) keeps no dense copy: its terms are sparse products on every device.
 
     Built once from the stack given to `STGCN` (its buffers are not saved: `STGCN.cheb` is).
     """
@@ -74,30 +98,32 @@ class ChebyshevTerms(nn.Module):
     def __init__(self, cheb: torch.Tensor):
         super().__init__()
         cheb = cheb.float()
-        n = cheb.shape[-1]
+        ks, n = cheb.shape[0], cheb.shape[-1]
         self.meta_follows = "cpu"  # on the meta device (shape-only FLOP counting): the products of this device type
-        self.register_buffer("dense", cheb.clone(), persistent=False)
+        self.register_buffer("dense", None if cheb.is_sparse else cheb.clone(), persistent=False)
         if cheb.is_meta:  # no values to look at (a shape-only model, e.g. for counting parameters): T_0 = I, dense
-            self.identity, self.density = [k == 0 for k in range(cheb.shape[0])], [1.0] * cheb.shape[0]
+            self.identity, self.density = [k == 0 for k in range(ks)], [1.0] * ks
             return
-        if not torch.equal(cheb[0], torch.eye(n, device=cheb.device)):
-            raise ValueError("the first term of a Chebyshev stack must be the identity (T_0 = I): the graph conv "
-                             "folds its bias and residual into that term; build the stack with "
-                             "kdstgcn.data.graph.chebyshev_polynomials")
         self.identity, self.density = [], []
-        for k, term in enumerate(cheb):
+        for k in range(ks):
             with warnings.catch_warnings():  # "sparse CSR support is in beta": the products used here are tested
                 warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
-                sparse = term.to_sparse_csr()
-            self.identity.append(bool(torch.equal(term, torch.eye(n, device=term.device))))
+                sparse = (cheb[k].coalesce() if cheb.is_sparse else cheb[k]).to_sparse_csr()
+            self.identity.append(_is_identity(sparse))
             self.density.append(sparse.values().numel() / float(n * n))
             self.register_buffer(f"crow{k}", sparse.crow_indices(), persistent=False)
             self.register_buffer(f"col{k}", sparse.col_indices(), persistent=False)
             self.register_buffer(f"values{k}", sparse.values(), persistent=False)
+        if not self.identity[0]:
+            raise ValueError("the first term of a Chebyshev stack must be the identity (T_0 = I): the graph conv "
+                             "folds its bias and residual into that term; build the stack with "
+                             "kdstgcn.data.graph.chebyshev_polynomials")
 
     def modes(self, device_type: str, block_bytes: int = 0) -> list[str]:
         """How each term is multiplied on this device type for an operand of `block_bytes`: identity, sparse or
-        dense."""
+        dense (never dense for a sparse stack, which has no dense copy)."""
+        if self.dense is None:
+            return ["identity" if eye else "sparse" for eye in self.identity]
         limit = SPARSE_MAX_DENSITY.get(device_type, 0.0)
         small = block_bytes <= SPARSE_MAX_BLOCK_BYTES.get(device_type, 0)
         return ["identity" if eye else "sparse" if density <= limit and small else "dense"

@@ -12,13 +12,16 @@ from torch import nn
 from kdstgcn.model.architecture import LAYER_KINDS, Architecture
 from kdstgcn.model.blocks import OutputLayer, STConvBlock
 from kdstgcn.model.graph_conv import ChebGraphConv
-from kdstgcn.model.graph_products import ChebyshevTerms
+from kdstgcn.model.graph_products import ChebyshevTerms, stack_for_model
 from kdstgcn.model.streaming import PositionRing
 from kdstgcn.model.temporal import TemporalConv
 
 
 class STGCN(nn.Module):
-    """Maps a window of `n_his` normalised speeds [B, n_his, N] to the next step [B, N]."""
+    """Maps a window of `n_his` normalised speeds [B, n_his, N] to the next step [B, N].
+
+    `cheb` is the graph's Chebyshev stack [ks, N, N], dense or sparse (`kdstgcn.data.graph.chebyshev_polynomials`),
+    held as `stack_for_model` says: dense up to `DENSE_MAX_NODES` stations, sparse above."""
 
     def __init__(self, arch: Architecture, cheb: torch.Tensor):
         super().__init__()
@@ -26,7 +29,7 @@ class STGCN(nn.Module):
             raise ValueError(f"Chebyshev stack has shape {tuple(cheb.shape)}, expected "
                              f"({arch.ks}, {arch.n_nodes}, {arch.n_nodes})")
         self.arch = arch
-        self.register_buffer("cheb", cheb.float())
+        self.register_buffer("cheb", stack_for_model(cheb))
         self.cheb_terms = ChebyshevTerms(self.cheb)
         in_ids, original_in = (0,), 1
         blocks = []

@@ -16,6 +16,7 @@ from collections import defaultdict
 
 import torch
 
+from kdstgcn.data.samples import WindowedSeries
 from kdstgcn.losses.base import Loss, forward
 
 ANATOMY_BATCHES = 4
@@ -57,15 +58,15 @@ def loss_anatomy(model: torch.nn.Module, teacher: torch.nn.Module | None, loss: 
     return {column: value / len(batches) for column, value in sums.items()}
 
 
-def anatomy_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int,
+def anatomy_batches(x: WindowedSeries, y: WindowedSeries, batch_size: int, seed: int,
                     count: int = ANATOMY_BATCHES) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """`count` training batches drawn by `seed` alone (the same every epoch; the global RNG is not touched)."""
     order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed + ANATOMY_SEED_OFFSET))
     return [(x[idx], y[idx]) for idx in order[:count * batch_size].split(batch_size)]
 
 
-def epoch_anatomy(model: torch.nn.Module, teacher: torch.nn.Module | None, loss: Loss, x: torch.Tensor,
-                  y: torch.Tensor, batch_size: int, seed: int, device: torch.device) -> dict[str, float]:
+def epoch_anatomy(model: torch.nn.Module, teacher: torch.nn.Module | None, loss: Loss, x: WindowedSeries,
+                  y: WindowedSeries, batch_size: int, seed: int, device: torch.device) -> dict[str, float]:
     """The columns a training epoch adds to its history row: the anatomy on the seed's fixed training batches
     for a distillation loss of more than one term, else nothing."""
     if not loss.uses_teacher:

@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 
 from kdstgcn.config.runspec import RolloutTraining, TrainSettings
-from kdstgcn.data.samples import PreparedData
+from kdstgcn.data.samples import PreparedData, WindowedSeries
 from kdstgcn.evaluation.rollout import evaluate
 from kdstgcn.losses.base import Loss, Outputs, counted_step
 from kdstgcn.runtime.console import CONSOLE, duration
@@ -142,10 +142,12 @@ def resume_if_same(path: Path, fingerprint: str, settings: TrainSettings, model,
     return history, best, 1
 
 
-def train_epoch(step, x_train: torch.Tensor, y_train: torch.Tensor, teacher: TeacherSource | None,
-                settings: TrainSettings, epoch: int, tic: float, device: torch.device) -> torch.Tensor:
-    """One pass over the training windows in the epoch's seeded order; returns the summed batch losses (float64,
-    on `device`). Raises NonFiniteLoss at the quarter-epoch reports and at the end."""
+def train_epoch(step, x_train: WindowedSeries, y_train: WindowedSeries | torch.Tensor,
+                teacher: TeacherSource | None, settings: TrainSettings, epoch: int, tic: float,
+                device: torch.device) -> torch.Tensor:
+    """One pass over the training windows in the epoch's seeded order, each batch gathered from `x_train` and
+    `y_train` by its window ids; returns the summed batch losses (float64, on `device`). Raises NonFiniteLoss at
+    the quarter-epoch reports and at the end."""
     n = x_train.shape[0]
     n_batches = math.ceil(n / settings.batch_size)
     report_every = max(1, n_batches // 4)
@@ -181,9 +183,10 @@ def train(model: torch.nn.Module, data: PreparedData, loss: Loss, settings: Trai
     training resumes after its epoch and ends exactly where an uninterrupted run would. A finished run's
     checkpoint lets a larger `epochs` budget continue it instead of starting over. Returns the best model
     (on CPU) and the per-epoch history. `run_config` (loss, data, seed...) goes into the fingerprint.
-    The training split lives on `device` for the whole run; a checkpoint written on one device resumes on
-    another. `teacher`: the frozen teacher of a distilling run and where its outputs come from, a forward per
-    batch or outputs computed once (kdstgcn.training.teacher).
+    The training split's normalised days live on `device` for the whole run, and each batch's windows are gathered
+    there (`WindowedSeries`); a checkpoint written on one device resumes on another. `teacher`: the frozen teacher
+    of a distilling run and where its outputs come from, a forward per batch or outputs computed once
+    (kdstgcn.training.teacher).
     `on_epoch(epoch, row)` is called after each epoch's checkpoint with its history row; an exception it
     raises (e.g. optuna.TrialPruned) ends training there.
     """
@@ -206,20 +209,21 @@ def train(model: torch.nn.Module, data: PreparedData, loss: Loss, settings: Trai
     history, best, start_epoch = resume_if_same(checkpoint_path, fingerprint, settings, model, optimizer, scheduler,
                                                 loss, device)
 
-    x_train, y_train = data.inputs("train").to(device), data.one_step_targets("train").to(device)
+    train_data = data.with_split_on("train", device)
+    x_train, y_train = train_data.inputs("train"), train_data.one_step_targets("train")
     if teacher is not None:
         teacher = teacher.on_device(loss, y_train, device)
     rollout = settings.rollout
-    targets = (None if rollout is None else
-               rollout_targets(rollout, data, teacher_model, settings.eval_batch_size, teacher_precision).to(device))
-    n_batches = math.ceil(x_train.shape[0] / settings.batch_size)
+    targets = (None if rollout is None else rollout_targets(rollout, train_data, teacher_model,
+                                                            settings.eval_batch_size, teacher_precision).to(device))
+    n_batches = math.ceil(len(x_train) / settings.batch_size)
     step = training_step(model, teacher_model, loss, optimizer, use_compile(settings.compile, device), device,
                          settings.precision, teacher_precision, rollout)
     run_seconds, epochs_here = 0.0, 0
     for epoch in range(start_epoch, settings.epochs + 1):
         model.train()
         tic = time.perf_counter()
-        y_epoch = y_train if rollout is None else targets[:, :rollout.steps(epoch)]
+        y_epoch = y_train if rollout is None else targets.narrow(1, 0, rollout.steps(epoch))
         total = train_epoch(step, x_train, y_epoch, teacher, settings, epoch, tic, device)
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()

@@ -11,28 +11,28 @@ from __future__ import annotations
 import torch
 
 from kdstgcn.config.runspec import RolloutTraining
-from kdstgcn.data.samples import PreparedData
+from kdstgcn.data.samples import PreparedData, WindowedSeries
 from kdstgcn.evaluation.rollout import rollout
 from kdstgcn.losses.base import Loss, Outputs, forward, scalar_gap, teacher_forward
 
 
 def rollout_targets(settings: RolloutTraining, data: PreparedData, teacher: torch.nn.Module | None,
-                    batch_size: int, precision: str = "fp32") -> torch.Tensor:
-    """The targets of every training window for the longest rollout of `settings` [W, last_steps, N] (on the CPU):
-    the truth at the first step; at the later steps the truth, or the frozen `teacher`'s rollout from the window
-    (`rollout`, streamed: exact there, since the teacher runs in eval mode without gradients), computed once for
-    the run in `precision`."""
+                    batch_size: int, precision: str = "fp32") -> WindowedSeries | torch.Tensor:
+    """The targets of every training window for the longest rollout of `settings` [W, last_steps, N]: the truth at
+    the first step; at the later steps the truth (then all of them are a view of the training windows, gathered
+    batch by batch where the training days are), or the frozen `teacher`'s rollout from the window (`rollout`,
+    streamed: exact there, since the teacher runs in eval mode without gradients), computed once for the run in
+    `precision` and held on the CPU."""
     steps = settings.last_steps
     if steps > data.n_pred:
         raise ValueError(f"a rollout of {steps} steps needs targets {steps} steps ahead; the windows hold "
                          f"{data.n_pred} (model.n_pred)")
-    truth = data.future("train")[:, :steps]
     if settings.targets == "truth":
-        return truth
+        return data.future("train", steps)
     if teacher is None:
         raise ValueError("rollout targets 'teacher' need a teacher, but this run has none")
     later = rollout(teacher, data.inputs("train"), steps, batch_size, precision=precision)[:, 1:]
-    return torch.cat([truth[:, :1], later], dim=1)
+    return torch.cat([data.future("train", 1)[:].cpu(), later], dim=1)
 
 
 def counted_rollout_step(model, teacher, loss: Loss, x: torch.Tensor, targets: torch.Tensor,

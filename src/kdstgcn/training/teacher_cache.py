@@ -24,6 +24,7 @@ from typing import IO
 import numpy as np
 import torch
 
+from kdstgcn.data.samples import WindowedSeries
 from kdstgcn.runtime.tensor_files import save_torch
 from kdstgcn.losses.base import Outputs
 from kdstgcn.model.persist import weights_digest
@@ -33,10 +34,13 @@ log = logging.getLogger(__name__)
 CACHE_NAME = "teacher_predictions.pt"
 
 
-def tensor_digest(x: torch.Tensor) -> str:
-    """Short content hash of a tensor (shape, dtype and values): which data the predictions belong to."""
+def tensor_digest(x: torch.Tensor | WindowedSeries) -> str:
+    """Short content hash of a tensor (shape, dtype and values): which data the predictions belong to. Windows hash
+    as the tensor of them all stacked, one window at a time (`WindowedSeries.blocks`), without stacking them."""
     digest = hashlib.sha256(f"{tuple(x.shape)} {x.dtype}".encode())
-    digest.update(x.detach().cpu().contiguous().numpy().tobytes())
+    blocks = x.blocks() if isinstance(x, WindowedSeries) else [x.detach().cpu().contiguous().numpy()]
+    for block in blocks:
+        digest.update(block)
     return digest.hexdigest()[:16]
 
 
@@ -71,7 +75,7 @@ def code_digest() -> str:
 CODE_DIGEST = code_digest()
 
 
-def predict(teacher: torch.nn.Module, inputs: torch.Tensor, batch_size: int,
+def predict(teacher: torch.nn.Module, inputs: torch.Tensor | WindowedSeries, batch_size: int,
             device: torch.device) -> torch.Tensor:
     """Teacher predictions [W, N] for windows [W, n_his, N], in batches of the training batch size (the
     shapes the per-batch forward would see), on CPU."""
@@ -82,7 +86,7 @@ def predict(teacher: torch.nn.Module, inputs: torch.Tensor, batch_size: int,
     return torch.cat(rows).clone()  # clone: a normal tensor, usable in autograd outside inference mode
 
 
-def cached_teacher_predictions(teacher: torch.nn.Module, inputs: torch.Tensor, folder: str | Path,
+def cached_teacher_predictions(teacher: torch.nn.Module, inputs: torch.Tensor | WindowedSeries, folder: str | Path,
                                batch_size: int, device: torch.device) -> torch.Tensor:
     """The teacher's predictions for `inputs`, read from `folder/teacher_predictions.pt` when its digests
     (teacher, windows, code) match, else computed once and written there atomically. Returned on CPU, one row
@@ -103,6 +107,24 @@ def cached_teacher_predictions(teacher: torch.nn.Module, inputs: torch.Tensor, f
 
 STORE_FOLDER = "feature_store"  # beside the teacher's model.pt
 STORE_DTYPES = {"float32": np.float32, "float16": np.float16}
+
+
+def store_dtype(precision: str) -> type:
+    """The array type of a store in `precision` (distillation.teacher_features)."""
+    if precision not in STORE_DTYPES:
+        raise ValueError(f"teacher feature store precision {precision!r}: choose one of {list(STORE_DTYPES)}")
+    return STORE_DTYPES[precision]
+
+
+def store_bytes(teacher: torch.nn.Module, inputs: torch.Tensor | WindowedSeries, groups: tuple[str, ...],
+                precision: str) -> int:
+    """The bytes of the arrays of the store of `teacher` on `inputs` with `groups` in `precision`, before it is
+    built: the windows times the outputs of one window (a forward of the first, in eval mode)."""
+    teacher.eval()
+    with torch.inference_mode():
+        prediction, features = teacher(inputs[:1].to(next(teacher.parameters()).device), return_features=True)
+    per_window = prediction.numel() + sum(out.numel() for group in groups for out in as_layers(features[group]))
+    return len(inputs) * per_window * np.dtype(store_dtype(precision)).itemsize
 
 
 class TeacherFeatureStore:
@@ -127,12 +149,11 @@ class TeacherFeatureStore:
         self.readers = readers
 
     @classmethod
-    def open(cls, teacher: torch.nn.Module, inputs: torch.Tensor, root: str | Path, precision: str,
+    def open(cls, teacher: torch.nn.Module, inputs: torch.Tensor | WindowedSeries, root: str | Path, precision: str,
              groups: tuple[str, ...], batch_size: int, device: torch.device) -> "TeacherFeatureStore":
         """The store of `teacher` on `inputs` [W, n_his, N] with `groups` in `precision`, built first if missing,
         open (and kept) until it is closed."""
-        if precision not in STORE_DTYPES:
-            raise ValueError(f"teacher feature store precision {precision!r}: choose one of {list(STORE_DTYPES)}")
+        store_dtype(precision)  # an unknown precision is refused before anything is built
         key = {"teacher": weights_digest(teacher), "inputs": tensor_digest(inputs), "code": CODE_DIGEST,
                "precision": precision, "groups": sorted(groups)}
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
@@ -220,11 +241,11 @@ def as_layers(value) -> list[torch.Tensor]:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def build_store(teacher: torch.nn.Module, inputs: torch.Tensor, folder: Path, key: dict, batch_size: int,
-                device: torch.device) -> None:
+def build_store(teacher: torch.nn.Module, inputs: torch.Tensor | WindowedSeries, folder: Path, key: dict,
+                batch_size: int, device: torch.device) -> None:
     """Run the teacher over `inputs` in batches of `batch_size` (inference mode) and write `folder` whole: the
     arrays in a temporary sibling folder, renamed into place last."""
-    dtype = STORE_DTYPES[key["precision"]]
+    dtype = store_dtype(key["precision"])
     teacher = teacher.to(device).eval()
     scratch = folder.with_name(folder.name + ".partial")
     shutil.rmtree(scratch, ignore_errors=True)
