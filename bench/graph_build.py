@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from kdstgcn.data import graph
+from kdstgcn.runtime.sizes import DENSE_MAX_NODES
 
 SIGMA2, EPSILON, KS = 10.0, 0.5, 3
 
@@ -66,7 +67,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"threads {args.threads}, load average before {os.getloadavg()[0]:.1f}, "
-          f"dense path up to N = {graph.DENSE_MAX_NODES} in the pipeline")
+          f"dense path up to N = {DENSE_MAX_NODES} in the pipeline")
     print(f"{'N':>6} {'degree':>7} {'T_2 nnz':>9} {'dense s':>8} {'sparse s':>9} {'model stack s':>14}")
     for n in args.nodes:
         xy_km = coordinates(n, args.neighbours)

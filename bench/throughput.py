@@ -178,7 +178,7 @@ def onnx_time(stream, windows: np.ndarray, steps: int, chunk: int | None = None)
 
 
 def chunk_table(models: dict, x: torch.Tensor, steps: int, onnx: dict) -> None:
-    """Streaming rollout of the batch on a CPU for several chunk limits (`kdstgcn.evaluation.rollout.CPU_CHUNK_BYTES` and
+    """Streaming rollout of the batch on a CPU for several chunk limits (`kdstgcn.runtime.sizes.CPU_CHUNK_BYTES` and
     `CPU_CHUNK_WINDOWS`): byte budgets with no window cap, then the package's byte budget under window caps; on
     ONNX Runtime (`onnx`: name -> OnnxStream) chunks of 16 to 256 windows and the whole batch."""
     chosen = rollout_module.CPU_CHUNK_BYTES, rollout_module.CPU_CHUNK_WINDOWS

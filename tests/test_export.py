@@ -14,14 +14,15 @@ onnx = pytest.importorskip("onnx", reason="the export needs onnx (a bare GPU mac
 
 from conftest import job_stats, planned_wildcards, run_snakemake
 from helpers import fit_briefly, ring_model, sparse_twin
-from kdstgcn.data.graph import DENSE_MAX_NODES
 from kdstgcn.deploy.export import OPSET, ExportError, TOLERANCE, check_export, export_bytes
 from kdstgcn.deploy.exported import Norm, neighbour_lists
 from kdstgcn.deploy.interface import NEWEST, PREDICTION, WINDOW, new_state_name
 from kdstgcn.deploy.session import OnnxStream, session
-from kdstgcn.evaluation.rollout import rollout
+from kdstgcn.evaluation import rollout as rollout_module
+from kdstgcn.evaluation.rollout import cpu_chunk, rollout
 from kdstgcn.model.norm import NodeChannelNorm
 from kdstgcn.pruning.prune import compact
+from kdstgcn.runtime.sizes import DENSE_MAX_NODES, EXPORT_CHECK_WINDOWS, export_check_windows
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -147,3 +148,23 @@ def test_one_models_onnx_file_is_made_by_one_export_job_after_its_evaluation(rep
     stats = job_stats(result.output)
     assert stats["export"] == stats["evaluate"] == 1 and stats["train"] == 2  # the student and its teacher
     assert planned_wildcards(result.output, "export") == [{"dataset": "demo", "seed": "0", "model": "student_stcd"}]
+
+
+def test_the_check_passes_a_chunk_of_windows_at_a_time_and_reads_every_chunk(monkeypatch):
+    """Chunks of 2 windows give the gap of one pass over all 5, and a NaN in the last chunk still fails the check."""
+    model = ring_model(N, SMALL).eval()
+    files = export_bytes(model)
+    windows = torch.randn(5, model.arch.n_his, N, generator=torch.Generator().manual_seed(3))
+    whole = check_export(model, files, windows, STEPS)
+    monkeypatch.setattr(rollout_module, "CPU_CHUNK_WINDOWS", 2)
+    assert cpu_chunk(model, len(windows)) == 2
+    assert check_export(model, files, windows, STEPS) == pytest.approx(whole, abs=1e-6)
+    windows[4, 0, 0] = float("nan")
+    with pytest.raises(ExportError, match="by nan"):
+        check_export(model, files, windows, STEPS)
+
+
+def test_a_large_network_is_checked_on_fewer_windows_of_the_same_window_stations():
+    assert [export_check_windows(n) for n in (170, 228, DENSE_MAX_NODES)] == [EXPORT_CHECK_WINDOWS] * 3
+    assert [export_check_windows(n) for n in (716, 8600, 10**6)] == [44, 3, 1]
+    assert all(export_check_windows(n) * n <= EXPORT_CHECK_WINDOWS * DENSE_MAX_NODES for n in (716, 2352, 8600))

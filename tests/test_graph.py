@@ -11,12 +11,13 @@ import torch
 from conftest import shared_file
 from kdstgcn.data.clean import read_distances
 from kdstgcn.jobs.data import build_adjacency
-from kdstgcn.data.graph import (DENSE_MAX_NODES, EDGE_LIST_COLUMNS, DistancePairs, GraphError, adjacency_table,
-                                check_graph, chebyshev_polynomials, distance_pairs_from_coordinates,
+from kdstgcn.data.graph import (EDGE_LIST_COLUMNS, DistancePairs, GraphError, adjacency_table, check_graph,
+                                chebyshev_polynomials, distance_pairs_from_coordinates,
                                 distance_pairs_from_edges, distances_from_edges, gaussian_adjacency, graph_stats,
                                 kernel_radius_m, load_cheb, read_adjacency, road_adjacency, scaled_laplacian,
                                 sparse_chebyshev_polynomials, sparse_gaussian_adjacency, sparse_scaled_laplacian)
 from kdstgcn.runtime.io import write_table
+from kdstgcn.runtime.sizes import DENSE_MAX_NODES
 
 
 def test_gaussian_kernel_by_hand():

@@ -6,13 +6,13 @@ import torch
 import torch.nn.functional as F
 
 from helpers import ring_cheb, ring_model, sparse_twin
-from kdstgcn.data.graph import DENSE_MAX_NODES
 from kdstgcn.evaluation.cost import count_flops
 from kdstgcn.evaluation.rollout import rollout
 from kdstgcn.model import graph_products
 from kdstgcn.model.architecture import Architecture
 from kdstgcn.model.graph_products import ChebyshevTerms
 from kdstgcn.model.stgcn import STGCN
+from kdstgcn.runtime.sizes import DENSE_MAX_NODES
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from helpers import ring_model
-from kdstgcn.data.graph import DENSE_MAX_NODES
 from kdstgcn.model.architecture import Architecture
 from kdstgcn.model.notation import format_blocks, parse_blocks
 from kdstgcn.model.persist import count_parameters, load_model, save_model, weights_digest
 from kdstgcn.model.stgcn import STGCN
+from kdstgcn.runtime.sizes import DENSE_MAX_NODES
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

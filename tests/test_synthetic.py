@@ -10,9 +10,10 @@ from scipy.sparse import csr_array
 from conftest import merged_config
 from kdstgcn.config import datasets, schema
 from kdstgcn.data.clean import read_distances, read_values
-from kdstgcn.data.graph import DENSE_MAX_NODES, DistancePairs, graph_stats, kernel_radius_m, road_adjacency
+from kdstgcn.data.graph import DistancePairs, graph_stats, kernel_radius_m, road_adjacency
 from kdstgcn.data.synthetic import NEIGHBOUR_RADIUS_M, dense_neighbours, generate, traffic
 from kdstgcn.jobs.data import synthesize
+from kdstgcn.runtime.sizes import DENSE_MAX_NODES
 
 SIGMA2, EPSILON = 10.0, 0.5
 

@@ -13,6 +13,7 @@ import pandas as pd
 
 from kdstgcn.config.datasets import DEFAULT_FILL
 from kdstgcn.data.gaps import fill_gaps, missing_readings
+from kdstgcn.runtime.sizes import DENSE_MAX_NODES
 
 if TYPE_CHECKING:
     from kdstgcn.data.graph import DistancePairs
@@ -58,7 +59,7 @@ def read_values(path: str | Path, fmt: str, n_nodes: int, steps: int | None = No
 def read_distances(path: str | Path, fmt: str, n_nodes: int) -> np.ndarray | DistancePairs:
     """Distance matrix in metres: a headerless N x N CSV, or an edge list 'from,to,cost' (inf where no edge); an
     edge list of more than `DENSE_MAX_NODES` stations as `DistancePairs` (no N x N array)."""
-    from kdstgcn.data.graph import DENSE_MAX_NODES, distance_pairs_from_edges, distances_from_edges
+    from kdstgcn.data.graph import distance_pairs_from_edges, distances_from_edges
 
     path = Path(path)
     if fmt == "matrix_csv":

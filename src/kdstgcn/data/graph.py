@@ -1,9 +1,9 @@
 """Road graph: distances, the Gaussian-kernel adjacency (Eq. 16), its file, and Chebyshev polynomials of its
 Laplacian.
 
-Up to `DENSE_MAX_NODES` stations the graph is built with dense N x N arrays. Above, distances, kernel, Laplacian
-and Chebyshev terms are scipy.sparse matrices, the adjacency file is an edge list and the model's Chebyshev stack a
-sparse tensor, whose cost grows with stations and edges (`sparse_*` functions)."""
+Up to `DENSE_MAX_NODES` stations (kdstgcn.runtime.sizes) the graph is built with dense N x N arrays. Above,
+distances, kernel, Laplacian and Chebyshev terms are scipy.sparse matrices, the adjacency file is an edge list and
+the model's Chebyshev stack a sparse tensor, whose cost grows with stations and edges (`sparse_*` functions)."""
 from __future__ import annotations
 
 import logging
@@ -14,19 +14,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from kdstgcn.runtime.sizes import DENSE_MAX_NODES
+
 if TYPE_CHECKING:
     import torch
     from scipy.sparse import csr_array
 
 log = logging.getLogger(__name__)
 
-# Largest network (stations) whose graph is built with dense N x N arrays: the arithmetic the paper's networks
-# (PeMSD7(M): 228, PEMS08: 170) have always been built with, kept bit for bit. Larger networks take the sparse
-# path, equal to the dense one to float rounding (tested on both networks). Measured with `bench/graph_build.py`
-# (docs/performance.md, "Scale: graph build"): the dense build grows with N^3 (its full eigen-decomposition),
-# 0.05 s at 500 stations, 0.3 s at 1,000 and 2.5 s at 2,352 (the sparse build: 0.006, 0.02 and 0.04 s), so up to
-# 500 stations it stays cheap and networks a little larger than the paper's keep STGCN's arithmetic.
-DENSE_MAX_NODES = 500
 # Rows of a dense distance matrix turned into kernel weights at a time by the sparse path (bounds its temporaries).
 KERNEL_BLOCK_ROWS = 256
 # The columns of an adjacency file that is an edge list (one row per non-zero weight W_row,col), and the key of its

@@ -1,7 +1,7 @@
 """A deterministic PeMS-like network for tests, the demo and the scale run: station positions, rush hours that
 spread to neighbours, incidents, noise and missing readings.
 
-Up to `DENSE_MAX_NODES` stations (kdstgcn.data.graph) they lie at random on a square, and the distances and the
+Up to `DENSE_MAX_NODES` stations (kdstgcn.runtime.sizes) they lie at random on a square, and the distances and the
 weights through which congestion spreads are dense N x N arrays. Above, each station lies in its own cell of a
 square grid and only the pairs within a neighbour radius are found (a k-d tree search) and kept: the distances as
 `DistancePairs`, the spread as a sparse matrix, so that time and memory grow with stations x neighbours."""
@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 from scipy.sparse import csr_array
 
-from kdstgcn.data.graph import DENSE_MAX_NODES, DistancePairs, distance_pairs_from_coordinates, kernel_radius_m
+from kdstgcn.data.graph import DistancePairs, distance_pairs_from_coordinates, kernel_radius_m
+from kdstgcn.runtime.sizes import DENSE_MAX_NODES
 
 # Congestion spreads to a neighbour d km away with weight exp(-d^2 / SPREAD_SIGMA2_KM2) (normalised per station).
 SPREAD_SIGMA2_KM2 = 10.0

@@ -26,10 +26,13 @@ ORT_ERRORS = (ort_state.Fail, ort_state.InvalidArgument, ort_state.InvalidProtob
               ort_state.NoSuchFile, ort_state.NotImplemented, ort_state.RuntimeException)
 
 
-def session(model: str | Path | bytes, threads: int | None = None) -> ort.InferenceSession:
+def session(model: str | Path | bytes, threads: int | None = None, arena: bool = True) -> ort.InferenceSession:
     """An ONNX Runtime session of one file (a path, or the file's bytes) on the CPU, with `threads` intra-op
-    threads (None: ONNX Runtime's choice) and no inter-op pool."""
+    threads (None: ONNX Runtime's choice) and no inter-op pool. `arena` False: each run's memory is returned when
+    it ends, instead of kept in the session's arena for its next runs (which is faster, but every session keeps
+    its largest run's memory for its whole life)."""
     options = ort.SessionOptions()
+    options.enable_cpu_mem_arena = arena
     options.inter_op_num_threads = 1
     if threads is not None:
         options.intra_op_num_threads = int(threads)
@@ -43,8 +46,8 @@ class OnnxStream:
     windows at a time, each on one thread (ONNX Runtime's own threads, which split each operator, were slower
     for a model of many small operators: docs/performance.md)."""
 
-    def __init__(self, start: str | Path | bytes, stream: str | Path | bytes, threads: int = 1):
-        self.start, self.step = session(start, 1), session(stream, 1)
+    def __init__(self, start: str | Path | bytes, stream: str | Path | bytes, threads: int = 1, arena: bool = True):
+        self.start, self.step = session(start, 1, arena), session(stream, 1, arena)
         self.threads = max(1, int(threads))
         states = [i for i in self.step.get_inputs() if i.name != NEWEST]
         self.state_names = [i.name for i in states]

@@ -7,18 +7,9 @@ import torch
 
 from kdstgcn.data.samples import PreparedData, Scaler, WindowedSeries
 from kdstgcn.runtime.precision import autocast
-
+from kdstgcn.runtime.sizes import CPU_CHUNK_BYTES, CPU_CHUNK_WINDOWS
 
 ROLLOUT_MODES = ("streaming", "full")
-# On a CPU a batch of windows passes through in chunks whose largest activation is about this many bytes
-# (`STGCN.largest_activation_floats`): each step's activations then stay in cache and freed memory is reused
-# instead of paged in afresh, so the teacher's rollout ran faster in such chunks than in one pass or with a
-# smaller or larger budget (bench/throughput.py --chunks; figures: docs/performance.md).
-CPU_CHUNK_BYTES = 32 * 2**20
-# ... and at most this many windows: a narrow model's streaming step is about a hundred small memory-bound ops;
-# chunks of about this many student windows kept them in cache, where the larger chunks its byte budget allows
-# and smaller chunks (more ops) were slower (same table).
-CPU_CHUNK_WINDOWS = 128
 
 
 def cpu_chunk(model: torch.nn.Module, batch_size: int) -> int:

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 def synthesize(dataset: dict, values_out: str, distance_out: str) -> None:
     """The synthetic PeMS-like network of a dataset's config section as raw files: values npz and distances as an
-    edge list csv (from, to, cost in metres); a network above `kdstgcn.data.graph.DENSE_MAX_NODES` stations lists
+    edge list csv (from, to, cost in metres); a network above `kdstgcn.runtime.sizes.DENSE_MAX_NODES` stations lists
     the pairs its kernel keeps (sigma2, epsilon), a smaller one every pair."""
     syn = dataset["synthetic"]
     values, distance = generate(n_nodes=dataset["n_nodes"], n_days=syn["days"],
@@ -51,7 +51,7 @@ def clean_values(raw: str, source: dict, dataset: dict, values_out: str, report_
 
 def build_adjacency(raw: str, source: dict, dataset: dict, adjacency_out: str, stats_out: str) -> None:
     """Distances (read as `source` says, `kdstgcn.config.datasets.distance_source`) -> Gaussian-kernel adjacency
-    (Eq. 16) with edge statistics; sparse above `kdstgcn.data.graph.DENSE_MAX_NODES` stations, where the file is
+    (Eq. 16) with edge statistics; sparse above `kdstgcn.runtime.sizes.DENSE_MAX_NODES` stations, where the file is
     an edge list (`kdstgcn.data.graph.adjacency_table`)."""
     distance = read_distances(raw, source["format"], dataset["n_nodes"])
     w = road_adjacency(distance, dataset["sigma2"], dataset["epsilon"], source["unit_m"])

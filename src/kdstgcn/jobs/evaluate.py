@@ -23,9 +23,9 @@ def evaluate_run(model_path: str, values: str, fill_report: str, data: DataSpec,
                  device: str, eval_batch_size: int, paper_name: str, model_name: str,
                  metrics_csv: str, metrics_parquet: str, predictions_out: str) -> pd.DataFrame:
     """Roll the model over the test days; write metrics beside the paper's and the de-normalised predictions."""
-    check_evaluate_memory(model_path, data, horizons, eval_batch_size, device)
-    prepared = load_data(values, fill_report, data)
     model, extra = load_model(model_path)
+    check_evaluate_memory(model, model_path, data, horizons, eval_batch_size, device)
+    prepared = load_data(values, fill_report, data)
     model.to(pick_device(device))
     table, pred, truth = evaluate(model, prepared, "test", horizons, step_minutes, eval_batch_size)
     table = beside_paper(table, paper_name, model_name)

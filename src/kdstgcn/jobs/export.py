@@ -13,24 +13,24 @@ from kdstgcn.deploy.export import check_export, export_bytes, write_files
 from kdstgcn.deploy.model_card import build_card, metrics_by_horizon, split_days, write_card
 from kdstgcn.jobs.memory import check_export_memory
 from kdstgcn.model.persist import load_model
+from kdstgcn.runtime.sizes import export_check_windows
 
 log = logging.getLogger(__name__)
-
-CHECK_WINDOWS = 64  # test windows the exported files are checked on
 
 
 def export_run(model_path: str, metrics_csv: str, values: str, fill_report: str, data: DataSpec, units: str,
                description: str, fill: str, horizons, step_minutes: int, outputs: dict[str, str]) -> dict:
     """Export the model at `model_path` (outputs: model, start, stream -> ONNX file, card -> model_card.json), whose
     data `values` had its gaps filled as `fill` says; return the card."""
-    check_export_memory(model_path, data)
-    place = parse_run_path(model_path)
     model, extra = load_model(model_path)
+    check_export_memory(model, model_path, data)
+    place = parse_run_path(model_path)
     prepared = load_data(values, fill_report, data)
     files = export_bytes(model)
-    gap = check_export(model, files, prepared.inputs("test")[:CHECK_WINDOWS], data.n_pred)
+    windows = prepared.inputs("test")[:export_check_windows(model.arch.n_nodes)]
+    gap = check_export(model, files, windows, data.n_pred)
     log.info("%s: ONNX Runtime within %.2g of the model on %d test windows (one step and a %d-step rollout)",
-             place.model, gap, min(CHECK_WINDOWS, len(prepared.inputs("test"))), data.n_pred)
+             place.model, gap, len(windows), data.n_pred)
     table = pd.read_parquet(values)
     training_days = table.iloc[:data.split[0] * data.steps_per_day]  # the first days of the split
     card = build_card(dataset=place.dataset, seed=place.seed, model=place.model, stations=list(table.columns),

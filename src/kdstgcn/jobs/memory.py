@@ -1,8 +1,8 @@
 """The memory of a training, pruning, evaluation or export job, from what the job is given: the `JobShape` of the
 estimate (kdstgcn.runtime.memory) built from a run spec, and the pre-flight check each job makes before it loads
 its data. Torch-free where it builds shapes: the workflow sizes each rule's `mem_mb` with it when it plans
-(workflow/rules/common.smk), before any graph is built; the checks, which read the saved models (their
-architecture and graph) and resolve the device, import torch when called.
+(workflow/rules/common.smk), before any graph is built; the checks, given the models the job has read (their
+architecture and graph), resolve the device and import torch when called.
 """
 from __future__ import annotations
 
@@ -11,21 +11,22 @@ from typing import TYPE_CHECKING
 
 from kdstgcn.config.datasets import DataSpec
 from kdstgcn.config.runspec import RunSpec, TrainSettings
-from kdstgcn.data.graph import DENSE_MAX_NODES
-from kdstgcn.losses.registry import loss_info
+from kdstgcn.losses.registry import CORRELATION_KERNEL_COMPILES, loss_info
 from kdstgcn.model.architecture import Architecture
-from kdstgcn.runtime.memory import (Estimate, GraphShape, JobShape, TeacherShape, check_memory, estimate, mem_mb,
-                                   teacher_output_bytes)
+from kdstgcn.runtime.memory.check import check_memory, mem_mb
+from kdstgcn.runtime.memory.estimate import estimate, teacher_output_bytes
+from kdstgcn.runtime.memory.shapes import Estimate, GraphShape, JobShape, TeacherShape
+from kdstgcn.runtime.sizes import DENSE_MAX_NODES, FEATURE_STORE_VALUE_BYTES, export_check_windows
 
 if TYPE_CHECKING:
     import torch
 
+    from kdstgcn.model.persist import SavedModel
+    from kdstgcn.model.stgcn import STGCN
+
 # What a job that may run on a GPU asks of the host at least (MB): what such jobs were always given; the host
 # memory of a CUDA context is not part of the estimate.
 GPU_JOB_MIN_MB = 8000
-STORE_VALUE_BYTES = {"float32": 4, "float16": 2}  # kdstgcn.training.teacher_cache.STORE_DTYPES, in bytes
-COMPILED_KERNELS = ("auto", "compiled")  # the correlation kernels that run torch.compile where it builds
-EXPORT_CHECK_WINDOWS = 64  # kdstgcn.jobs.export.CHECK_WINDOWS: the test windows an export checks its files on
 
 
 def feature_groups(loss: str, params: dict) -> tuple[str, ...]:
@@ -58,7 +59,7 @@ def _teacher(settings: TrainSettings, loss: str, params: dict, teacher: Architec
         return TeacherShape(teacher, "predictions")
     if settings.reads_feature_store:
         store = TeacherShape(teacher, "store", feature_groups(loss, params),
-                             STORE_VALUE_BYTES[settings.teacher_features])
+                             FEATURE_STORE_VALUE_BYTES[settings.teacher_features])
         if teacher_output_bytes(replace(shape, teacher=store)) <= settings.teacher_features_max_bytes:
             return store
     return TeacherShape(teacher)
@@ -69,7 +70,7 @@ def _shape(kind: str, model: Architecture, run: RunSpec, loss: str, params: dict
     """The shape of a training (or pruning) job of `run` on `model` with the loss `loss`."""
     settings = run.train
     scd = (readings or {}).get("scd_stations", "all")
-    compiles = ((loss_info(loss).correlation and kernel in COMPILED_KERNELS)
+    compiles = ((loss_info(loss).correlation and CORRELATION_KERNEL_COMPILES.get(kernel, False))
                 or settings.compile == "on" or (settings.compile == "auto" and device_type == "cuda"))
     shape = JobShape(kind, model, run.data, graph or planned_graph(model.n_nodes), batch_size=settings.batch_size,
                      eval_batch_size=settings.eval_batch_size, horizon_steps=max(settings.horizons),
@@ -111,7 +112,7 @@ def evaluate_estimate(model: Architecture, data: DataSpec, horizons, eval_batch_
 def export_estimate(model: Architecture, data: DataSpec, graph: GraphShape | None = None) -> Estimate:
     """The memory of exporting a model of architecture `model` (on the CPU)."""
     return estimate(JobShape("export", model, data, graph or planned_graph(model.n_nodes),
-                             eval_batch_size=EXPORT_CHECK_WINDOWS))
+                             eval_batch_size=export_check_windows(model.n_nodes)))
 
 
 def planned_mem_mb(job: Estimate, device: str) -> int:
@@ -120,7 +121,7 @@ def planned_mem_mb(job: Estimate, device: str) -> int:
     return max(mem_mb(job), 0 if device == "cpu" else GPU_JOB_MIN_MB)
 
 
-# --- the pre-flight checks of the jobs (they read the saved models and resolve the device: torch)
+# --- the pre-flight checks of the jobs (given the models they read; they resolve the device: torch)
 
 
 def graph_shape(cheb: torch.Tensor) -> GraphShape:
@@ -136,13 +137,10 @@ def graph_shape(cheb: torch.Tensor) -> GraphShape:
     return GraphShape(dense=False, nonzeros=int(term.numel()), row_entries=tuple(rows))
 
 
-def saved_model(path: str | None) -> tuple[Architecture | None, GraphShape | None]:
-    """The architecture and Chebyshev stack of the model saved at `path` (None, None without one)."""
-    from kdstgcn.model.persist import load_model
-
-    if path is None:
+def model_shape(model: STGCN | SavedModel | None) -> tuple[Architecture | None, GraphShape | None]:
+    """The architecture and Chebyshev stack of a model, built or read (None, None without one)."""
+    if model is None:
         return None, None
-    model = load_model(path)[0]
     return model.arch, graph_shape(model.cheb)
 
 
@@ -152,28 +150,30 @@ def _device_type(device: str) -> str:
     return pick_device(device).type
 
 
-def check_train_memory(run: RunSpec, teacher_path: str | None) -> None:
+def check_train_memory(run: RunSpec, teacher: SavedModel | None) -> None:
     """Stop a training job whose estimate exceeds the memory it may use (`check_memory`), before it loads its
     data; the teacher's stack is the dataset's."""
-    teacher, graph = saved_model(teacher_path)
-    check_memory(train_estimate(run, teacher, _device_type(run.device), graph), f"training {run.role}")
+    teacher_arch, graph = model_shape(teacher)
+    check_memory(train_estimate(run, teacher_arch, _device_type(run.device), graph), f"training {run.role}")
 
 
-def check_prune_memory(run: RunSpec, base_path: str, teacher_path: str | None) -> None:
+def check_prune_memory(run: RunSpec, base: SavedModel, teacher: SavedModel | None) -> None:
     """`check_train_memory` of a pruning job."""
-    base, graph = saved_model(base_path)
-    check_memory(prune_estimate(run, base, saved_model(teacher_path)[0], _device_type(run.device), graph),
+    base_arch, graph = model_shape(base)
+    teacher_arch = None if teacher is None else teacher.arch
+    check_memory(prune_estimate(run, base_arch, teacher_arch, _device_type(run.device), graph),
                  f"pruning {run.role}")
 
 
-def check_evaluate_memory(model_path: str, data: DataSpec, horizons, eval_batch_size: int, device: str) -> None:
-    """`check_train_memory` of an evaluation job."""
-    model, graph = saved_model(model_path)
-    check_memory(evaluate_estimate(model, data, horizons, eval_batch_size, _device_type(device), graph),
+def check_evaluate_memory(model: STGCN, model_path: str, data: DataSpec, horizons, eval_batch_size: int,
+                          device: str) -> None:
+    """`check_train_memory` of an evaluation job of the model read from `model_path`."""
+    arch, graph = model_shape(model)
+    check_memory(evaluate_estimate(arch, data, horizons, eval_batch_size, _device_type(device), graph),
                  f"evaluating {model_path}")
 
 
-def check_export_memory(model_path: str, data: DataSpec) -> None:
-    """`check_train_memory` of an export job."""
-    model, graph = saved_model(model_path)
-    check_memory(export_estimate(model, data, graph), f"exporting {model_path}")
+def check_export_memory(model: STGCN, model_path: str, data: DataSpec) -> None:
+    """`check_train_memory` of an export job of the model read from `model_path`."""
+    arch, graph = model_shape(model)
+    check_memory(export_estimate(arch, data, graph), f"exporting {model_path}")

@@ -13,7 +13,7 @@ from kdstgcn.jobs.memory import check_prune_memory
 from kdstgcn.jobs.records import resume_identity, run_summary
 from kdstgcn.losses.base import Loss, loss_step
 from kdstgcn.losses.build import build_loss
-from kdstgcn.model.persist import count_parameters, load_model, save_model, weights_digest
+from kdstgcn.model.persist import count_parameters, read_model, save_model, weights_digest
 from kdstgcn.model.stgcn import STGCN
 from kdstgcn.pruning.prune import compact, expand, prune
 from kdstgcn.runtime.devices import pick_device
@@ -41,10 +41,12 @@ def training_batches(data: PreparedData, batch_size: int, seed: int):
 
 
 def fit_prune(run: RunSpec, values: str, fill_report: str, base_path: str, teacher_path: str | None,
-              checkpoint: str, on_epoch=None) -> tuple[STGCN, STGCN, pd.DataFrame, Loss, list[dict], int]:
+              checkpoint: str, on_epoch=None, memory_check: bool = False
+              ) -> tuple[STGCN, STGCN, pd.DataFrame, Loss, list[dict], int]:
     """Prune a trained model (Algorithm 1 or the baseline), compact it and fine-tune the compact model, writing
     only the checkpoint. Returns the compact and the masked model (on the CPU), the fine-tuning history and loss,
-    the pruning steps and the base's parameter count (`on_epoch` as in `train`).
+    the pruning steps and the base's parameter count (`on_epoch` as in `train`). With `memory_check` it first stops
+    where the job's estimate exceeds the memory it may use (`check_prune_memory`), before it loads its data.
 
     Fine-tuning the compact model is fine-tuning under the mask, at the compact model's cost: the same weights
     to float rounding (tested with dropout 0 and the same seed). Under the mask every weight that feeds only
@@ -57,13 +59,18 @@ def fit_prune(run: RunSpec, values: str, fill_report: str, base_path: str, teach
     the compact model; its architecture (kept channels) is part of what it must match to be resumed.
     """
     pruning, settings = run.prune, run.train
+    saved_base = read_model(base_path)
+    saved_teacher = read_model(teacher_path) if teacher_path else None
+    if memory_check:
+        check_prune_memory(run, saved_base, saved_teacher)
     data = load_data(values, fill_report, run.data)
     device = pick_device(run.device)
     torch.manual_seed(settings.seed)
-    model, _ = load_model(base_path)
+    model = saved_base.build()
     base_digest = weights_digest(model)
     base_parameters = count_parameters(model)
-    teacher = load_model(teacher_path)[0].to(device).eval() if teacher_path else None
+    teacher = saved_teacher.build().to(device).eval() if saved_teacher else None
+    del saved_base, saved_teacher  # the weights read: the models hold their own copies now
     loss = build_loss(**run.loss.to_dict())
     model.to(device)
     optimizer = make_optimizer(model.parameters(), settings)
@@ -100,9 +107,8 @@ def prune_run(run: RunSpec, values: str, fill_report: str, base_path: str, teach
     compact model expanded back to full width), the pruning steps, the fine-tuning history and a summary with the
     kept parameter share and channels. All on the CPU, whatever `run.device`.
     """
-    check_prune_memory(run, base_path, teacher_path)
     dense, masked, history, finetune_loss, steps, base_parameters = fit_prune(
-        run, values, fill_report, base_path, teacher_path, checkpoint)
+        run, values, fill_report, base_path, teacher_path, checkpoint, memory_check=True)
     kept = dense.arch.kept
     extra = {**run_summary(run, history, finetune_loss, dense), "base_parameters": base_parameters,
              "kept_pct": 100.0 * count_parameters(dense) / base_parameters, "pruning_steps": len(steps),

@@ -13,7 +13,7 @@ from kdstgcn.jobs.memory import check_train_memory
 from kdstgcn.jobs.records import resume_identity, run_summary
 from kdstgcn.losses.base import Loss
 from kdstgcn.losses.build import build_loss
-from kdstgcn.model.persist import count_parameters, load_model, save_model
+from kdstgcn.model.persist import count_parameters, read_model, save_model
 from kdstgcn.model.stgcn import STGCN
 from kdstgcn.runtime.devices import pick_device
 from kdstgcn.runtime.io import write_json, write_table
@@ -26,14 +26,20 @@ RESUME_KEYS = ("dataset", "role", "data", "loss")
 
 
 def fit_run(run: RunSpec, values: str, fill_report: str, adjacency: str, checkpoint: str,
-            teacher_path: str | None = None, on_epoch=None) -> tuple[STGCN, pd.DataFrame, Loss]:
+            teacher_path: str | None = None, on_epoch=None, memory_check: bool = False
+            ) -> tuple[STGCN, pd.DataFrame, Loss]:
     """Train one model from its run spec, writing only its checkpoint: the best model, its per-epoch history
-    and the loss object (`on_epoch` as in `train`)."""
+    and the loss object (`on_epoch` as in `train`). With `memory_check` it first stops where the job's estimate
+    exceeds the memory it may use (`check_train_memory`), before it loads its data."""
+    saved_teacher = read_model(teacher_path) if teacher_path else None
+    if memory_check:
+        check_train_memory(run, saved_teacher)
     data = load_data(values, fill_report, run.data)
     torch.manual_seed(run.train.seed)
     model = STGCN(run.arch, load_cheb(adjacency, run.arch.ks))
     loss = build_loss(**run.loss.to_dict())
-    teacher = load_model(teacher_path)[0] if teacher_path else None
+    teacher = saved_teacher.build() if saved_teacher else None
+    del saved_teacher  # the weights read: the teacher holds its own copy now
     device = pick_device(run.device)
     log.info("%s on %s: %s, %d parameters, loss %s, %d training windows, device %s", run.role, run.dataset,
              [list(b) for b in run.arch.blocks], count_parameters(model), run.loss.to_dict(),
@@ -48,8 +54,7 @@ def fit_run(run: RunSpec, values: str, fill_report: str, adjacency: str, checkpo
 def train_run(run: RunSpec, values: str, fill_report: str, adjacency: str, model_out: str, history_out: str,
               info_out: str, checkpoint: str, teacher_path: str | None = None) -> STGCN:
     """Train one model from its run spec; write the whole model, its per-epoch history and a summary."""
-    check_train_memory(run, teacher_path)
-    model, history, loss = fit_run(run, values, fill_report, adjacency, checkpoint, teacher_path)
+    model, history, loss = fit_run(run, values, fill_report, adjacency, checkpoint, teacher_path, memory_check=True)
     extra = run_summary(run, history, loss, model)
     write_table(history, history_out)
     write_json(extra, info_out)

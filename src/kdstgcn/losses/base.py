@@ -1,5 +1,6 @@
 """What every loss is made of: a model's `Outputs`, the paper's open `Readings`, the `Loss` base class (a sum of
-named, weighted terms), and the forward passes that feed a loss during training (`counted_step`, `loss_step`).
+named, weighted terms), and the forward passes that feed a loss during training (`step_outputs`, `counted_step`,
+`loss_step`).
 
 A loss sees the student's and (frozen) teacher's `Outputs` and the target. Which losses exist, what they take
 and whether they read the teacher or its hidden layers is said once, in kdstgcn.losses.registry.
@@ -102,15 +103,24 @@ def teacher_forward(teacher: torch.nn.Module, x: torch.Tensor, features: bool) -
     return Outputs(out.prediction.clone(), out.features)
 
 
-def counted_step(model, teacher, loss: Loss, x: torch.Tensor, y: torch.Tensor,
-                 teacher_out: Outputs | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One forward of the student (and, without gradients, of the frozen teacher): the loss and the batch's entries
-    learnt from the teacher (`Loss.taken`), with no state changed, so that a compiled training step can return
-    the count and record it outside the compiled graph. `teacher_out`: the teacher's stored outputs for this
-    batch (kdstgcn.training.teacher_cache), which replace the teacher forward."""
+def step_outputs(model, teacher, loss: Loss, x: torch.Tensor, teacher_out: Outputs | None = None
+                 ) -> tuple[Outputs, Outputs | None]:
+    """What `loss` reads of a batch `x`: the student's outputs and the frozen teacher's (where the loss reads the
+    teacher: `teacher_out`, its stored outputs for this batch from kdstgcn.training.teacher_cache, else a forward
+    of it without gradients, run first)."""
     if teacher_out is None and loss.uses_teacher:
         teacher_out = teacher_forward(teacher, x, loss.uses_features)
-    return loss(forward(model, x, loss.uses_features), y, teacher_out), loss.taken(y, teacher_out)
+    return forward(model, x, loss.uses_features), teacher_out
+
+
+def counted_step(model, teacher, loss: Loss, x: torch.Tensor, y: torch.Tensor,
+                 teacher_out: Outputs | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One forward of the student (and, without gradients, of the frozen teacher; `step_outputs`): the loss and the
+    batch's entries learnt from the teacher (`Loss.taken`), with no state changed, so that a compiled training step
+    can return the count and record it outside the compiled graph. `teacher_out`: the teacher's stored outputs for
+    this batch (kdstgcn.training.teacher_cache), which replace the teacher forward."""
+    student, teacher_out = step_outputs(model, teacher, loss, x, teacher_out)
+    return loss(student, y, teacher_out), loss.taken(y, teacher_out)
 
 
 def loss_step(model, teacher, loss: Loss, x: torch.Tensor, y: torch.Tensor,

@@ -1,6 +1,6 @@
 """Every loss by name, with what it takes: its hyper-parameters (Table 6's columns), the paper's open readings
-that change it, and whether it reads the teacher and the teacher's hidden layers. Importable without torch: the
-config checks, the tuning space and the report read it."""
+that change it, and whether it reads the teacher and the teacher's hidden layers; and the correlation kernels.
+Importable without torch: the config checks, the tuning space, the report and the memory estimate read it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -51,6 +51,10 @@ class LossInfo:
         """The weights a study tunes: every parameter but the KL temperature, which is a fixed reading."""
         return tuple(p for p in self.parameters if p != "temperature")
 
+
+# The correlation kernels by name (config key distillation.correlation_kernel; kdstgcn.losses.kernels computes them)
+# and whether each runs torch.compile: "compiled" always, "auto" where it builds (elsewhere it falls back to cdist).
+CORRELATION_KERNEL_COMPILES = {"auto": True, "compiled": True, "cdist": False}
 
 CORRELATION_READINGS = ("scalar_norm", "ord_reduction", "distance_scale")
 SPATIAL_READINGS = (*CORRELATION_READINGS, "scd_stations")  # the losses with an SCD term

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import register_flop_formula
 
-from kdstgcn.data.graph import DENSE_MAX_NODES
+from kdstgcn.runtime.sizes import DENSE_MAX_NODES
 
 # Largest share of non-zero entries at which a Chebyshev term T_k is multiplied as a sparse (CSR) matrix,
 # per device type; denser terms use a dense matrix product. Measured with `bench/throughput.py` (its graph

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from kdstgcn.model.architecture import Architecture
+from kdstgcn.model.graph_products import stack_for_model
 from kdstgcn.model.stgcn import STGCN
 from kdstgcn.runtime.tensor_files import save_torch
 
@@ -39,13 +41,38 @@ def save_model(model: STGCN, path, extra: dict | None = None) -> None:
                 "masks": masks, "extra": extra or {}}, path)
 
 
-def load_model(path, map_location="cpu") -> tuple[STGCN, dict]:
-    """A model saved by `save_model`, with its masks set, and the `extra` dict saved with it. A file that holds a
-    dense stack of more than `DENSE_MAX_NODES` stations (written before the model held it sparse) loads with the
-    stack turned sparse."""
+@dataclass(frozen=True, eq=False)
+class SavedModel:
+    """A file `save_model` wrote, read (`read_model`): the model's architecture, its Chebyshev stack in the form the
+    model holds it (`stack_for_model`: a file that holds a dense stack of more than `DENSE_MAX_NODES` stations,
+    written before the model held it sparse, gives it sparse), weights, masks and `extra` dict. The model is built
+    from them apart (`build`) since building draws initial weights from torch's generator: a job reads its saved
+    models first (its memory check reads their architecture and graph) and builds them after it seeds the
+    generator, where they have always drawn."""
+
+    arch: Architecture
+    cheb: torch.Tensor
+    state_dict: dict
+    masks: dict
+    extra: dict
+
+    def build(self) -> STGCN:
+        """The model, with its weights and masks set."""
+        model = STGCN(self.arch, self.cheb)
+        model.load_state_dict(self.state_dict | {"cheb": model.cheb})
+        if self.masks:
+            model.set_masks(self.masks)
+        return model
+
+
+def read_model(path, map_location="cpu") -> SavedModel:
+    """The model file at `path` (`save_model`), read."""
     blob = torch.load(path, map_location=map_location, weights_only=False)
-    model = STGCN(Architecture.from_dict(blob["arch"]), blob["cheb"])
-    model.load_state_dict(blob["state_dict"] | {"cheb": model.cheb})
-    if blob.get("masks"):
-        model.set_masks(blob["masks"])
-    return model, blob.get("extra", {})
+    return SavedModel(Architecture.from_dict(blob["arch"]), stack_for_model(blob["cheb"]), blob["state_dict"],
+                      blob.get("masks") or {}, blob.get("extra", {}))
+
+
+def load_model(path, map_location="cpu") -> tuple[STGCN, dict]:
+    """A model saved by `save_model`, built with its masks set, and the `extra` dict saved with it."""
+    saved = read_model(path, map_location)
+    return saved.build(), saved.extra

@@ -9,17 +9,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdstgcn.model.layers import MaskedLayer, make_residual, residual_matrix
+from kdstgcn.runtime.sizes import CPU_CONV2D_MIN_CONTRACTION
 
 if TYPE_CHECKING:
     from kdstgcn.model.streaming import PositionRing
-
-# On a CPU a temporal conv whose contraction (input channels x kernel taps) is at least this wide runs as conv2d
-# (oneDNN), a narrower one as a batched matrix product. Timed with bench/throughput.py (temporal conv table, and
-# the streaming step inside the rollout): conv2d was faster for the teacher's wide layers, the product for the
-# one-channel input layer, for a streaming step over a narrow ring and for the student's output layer, and about
-# as fast as conv2d for the student's other layers. So every student layer runs as a product and every wide
-# teacher layer as conv2d (figures: docs/performance.md).
-CPU_CONV2D_MIN_CONTRACTION = 64
 
 
 class TemporalConv(MaskedLayer):

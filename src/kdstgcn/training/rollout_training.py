@@ -13,7 +13,7 @@ import torch
 from kdstgcn.config.runspec import RolloutTraining
 from kdstgcn.data.samples import PreparedData, WindowedSeries
 from kdstgcn.evaluation.rollout import rollout
-from kdstgcn.losses.base import Loss, Outputs, forward, scalar_gap, teacher_forward
+from kdstgcn.losses.base import Loss, Outputs, scalar_gap, step_outputs
 
 
 def rollout_targets(settings: RolloutTraining, data: PreparedData, teacher: torch.nn.Module | None,
@@ -46,9 +46,7 @@ def counted_rollout_step(model, teacher, loss: Loss, x: torch.Tensor, targets: t
     Each step recomputes the whole moved window. The streaming step (`STGCN.stream_step`) is not used here: its
     position rings are written in place, which autograd cannot differentiate through, and in training mode
     dropout would keep the draws of the older positions, where the full recompute draws anew."""
-    if teacher_out is None and loss.uses_teacher:
-        teacher_out = teacher_forward(teacher, x, loss.uses_features)
-    first = forward(model, x, loss.uses_features)
+    first, teacher_out = step_outputs(model, teacher, loss, x, teacher_out)
     total = loss(first, targets[:, 0], teacher_out)
     prediction, window = first.prediction, x
     for step in range(1, targets.shape[1]):

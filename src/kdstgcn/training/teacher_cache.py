@@ -25,9 +25,10 @@ import numpy as np
 import torch
 
 from kdstgcn.data.samples import WindowedSeries
-from kdstgcn.runtime.tensor_files import save_torch
 from kdstgcn.losses.base import Outputs
 from kdstgcn.model.persist import weights_digest
+from kdstgcn.runtime.sizes import FEATURE_STORE_VALUE_BYTES
+from kdstgcn.runtime.tensor_files import save_torch
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +81,12 @@ def predict(teacher: torch.nn.Module, inputs: torch.Tensor | WindowedSeries, bat
     """Teacher predictions [W, N] for windows [W, n_his, N], in batches of the training batch size (the
     shapes the per-batch forward would see), on CPU."""
     teacher = teacher.to(device).eval()
-    with torch.inference_mode():
-        rows = [teacher(inputs[start:start + batch_size].to(device)).cpu()
-                for start in range(0, inputs.shape[0], batch_size)]
-    return torch.cat(rows).clone()  # clone: a normal tensor, usable in autograd outside inference mode
+    # one array filled in place: small blocks kept between the passes' freed activations would fragment the heap
+    predictions = torch.empty(inputs.shape[0], inputs.shape[2])
+    with torch.no_grad():
+        for start in range(0, inputs.shape[0], batch_size):
+            predictions[start:start + batch_size] = teacher(inputs[start:start + batch_size].to(device)).cpu()
+    return predictions
 
 
 def cached_teacher_predictions(teacher: torch.nn.Module, inputs: torch.Tensor | WindowedSeries, folder: str | Path,
@@ -106,14 +109,15 @@ def cached_teacher_predictions(teacher: torch.nn.Module, inputs: torch.Tensor | 
 
 
 STORE_FOLDER = "feature_store"  # beside the teacher's model.pt
-STORE_DTYPES = {"float32": np.float32, "float16": np.float16}
 
 
-def store_dtype(precision: str) -> type:
-    """The array type of a store in `precision` (distillation.teacher_features)."""
-    if precision not in STORE_DTYPES:
-        raise ValueError(f"teacher feature store precision {precision!r}: choose one of {list(STORE_DTYPES)}")
-    return STORE_DTYPES[precision]
+def store_dtype(precision: str) -> np.dtype:
+    """The array type of a store in `precision` (distillation.teacher_features, a name in
+    FEATURE_STORE_VALUE_BYTES)."""
+    if precision not in FEATURE_STORE_VALUE_BYTES:
+        raise ValueError(f"teacher feature store precision {precision!r}: choose one of "
+                         f"{list(FEATURE_STORE_VALUE_BYTES)}")
+    return np.dtype(precision)
 
 
 def store_bytes(teacher: torch.nn.Module, inputs: torch.Tensor | WindowedSeries, groups: tuple[str, ...],
@@ -124,7 +128,7 @@ def store_bytes(teacher: torch.nn.Module, inputs: torch.Tensor | WindowedSeries,
     with torch.inference_mode():
         prediction, features = teacher(inputs[:1].to(next(teacher.parameters()).device), return_features=True)
     per_window = prediction.numel() + sum(out.numel() for group in groups for out in as_layers(features[group]))
-    return len(inputs) * per_window * np.dtype(store_dtype(precision)).itemsize
+    return len(inputs) * per_window * store_dtype(precision).itemsize
 
 
 class TeacherFeatureStore:
