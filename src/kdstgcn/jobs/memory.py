@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from kdstgcn.config.datasets import DataSpec
 from kdstgcn.config.runspec import RunSpec, TrainSettings
-from kdstgcn.losses.registry import CORRELATION_KERNEL_COMPILES, loss_info
+from kdstgcn.losses.registry import CORRELATION_KERNEL_COMPILES, loss_info, stcd_feature_groups
 from kdstgcn.model.architecture import Architecture
 from kdstgcn.runtime.memory.check import check_memory, mem_mb
 from kdstgcn.runtime.memory.estimate import estimate, teacher_output_bytes
@@ -31,10 +31,10 @@ GPU_JOB_MIN_MB = 8000
 
 def feature_groups(loss: str, params: dict) -> tuple[str, ...]:
     """The teacher's hidden-layer outputs a loss reads (its `feature_groups`, kdstgcn.losses): SKD the last block's,
-    TCD the temporal convs', SCD the graph convs', STCD both by its alpha2."""
+    STCD by its alpha2, TCD and SCD as STCD with alpha2 = 0 and 1 (kdstgcn.losses.correlation)."""
     if loss == "stcd":
-        return (("temporal",) if params["alpha2"] < 1 else ()) + (("spatial",) if params["alpha2"] > 0 else ())
-    return {"skd": ("hidden",), "tcd": ("temporal",), "scd": ("spatial",)}.get(loss, ())
+        return stcd_feature_groups(params["alpha2"])
+    return {"skd": ("hidden",), "tcd": stcd_feature_groups(0.0), "scd": stcd_feature_groups(1.0)}.get(loss, ())
 
 
 def distance_terms(loss: str, params: dict) -> frozenset[str]:

@@ -8,6 +8,7 @@ from torch import nn
 
 from kdstgcn.losses.base import Loss, Readings
 from kdstgcn.losses.kernels import CORRELATION_KERNELS
+from kdstgcn.losses.registry import stcd_feature_groups
 from kdstgcn.losses.response import OverseenResponse
 
 
@@ -193,7 +194,7 @@ class SpatioTemporalCorrelation(Loss):
         self.ord = OverseenResponse(alpha1, readings)
         self.scd = SpatialCorrelationDistance(kernel, readings)
         self.tcd = TemporalCorrelationDistance(kernel, readings)
-        self.feature_groups = (("temporal",) if alpha2 < 1 else ()) + (("spatial",) if alpha2 > 0 else ())
+        self.feature_groups = stcd_feature_groups(alpha2)
 
     def terms(self, student, target, teacher):
         terms = self.ord.terms(student, target, teacher)

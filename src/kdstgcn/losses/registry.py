@@ -71,6 +71,12 @@ LOSSES = {
 }
 
 
+def stcd_feature_groups(alpha2: float) -> tuple[str, ...]:
+    """The teacher's hidden-layer outputs L_STCD reads (Eq. 11): the temporal convs' where L_TCD has weight
+    (alpha2 < 1), the graph convs' where L_SCD has (alpha2 > 0)."""
+    return (("temporal",) if alpha2 < 1 else ()) + (("spatial",) if alpha2 > 0 else ())
+
+
 def loss_info(name: str) -> LossInfo:
     if name not in LOSSES:
         raise KeyError(f"unknown loss {name!r}; choose one of {sorted(LOSSES)}")
