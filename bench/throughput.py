@@ -38,6 +38,7 @@ from kdstgcn.model.graph_products import ChebyshevTerms, csr_matmul
 from kdstgcn.model.notation import format_blocks
 from kdstgcn.model.persist import count_parameters
 from kdstgcn.model.stgcn import STGCN
+from kdstgcn.runtime import sizes
 from kdstgcn.runtime.io import write_json
 from kdstgcn.runtime.precision import BF16_MIN_WIDTH, PRECISIONS, in_precision, resolve_precision
 
@@ -181,7 +182,7 @@ def chunk_table(models: dict, x: torch.Tensor, steps: int, onnx: dict) -> None:
     """Streaming rollout of the batch on a CPU for several chunk limits (`kdstgcn.runtime.sizes.CPU_CHUNK_BYTES` and
     `CPU_CHUNK_WINDOWS`): byte budgets with no window cap, then the package's byte budget under window caps; on
     ONNX Runtime (`onnx`: name -> OnnxStream) chunks of 16 to 256 windows and the whole batch."""
-    chosen = rollout_module.CPU_CHUNK_BYTES, rollout_module.CPU_CHUNK_WINDOWS
+    chosen = sizes.CPU_CHUNK_BYTES, sizes.CPU_CHUNK_WINDOWS
     limits = [(8 * 2**20, None), (32 * 2**20, None), (128 * 2**20, None), (None, None),
               (chosen[0], 64), (chosen[0], 128), (chosen[0], 256)]
     print(f"\nCPU chunks: {steps}-step streaming rollout of {x.shape[0]} windows by chunk limits (MiB of "
@@ -192,12 +193,12 @@ def chunk_table(models: dict, x: torch.Tensor, steps: int, onnx: dict) -> None:
     for name, m in models.items():
         cells = []
         for budget, windows_cap in limits:
-            rollout_module.CPU_CHUNK_BYTES, rollout_module.CPU_CHUNK_WINDOWS = budget or 2**62, windows_cap or 2**62
+            sizes.CPU_CHUNK_BYTES, sizes.CPU_CHUNK_WINDOWS = budget or 2**62, windows_cap or 2**62
             try:
                 windows = rollout_module.cpu_chunk(m, x.shape[0])
                 cells.append(f"{time_rollout(m, x, steps=steps, runs=1, warmup=0)['mean_s']:.3f} s ({windows:>4})")
             finally:
-                rollout_module.CPU_CHUNK_BYTES, rollout_module.CPU_CHUNK_WINDOWS = chosen
+                sizes.CPU_CHUNK_BYTES, sizes.CPU_CHUNK_WINDOWS = chosen
         print(f"{name:8} " + " ".join(f"{c:>16}" for c in cells))
     for name, stream in onnx.items():
         cells = [f"{w} windows {onnx_time(stream, x.numpy(), steps, chunk=w):.3f} s"

@@ -18,7 +18,7 @@ from kdstgcn.deploy.export import OPSET, ExportError, TOLERANCE, check_export, e
 from kdstgcn.deploy.exported import Norm, neighbour_lists
 from kdstgcn.deploy.interface import NEWEST, PREDICTION, WINDOW, new_state_name
 from kdstgcn.deploy.session import OnnxStream, session
-from kdstgcn.evaluation import rollout as rollout_module
+from kdstgcn.runtime import sizes
 from kdstgcn.evaluation.rollout import cpu_chunk, rollout
 from kdstgcn.model.norm import NodeChannelNorm
 from kdstgcn.pruning.prune import compact
@@ -156,7 +156,7 @@ def test_the_check_passes_a_chunk_of_windows_at_a_time_and_reads_every_chunk(mon
     files = export_bytes(model)
     windows = torch.randn(5, model.arch.n_his, N, generator=torch.Generator().manual_seed(3))
     whole = check_export(model, files, windows, STEPS)
-    monkeypatch.setattr(rollout_module, "CPU_CHUNK_WINDOWS", 2)
+    monkeypatch.setattr(sizes, "CPU_CHUNK_WINDOWS", 2)
     assert cpu_chunk(model, len(windows)) == 2
     assert check_export(model, files, windows, STEPS) == pytest.approx(whole, abs=1e-6)
     windows[4, 0, 0] = float("nan")

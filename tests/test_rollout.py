@@ -9,6 +9,7 @@ from helpers import ring_model
 from kdstgcn.data.graph import chebyshev_polynomials
 from kdstgcn.data.samples import Scaler
 from kdstgcn.evaluation import rollout as rollout_module
+from kdstgcn.runtime import sizes
 from kdstgcn.evaluation.rollout import denormalise, horizon_metrics, rollout
 from kdstgcn.model.architecture import Architecture
 from kdstgcn.model.stgcn import STGCN
@@ -140,13 +141,12 @@ def test_cpu_chunks_hold_about_the_byte_budget_and_do_not_change_results(model, 
     inputs = torch.randn(11, 12, 6)
     whole = rollout(model, inputs, steps=3, batch_size=1140)
     per_window = 4 * model.largest_activation_floats()
-    assert rollout_module.cpu_chunk(model, 1140) == min(rollout_module.CPU_CHUNK_WINDOWS,
-                                                        rollout_module.CPU_CHUNK_BYTES // per_window)
+    assert rollout_module.cpu_chunk(model, 1140) == min(sizes.CPU_CHUNK_WINDOWS, sizes.CPU_CHUNK_BYTES // per_window)
     assert rollout_module.cpu_chunk(model, 5) == 5
-    monkeypatch.setattr(rollout_module, "CPU_CHUNK_BYTES", 3 * per_window)
+    monkeypatch.setattr(sizes, "CPU_CHUNK_BYTES", 3 * per_window)
     assert rollout_module.cpu_chunk(model, 1140) == 3
     torch.testing.assert_close(rollout(model, inputs, steps=3, batch_size=1140), whole, rtol=1e-5, atol=1e-5)
-    monkeypatch.setattr(rollout_module, "CPU_CHUNK_BYTES", 1)
+    monkeypatch.setattr(sizes, "CPU_CHUNK_BYTES", 1)
     assert rollout_module.cpu_chunk(model, 1140) == 1
 
 

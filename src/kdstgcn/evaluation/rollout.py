@@ -7,16 +7,14 @@ import torch
 
 from kdstgcn.data.samples import PreparedData, Scaler, WindowedSeries
 from kdstgcn.runtime.precision import autocast
-from kdstgcn.runtime.sizes import CPU_CHUNK_BYTES, CPU_CHUNK_WINDOWS
+from kdstgcn.runtime.sizes import cpu_chunk_windows
 
 ROLLOUT_MODES = ("streaming", "full")
 
 
 def cpu_chunk(model: torch.nn.Module, batch_size: int) -> int:
-    """Windows per pass of `rollout` on a CPU: at most batch_size and CPU_CHUNK_WINDOWS, and about
-    CPU_CHUNK_BYTES of activations."""
-    per_window = 4 * model.largest_activation_floats()
-    return max(1, min(batch_size, CPU_CHUNK_WINDOWS, CPU_CHUNK_BYTES // per_window))
+    """Windows per pass of `rollout` on a CPU (`cpu_chunk_windows` of the model's largest activation)."""
+    return cpu_chunk_windows(4 * model.largest_activation_floats(), batch_size)
 
 
 @torch.no_grad()

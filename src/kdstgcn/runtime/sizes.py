@@ -30,6 +30,12 @@ CPU_CHUNK_BYTES = 32 * 2**20
 # and smaller chunks (more ops) were slower (same table).
 CPU_CHUNK_WINDOWS = 128
 
+
+def cpu_chunk_windows(bytes_per_window: int, batch: int) -> int:
+    """Windows per pass of a rollout on a CPU, for a model whose largest activation takes `bytes_per_window`: at
+    most `batch` and CPU_CHUNK_WINDOWS, and about CPU_CHUNK_BYTES of that activation."""
+    return max(1, min(batch, CPU_CHUNK_WINDOWS, CPU_CHUNK_BYTES // bytes_per_window))
+
 # The test windows an export job checks its ONNX files on (kdstgcn.jobs.export): 64, or on a larger network as
 # many as hold EXPORT_CHECK_WINDOWS x DENSE_MAX_NODES window-stations, at least one. The check's cost then stays
 # about that of a 500-station network: on 64 windows of 8,600 stations it took 800 s, longer than the export's

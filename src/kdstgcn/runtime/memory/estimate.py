@@ -6,7 +6,7 @@ from __future__ import annotations
 from kdstgcn.runtime.memory.activations import (block_times, chunk_activation_floats, feature_floats,
                                                 inference_floats, parameter_count, stream_floats, training_floats)
 from kdstgcn.runtime.memory.shapes import FLOAT32, Days, Estimate, JobShape, Layout, Term
-from kdstgcn.runtime.sizes import CPU_CHUNK_BYTES, CPU_CHUNK_WINDOWS
+from kdstgcn.runtime.sizes import cpu_chunk_windows
 
 # The process of a computing job before its data: interpreter, torch, pandas and pyarrow, Snakemake's script
 # preamble, torch's thread pools; the peak of a demo job (16 stations) less its other terms.
@@ -86,8 +86,7 @@ def graph_load_bytes(job: JobShape) -> int:
 
 def rollout_chunk_windows(model: Layout, batch: int) -> int:
     """Windows per pass of a rollout on a CPU (kdstgcn.evaluation.rollout.cpu_chunk)."""
-    per_window = FLOAT32 * chunk_activation_floats(model) * model.n_nodes
-    return max(1, min(batch, CPU_CHUNK_WINDOWS, CPU_CHUNK_BYTES // per_window))
+    return cpu_chunk_windows(FLOAT32 * chunk_activation_floats(model) * model.n_nodes, batch)
 
 
 def rollout_terms(job: JobShape, split: int, extra_bytes_per_value: int = 0) -> list[Term]:
