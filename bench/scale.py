@@ -12,8 +12,9 @@ for one job: the teacher's training, the student's, the L_STCD student's, the te
   `edges`: the stack's stored entries;
 - `teacher`, `student`, `L_STCD` ms/win: the median training step (`kdstgcn.training.loop.training_step`, batch
   `--batch`, RMSprop) divided by the batch: the teacher and the student on the task loss, the student on L_STCD
-  with PeMSD8's weights and a live teacher (SCD over 512 stations sampled per batch above 512 stations); each
-  process then rolls its model over the validation day, as a job's epoch ends;
+  with PeMSD8's weights and a live teacher (SCD over 512 stations sampled per batch above 512 stations), each
+  model in the precision a job gives it for `training.precision: --precision`; each process then rolls its
+  model over the validation day, as a job's epoch ends;
 - `rollout ms/win`: the teacher's streaming 9-step rollout over the validation day with its metrics
   (`kdstgcn.evaluation.rollout.evaluate`, CPU chunks), per window;
 - `export s`: the teacher's three ONNX files and their check on ONNX Runtime (`kdstgcn.deploy.export`);
@@ -56,6 +57,7 @@ from kdstgcn.model.stgcn import STGCN
 from kdstgcn.runtime.io import write_table
 from kdstgcn.runtime.memory.estimate import estimate
 from kdstgcn.runtime.memory.shapes import GraphShape, JobShape, TeacherShape
+from kdstgcn.runtime.precision import PRECISIONS, resolve_precision
 from kdstgcn.runtime.runner import set_up_compute
 from kdstgcn.runtime.sizes import export_check_windows
 from kdstgcn.training.loop import freeze, training_step
@@ -98,11 +100,18 @@ def synthetic_data(n_nodes: int, folder: Path):
     return load_data(folder / "values.parquet", folder / "fill_report.csv", DAYS)
 
 
-def step_ms_per_window(model, teacher, loss, data, batch: int, steps: int) -> float:
-    """The median of `steps` training steps (after one that warms up and compiles) divided by the batch, in ms."""
+def precision_of(model, setting: str) -> str:
+    """The precision a job runs `model` in for `training.precision: setting` on this CPU."""
+    return resolve_precision(setting, torch.device("cpu"), model.arch.widest_layer)
+
+
+def step_ms_per_window(model, teacher, loss, data, batch: int, steps: int, precision: str) -> float:
+    """The median of `steps` training steps (after one that warms up and compiles) divided by the batch, in ms,
+    with the model and the live teacher in the precision a job gives them for `training.precision: precision`."""
     device = torch.device("cpu")
     step = training_step(model, teacher, loss, make_optimizer(model.parameters(), TrainSettings(epochs=1)), False,
-                         device)
+                         device, precision_of(model, precision),
+                         "fp32" if teacher is None else precision_of(teacher, precision))
     x, y = data.inputs("train"), data.one_step_targets("train")
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
     times = []
@@ -125,7 +134,8 @@ def job_shapes(n_nodes: int, stack: GraphShape, batch: int) -> dict[str, JobShap
             "export": JobShape("export", teacher, **common | {"eval_batch_size": export_check_windows(n_nodes)})}
 
 
-def measure(n_nodes: int, part: str, neighbours: float, batch: int, steps: int, threads: int) -> dict:
+def measure(n_nodes: int, part: str, neighbours: float, batch: int, steps: int, threads: int,
+            precision: str) -> dict:
     """The figures of one size's `part` in this process (the child's work): teacher (graph build, training steps,
     rollout), student or L_STCD (training steps) or export, and the process's peak memory beside the estimate of
     the job it stands for; a figure whose code fails gives its error instead."""
@@ -155,19 +165,24 @@ def measure(n_nodes: int, part: str, neighbours: float, batch: int, steps: int, 
             row["graph s"] = seconds
             row["edges"] = stack.nonzeros if stack.nonzeros is not None else int(torch.count_nonzero(cheb))
             row["teacher ms/win"] = attempt("teacher ms/win", step_ms_per_window, teacher, None, build_loss("task"),
-                                            data, batch, steps)
-            rolled = attempt("rollout ms/win", timed, evaluate, teacher, data, "val", HORIZONS)
+                                            data, batch, steps, precision)
+            rolled = attempt("rollout ms/win", timed, lambda: evaluate(teacher, data, "val", HORIZONS,
+                                                                       precision=precision_of(teacher, precision)))
             row["rollout ms/win"] = None if rolled is None else 1000.0 * rolled[0] / len(data.inputs("val"))
         elif part == "student":
             row["student ms/win"] = attempt("student ms/win", step_ms_per_window, student, None, build_loss("task"),
-                                            data, batch, steps)
-            attempt("student validation", evaluate, student, data, "val", HORIZONS)  # as the job's epoch ends
+                                            data, batch, steps, precision)
+            # as the job's epoch ends
+            attempt("student validation", lambda: evaluate(student, data, "val", HORIZONS,
+                                                           precision=precision_of(student, precision)))
         elif part == "L_STCD":
             freeze(teacher, torch.device("cpu"))
             readings = {"scd_stations": SCD_STATIONS} if n_nodes > SCD_STATIONS else None
             row["L_STCD ms/win"] = attempt("L_STCD ms/win", step_ms_per_window, student, teacher,
-                                           build_loss("stcd", PEMSD8_STCD, readings=readings), data, batch, steps)
-            attempt("L_STCD validation", evaluate, student, data, "val", HORIZONS)
+                                           build_loss("stcd", PEMSD8_STCD, readings=readings), data, batch, steps,
+                                           precision)
+            attempt("L_STCD validation", lambda: evaluate(student, data, "val", HORIZONS,
+                                                          precision=precision_of(student, precision)))
         else:
             # here: the training processes run without the exporter's libraries, as training jobs do
             from kdstgcn.deploy.export import check_export, export_bytes
@@ -190,7 +205,7 @@ def run_size(n_nodes: int, args) -> dict:
             out = Path(tmp) / "row.json"
             command = [sys.executable, __file__, "--child", str(n_nodes), part, str(out), "--batch", str(args.batch),
                        "--steps", str(args.steps), "--threads", str(args.threads), "--neighbours",
-                       str(args.neighbours)]
+                       str(args.neighbours), "--precision", args.precision]
             try:
                 proc = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
             except subprocess.TimeoutExpired:
@@ -254,6 +269,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=3, help="timed training steps per model (after one warm-up)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="training.precision of the training steps and rollouts (auto: bf16 for the models that "
+                             "gain from it on a CPU with native bf16; the export stays float32)")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds one size may take")
     parser.add_argument("--parts", nargs="+", choices=list(PARTS), default=list(PARTS),
                         help="the processes (jobs) to measure at each size; the others' cells stay empty")
@@ -263,12 +281,12 @@ def main() -> None:
     if args.child:
         n_nodes, part, out = args.child
         Path(out).write_text(json.dumps(measure(int(n_nodes), part, args.neighbours, args.batch, args.steps,
-                                                args.threads)))
+                                                args.threads, args.precision)))
         return
     print(machine(args.threads))
     print(f"random geometric graphs, about {args.neighbours:g} neighbours a station (sigma2 {SIGMA2:g}, epsilon "
-          f"{EPSILON:g}); three synthetic days; batch {args.batch}; {args.threads} threads; each job in its own "
-          "process")
+          f"{EPSILON:g}); three synthetic days; batch {args.batch}; {args.threads} threads; precision "
+          f"{args.precision}; each job in its own process")
     rows = []
     for n_nodes in args.sizes:
         rows.append(run_size(n_nodes, args))

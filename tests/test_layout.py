@@ -12,22 +12,29 @@ STUDENTS = [layout.student_name(loss) for loss in LOSSES]
 PRUNED = [layout.pruned_name(method, base, ratio)
           for method in layout.PRUNING_METHODS for base in layout.REFERENCE_MODELS for ratio in (3, 50, 97)]
 VARIANTS = [layout.variant_name(m, source) for m in STUDENTS + PRUNED for source in layout.HYPERPARAMETER_SOURCES]
+DEPLOYABLE = [layout.deployable_name(entry) for entry in ("stcd_rollout", "wide2", "teacher_rollout")]
 
 
 @pytest.mark.parametrize("pattern", ["MODEL_PATTERN", "TRAINED_PATTERN", "PRUNED_MODEL_PATTERN",
-                                     "PRUNED_STUDY_PATTERN"])
+                                     "PRUNED_STUDY_PATTERN", "DEPLOYABLE_STUDY_PATTERN"])
 def test_wildcard_patterns_have_no_named_groups(pattern):
     assert re.compile(getattr(layout, pattern)).groupindex == {}
 
 
-@pytest.mark.parametrize("model", [*layout.REFERENCE_MODELS, *STUDENTS, *PRUNED, *VARIANTS])
+@pytest.mark.parametrize("model", [*layout.REFERENCE_MODELS, *STUDENTS, *PRUNED, *VARIANTS, *DEPLOYABLE])
 def test_every_model_is_made_by_one_rule(model):
     trained = re.fullmatch(layout.TRAINED_PATTERN, model) is not None
     pruned = re.fullmatch(layout.PRUNED_MODEL_PATTERN, model) is not None
     assert trained != pruned
     assert re.fullmatch(layout.MODEL_PATTERN, model)
     assert (layout.parse_pruned(model) is not None) == pruned
-    assert (layout.parse_student(model) is not None) == (trained and model not in layout.REFERENCE_MODELS)
+    deployable = layout.parse_deployable(model)
+    assert (deployable is not None) == (model in DEPLOYABLE)
+    assert (layout.parse_student(model) is not None) == (trained and model not in layout.REFERENCE_MODELS
+                                                         and deployable is None)
+    if deployable is not None:
+        assert layout.deployable_name(deployable) == model
+        assert re.fullmatch(layout.DEPLOYABLE_STUDY_PATTERN, model)
 
 
 @pytest.mark.parametrize("loss", sorted(LOSSES))

@@ -66,7 +66,18 @@ def test_all_writes_every_table_beside_the_paper(demo_study):
     assert all((folder / name).is_file() for folder in evaluated for name in ("model.onnx", "stream.onnx"))
     verdict = pd.read_parquet(results / "verdict.parquet")
     assert list(verdict.columns) == VERDICT_COLUMNS
-    assert set(verdict["claim"]) == {"The student trained with L_STCD beats the student without KD"}
+    beyond = verdict["claim"].str.startswith("Beyond the paper")
+    assert set(verdict.loc[~beyond, "claim"]) == {"The student trained with L_STCD beats the student without KD"}
+    deployable = pd.read_csv(results / "deployable.csv")
+    assert set(deployable["model"]) == {"teacher", "student_task", "student_stcd", "deploy_stcd_rollout"}
+    best = deployable[deployable["best"]]  # at 16 stations the student holds 0.7 % of the teacher's parameters
+    assert set(best["model"]) == {"deploy_stcd_rollout"} and beyond.sum() == 3
+    assert verdict.loc[beyond, "paper_values_better"].tolist() == pytest.approx(best["mae"].tolist())
+    assert (results / "figures" / "deployable.png").is_file()
+    history = pd.read_parquet(results / "demo/seed0/deploy_stcd_rollout/history.parquet")
+    assert history["rollout_steps"].tolist() == [1, 2]
+    assert {"grad_share_ord", "grad_share_tcd", "grad_share_scd", "grad_share_step2"} <= set(history.columns)
+    verdict = verdict[~beyond]
     for source in ("paper", "tuned"):
         assert np.isfinite(verdict[[f"{source}_values_better", f"{source}_values_other"]]).all().all(), source
         assert np.allclose(verdict[f"{source}_values_effect"],
@@ -95,14 +106,16 @@ def test_all_draws_every_figure(demo_study):
         assert f"figure{n}_demo.png" in figures
     assert "tsne_demo_student_stcd_vs_teacher.png" in figures
     assert "tsne_demo_pruned_kd_taylor_teacher_97_vs_teacher.png" in figures
-    assert "verdict.png" in figures
+    assert "verdict.png" in figures and "deployable.png" in figures
     for name in figures:
         assert (workdir / "results" / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = (workdir / "results" / "summary.md").read_text()
     lines = summary.splitlines()  # it leads with whether the claim could be judged, then the caveats
     assert lines[2].startswith("**Could not be judged:** The student trained with L_STCD beats the student without "
                                "KD (`demo`): at 15, 30, 45 min: ")
-    assert lines[4].startswith("**Not comparable with the paper's numbers:** `demo`")
+    assert lines[4].startswith("**Could not be judged:** Beyond the paper: the best deployable student (at most 3 % "
+                               "of the teacher's parameters) is within 5 % of the teacher's MAE")
+    assert lines[6].startswith("**Not comparable with the paper's numbers:** `demo`")
     assert "Algorithm 1 beats the Molchanov baseline at 50 % pruning (Table 8; demo: synthetic data" in summary
     assert "| demo | 15 min |" in summary
 

@@ -1,6 +1,8 @@
 """Rollout training (kdstgcn.training.rollout_training, training.rollout): one step is the one-step loss, the
 teacher's targets are its own rollout, gradients stop at the fed-back predictions only with the switch off, the
-schedule grows the rollout, and the run spec records the switch only where it is on."""
+streamed steps equal recomputing the moved window (values and gradients, in training mode, under masks) and a
+model with dropout recomputes, the anatomy shows each step, the schedule grows the rollout, and the run spec
+records the switch only where it is on."""
 import json
 from dataclasses import replace
 
@@ -11,11 +13,15 @@ from conftest import merged_config
 from kdstgcn.config import runspec, schema
 from kdstgcn.config.runspec import RolloutTraining, RunSpec, TrainSettings
 from kdstgcn.evaluation.rollout import rollout
-from kdstgcn.losses.response import OverseenResponse, TaskLoss
+from kdstgcn.losses.base import forward
+from kdstgcn.losses.build import build_loss
+from kdstgcn.losses.registry import LOSSES
+from kdstgcn.losses.response import OverseenResponse, ResponseL2, TaskLoss
 from kdstgcn.model.architecture import Architecture
 from kdstgcn.model.stgcn import STGCN
 from kdstgcn.training.loop import train
-from kdstgcn.training.rollout_training import counted_rollout_step, rollout_targets
+from kdstgcn.training.anatomy import loss_anatomy
+from kdstgcn.training.rollout_training import counted_rollout_step, rollout_targets, rollout_terms, streams_exactly
 from kdstgcn.training.teacher import LiveTeacher
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -107,6 +113,73 @@ def test_gradients_reach_the_fed_back_inputs_only_with_the_switch_on(data, cheb,
     else:
         torch.testing.assert_close(grads[0][:, 0], first_step_only[:, 0])
     assert grads[0][:, 0].abs().sum() > 0
+
+
+def test_the_streamed_steps_in_training_mode_equal_recomputing_the_window(data, cheb, synthetic_files):
+    """In training mode without dropout, under channel masks as in fine-tuning after pruning, the rollout streams
+    (one position per layer and step) and gives the loss and every gradient of the literal full recompute."""
+    net = model(cheb, synthetic_files.n_nodes).train()
+    net.set_masks({"block0.graph": torch.tensor([1, 0]), "block1.temporal2": torch.tensor([1, 1, 0, 1, 1, 0, 1, 1])})
+    assert streams_exactly(net)
+    params = list(net.parameters())
+    x, targets = data.inputs("train")[:6], data.future("train", 9)[:6]
+    value, _ = counted_rollout_step(net, None, TaskLoss(), x, targets)
+    literal = literal_rollout_loss(net, x, targets, True)
+    torch.testing.assert_close(value, literal)
+    for got, want in zip(torch.autograd.grad(value, params), torch.autograd.grad(literal, params)):
+        torch.testing.assert_close(got, want)
+
+
+def test_a_model_with_dropout_recomputes_each_window(data, cheb, synthetic_files):
+    """Dropout draws anew over a recomputed window, which a stream cannot: such a model recomputes each step,
+    with the draws of the literal rollout; in eval mode (no draws) it streams."""
+    torch.manual_seed(0)
+    net = STGCN(Architecture(synthetic_files.n_nodes, ((1, 2, 4), (4, 2, 8)), dropout=0.3), cheb).train()
+    assert not streams_exactly(net) and streams_exactly(net.eval())
+    net.train()
+    x, targets = data.inputs("train")[:6], data.future("train", 4)[:6]
+    torch.manual_seed(1)
+    value, _ = counted_rollout_step(net, None, TaskLoss(), x, targets)
+    torch.manual_seed(1)
+    assert torch.equal(value, literal_rollout_loss(net, x, targets, True))
+
+
+def test_the_anatomy_of_a_rollout_shows_every_step(data, cheb, synthetic_files):
+    """The rollout's terms: the run's loss's at the first step, then one per later step; their weighted values
+    sum to the rollout's loss and their gradient shares to 1."""
+    n = synthetic_files.n_nodes
+    teacher = model(cheb, n, seed=5, blocks=((1, 4, 8), (8, 4, 16))).eval()
+    student = model(cheb, n)
+    loss = ResponseL2(beta=0.3)
+    x, targets = data.inputs("train")[:10], data.future("train", 3)[:10]
+    settings = RolloutTraining(3, 3, 1)
+    columns = loss_anatomy(student, teacher, loss, [(x, targets)], settings)
+    shares = {c: v for c, v in columns.items() if c.startswith("grad_share_")}
+    assert set(shares) == {"grad_share_response", "grad_share_task", "grad_share_step2", "grad_share_step3"}
+    assert sum(shares.values()) == pytest.approx(1.0)
+    value, _ = counted_rollout_step(student.eval(), teacher, loss, x, targets)
+    assert sum(v for c, v in columns.items() if c.endswith("_weighted")) == pytest.approx(value.item(), rel=1e-5)
+
+
+def test_the_rollout_composes_with_every_loss_of_the_registry(data, cheb, synthetic_files):
+    """Each loss at the first step of a 3-step rollout from a live teacher: its own terms there, the task term at
+    the later steps, a finite loss whose gradient reaches the student."""
+    config = merged_config("config/demo.yaml")
+    n = synthetic_files.n_nodes
+    teacher = model(cheb, n, seed=5, blocks=((1, 4, 8), (8, 4, 16))).eval()
+    x, targets = data.inputs("train")[:6], data.future("train", 3)[:6]
+    for name in LOSSES:
+        spec = runspec.student_run(config, "demo", name, 0).loss
+        loss = build_loss(name, spec.params, "cdist", spec.readings)
+        student = model(cheb, n)
+        terms, _ = rollout_terms(student, teacher, loss, x, targets)
+        first = loss.terms(forward(student, x, loss.uses_features), targets[:, 0],
+                           forward(teacher, x, loss.uses_features) if loss.uses_teacher else None)
+        assert list(terms) == [*first, "step2", "step3"], name
+        value, _ = counted_rollout_step(student, teacher, loss, x, targets)
+        assert torch.isfinite(value), name
+        value.backward()
+        assert all(p.grad is not None for p in student.parameters() if p.requires_grad), name
 
 
 def test_the_rollout_grows_by_its_schedule_and_learns_from_the_teacher(data, cheb, synthetic_files, tmp_path):

@@ -29,6 +29,7 @@ def every_run(config: dict) -> list[RunSpec]:
         for base, ratio in [("pruning_base", r) for r in pr["base_ratios"]] + [("teacher", pr["teacher_ratio"])]:
             runs += [runspec.prune_run(config, "demo", method, base, ratio, 0),
                      runspec.prune_tuning_run(config, "demo", method, base, ratio)]
+    runs += [runspec.deployable_run(config, "demo", entry, 2) for entry in config["deployable"]["models"]]
     return runs
 
 
@@ -92,3 +93,29 @@ def test_pruning_studies_tune_the_fine_tuning_and_for_algorithm_1_the_stcd_weigh
         assert run == runspec.prune_run(demo_config, "demo", method, "pruning_base", 50,
                                         demo_config["tuning"]["seed"]).with_epochs(run.train.epochs)
         assert set(tuning_space(demo_config, run.loss.name)) == {"learning_rate", "batch_size"} | weights
+
+
+def test_a_deployable_model_is_a_student_of_its_own_shape_and_rollout(demo_config):
+    """Its loss's values and the run's training settings as a student's; its architecture and rollout training
+    from its entry, not from training.rollout; its targets the truth where its loss has no teacher to roll out."""
+    config = json.loads(json.dumps(demo_config))
+    config["model"]["architectures"]["student_wide"] = "[1,4,4][4,4,8]"
+    config["deployable"]["models"]["wide_task"] = {"architecture": "student_wide", "loss": "task", "rollout": {
+        "steps": [2, 9], "epochs_per_step": 3, "targets": "teacher", "feedback_gradient": False}}
+    schema.validate(config)
+    stcd = runspec.deployable_run(config, "demo", "stcd_rollout", 1)
+    student = runspec.student_run(config, "demo", "stcd", 1)
+    assert stcd.role == "deploy_stcd_rollout" and stcd.arch == student.arch and stcd.loss == student.loss
+    assert stcd.train == replace(student.train, rollout=runspec.RolloutTraining(1, 3, 1, "teacher", True))
+    assert config["training"]["rollout"] is None  # the entry's own rollout, not the section's
+    wide = runspec.deployable_run(config, "demo", "wide_task", 0)
+    assert wide.arch.blocks == ((1, 4, 4), (4, 4, 8)) and wide.loss.name == "task"
+    assert wide.train.rollout == runspec.RolloutTraining(2, 9, 3, "truth", False)
+    config["deployable"]["models"]["wide_task"]["architecture"] = "student_huge"
+    with pytest.raises(schema.ConfigError, match="deployable.models.wide_task.architecture"):
+        schema.validate(config)
+    config["deployable"]["models"]["wide_task"] |= {"architecture": "student", "loss": "rd_kl"}
+    config["distillation"]["losses"] = ["task", "stcd"]  # no student of rd_kl asks for its values
+    del config["distillation"]["hyperparameters"]["PeMSD7"]["rd_kl"]
+    with pytest.raises(schema.ConfigError, match="deployable.models.wide_task.loss"):
+        schema.validate(config)

@@ -3,6 +3,7 @@ values placed where the run reads them (a pruning run's fine-tuning loss include
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import yaml
@@ -103,3 +104,27 @@ def test_a_file_that_is_no_tuning_result_is_rejected_naming_it(tmp_path):
     path.write_text("alpha1: 0.3\n")
     with pytest.raises(schema.ConfigError, match="stcd.yaml: not a tuning result"):
         read_tuned(path)
+
+
+def test_the_rollout_switches_tune_a_run_that_rolls_out(demo_config):
+    """training.rollout.* switches apply to a run with rollout training alone (the target source to a distilling
+    one), go into its rollout settings, and a tuned length below the first one is the length throughout."""
+    config = json.loads(json.dumps(demo_config))
+    config["tuning"]["switches"] |= {"training.rollout.last_steps": [3, 9], "training.rollout.targets":
+                                     ["truth", "teacher"], "training.rollout.feedback_gradient": [True, False]}
+    schema.validate(config)
+    rollout = {"training.rollout.last_steps", "training.rollout.targets", "training.rollout.feedback_gradient"}
+    assert not rollout & set(tuning_switches(config, "stcd"))
+    assert rollout <= set(tuning_switches(config, "stcd", rolls_out=True))
+    assert "training.rollout.targets" not in tuning_switches(config, "task", rolls_out=True)
+    run = runspec.deployable_run(config, "demo", "stcd_rollout", 0)
+    assert switch_value(run, "training.rollout.last_steps") == 3
+    assert switch_value(runspec.student_run(config, "demo", "stcd", 0), "training.rollout.targets") is None
+    out = apply_tuned(run, {"hyperparameters": {}, "switches": {"training.rollout.last_steps": 9,
+                                                                "training.rollout.targets": "truth"}})
+    assert out.train.rollout == runspec.RolloutTraining(1, 9, 1, "truth", True)
+    late = replace(run, train=replace(run.train, rollout=runspec.RolloutTraining(4, 6, 1)))
+    short = apply_tuned(late, {"hyperparameters": {}, "switches": {"training.rollout.last_steps": 2}})
+    assert short.train.rollout == runspec.RolloutTraining(2, 2, 1)
+    with pytest.raises(schema.ConfigError, match="training.rollout"):
+        switch_value(run, "training.rollout.no_such_key")

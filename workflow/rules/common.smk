@@ -31,7 +31,7 @@ wildcard_constraints:
     seed=r"\d+",
     filename="|".join(re.escape(n) for n in RAW_NAMES) or "(?!)",
     model=layout.MODEL_PATTERN,
-    study="|".join(LOSSES + [layout.PRUNED_STUDY_PATTERN]),
+    study="|".join(LOSSES + [layout.PRUNED_STUDY_PATTERN, layout.DEPLOYABLE_STUDY_PATTERN]),
     worker=r"\d+",
 
 
@@ -58,10 +58,17 @@ def hyperparameter_source(name, section):
 
 def train_inputs(wildcards):
     """The prepared data; for a student also the teacher of its seed (when its loss distils) and its loss's
-    tuning result (when its values are tuned)."""
+    tuning result (when its values are tuned); for a deployable model likewise, its own study's result."""
     inputs = prepared_inputs(wildcards)
     student = layout.parse_student(wildcards.model)
     if student is None:
+        entry = layout.parse_deployable(wildcards.model)
+        if entry is not None:
+            spec = config["deployable"]["models"][entry]
+            if loss_info(spec["loss"]).uses_teacher:
+                inputs["teacher"] = model_file(wildcards.dataset, wildcards.seed, "teacher")
+            if spec.get("values", "paper") == "tuned":
+                inputs["tuned"] = layout.tuned_path(wildcards.dataset, wildcards.model)
         return inputs
     if loss_info(student.loss).uses_teacher:
         inputs["teacher"] = model_file(wildcards.dataset, wildcards.seed, "teacher")
@@ -71,7 +78,11 @@ def train_inputs(wildcards):
 
 
 def train_run(wildcards):
-    """Run spec of a reference model (task loss alone) or of a student (its loss, Table 6's values)."""
+    """Run spec of a reference model (task loss alone), of a student (its loss, Table 6's values) or of a deployable
+    model (its entry)."""
+    entry = layout.parse_deployable(wildcards.model)
+    if entry is not None:
+        return runspec.deployable_run(config, wildcards.dataset, entry, wildcards.seed)
     student = layout.parse_student(wildcards.model)
     if student is None:
         return runspec.reference_run(config, wildcards.dataset, wildcards.model, wildcards.seed)
@@ -126,7 +137,8 @@ def train_mem_mb(wildcards):
     teacher = None
     if student is not None:
         run = planned_run(run, student, "distillation")
-        teacher = planned_architecture(wildcards, "teacher") if loss_info(student.loss).uses_teacher else None
+    if loss_info(run.loss.name).uses_teacher:
+        teacher = planned_architecture(wildcards, "teacher")
     return memory.planned_mem_mb(memory.train_estimate(run, teacher, "cpu"), config["device"])
 
 
@@ -140,11 +152,14 @@ def prune_mem_mb(wildcards):
 
 
 def model_architecture(wildcards):
-    """The architecture of a model by its name: a student's, a reference model's, or for a pruned model its base's
-    (which it is at most)."""
+    """The architecture of a model by its name: a student's, a reference model's, a deployable model's, or for a
+    pruned model its base's (which it is at most)."""
     pruned = layout.parse_pruned(wildcards.model)
     if pruned is not None:
         return planned_architecture(wildcards, pruned.base)
+    entry = layout.parse_deployable(wildcards.model)
+    if entry is not None:
+        return planned_architecture(wildcards, config["deployable"]["models"][entry]["architecture"])
     return planned_architecture(wildcards, "student" if layout.parse_student(wildcards.model) else wildcards.model)
 
 
@@ -165,17 +180,18 @@ def run_data(wildcards):
     return datasets.DataSpec.from_dict(datasets.data_spec(config, wildcards.dataset))
 
 
-# --- tuning: a study per loss and per pruned model (rules tune_worker, tune)
+# --- tuning: a study per loss, per pruned model and per deployable model (rules tune_worker, tune)
 
 
 def tuning_inputs(wildcards):
-    """The prepared data and the models of the tuning seed a study's runs read: for a loss's study the teacher
-    (when the loss distils), for a pruned model's study its base and, for Algorithm 1, the teacher."""
+    """The prepared data and the models of the tuning seed a study's runs read: for a loss's or a deployable
+    model's study the teacher (when the loss distils), for a pruned model's study its base and, for Algorithm 1,
+    the teacher."""
     inputs = prepared_inputs(wildcards)
     seed = config["tuning"]["seed"]
     pruned = layout.parse_pruned(wildcards.study)
     if pruned is None:
-        distils = loss_info(wildcards.study).uses_teacher
+        distils = loss_info(tuned_loss(wildcards)).uses_teacher
     else:
         inputs["base"] = model_file(wildcards.dataset, seed, pruned.base)
         distils = pruned.method == "kd_taylor"
@@ -185,18 +201,20 @@ def tuning_inputs(wildcards):
 
 
 def tuning_run(wildcards):
-    """What every trial of a study starts from: the student of the loss, or the pruning run, with the paper's
-    values, trained for tuning.epochs with the tuning seed."""
+    """What every trial of a study starts from: the student of the loss, the pruning run or the deployable model,
+    with the paper's values, trained for tuning.epochs with the tuning seed."""
     pruned = layout.parse_pruned(wildcards.study)
-    if pruned is None:
-        return runspec.tuning_run(config, wildcards.dataset, wildcards.study)
-    return runspec.prune_tuning_run(config, wildcards.dataset, pruned.method, pruned.base, pruned.ratio)
+    if pruned is not None:
+        return runspec.prune_tuning_run(config, wildcards.dataset, pruned.method, pruned.base, pruned.ratio)
+    entry = layout.parse_deployable(wildcards.study)
+    if entry is not None:
+        run = runspec.deployable_run(config, wildcards.dataset, entry, config["tuning"]["seed"])
+        return run.with_epochs(config["tuning"]["epochs"])
+    return runspec.tuning_run(config, wildcards.dataset, wildcards.study)
 
 
 def tuned_loss(wildcards):
-    """The loss whose values a study tunes: the study's own, or the one its pruning run's spec names."""
-    if layout.parse_pruned(wildcards.study) is None:
-        return wildcards.study
+    """The loss whose values a study tunes: the study's own, or the one its run's spec names."""
     return tuning_run(wildcards).loss.name
 
 
@@ -215,13 +233,14 @@ def all_outputs():
     anatomy = [layout.figure_path(f"anatomy_{d}") for d in run_datasets]
     verdict = [layout.verdict_path(ext) for ext in ("csv", "parquet")] + [layout.verdict_figure_path()]
     summary = [layout.summary_path(ext) for ext in ("md", "html")]
-    return tables + figures + tsne + anatomy + verdict + summary + deployed_outputs()
+    deployable = [layout.deployable_path(ext) for ext in ("csv", "parquet", "png")] if deployable_models() else []
+    return tables + figures + tsne + anatomy + verdict + summary + deployable + deployed_outputs()
 
 
 def evaluated_runs():
-    """(dataset, seed, model) of every model the study evaluates: those of the metric tables and the verdict (all
-    seeds) and of the figures (first seed)."""
-    tables = {r["model"] for n in (2, 4, 5, 7, 8) for r in table_rows(n)}
+    """(dataset, seed, model) of every model the study evaluates: those of the metric tables, the verdict and the
+    deployable models' table (all seeds) and of the figures (first seed)."""
+    tables = {r["model"] for n in (2, 4, 5, 7, 8) for r in table_rows(n)} | set(deployable_models())
     runs = {(d, s, m) for d in config["run_datasets"] for s in seeds() for m in tables}
     figures = set(figure3_models() + figure4_models() + figure5_models())
     runs |= {(d, seeds()[0], m) for d in config["run_datasets"] for m in figures}

@@ -281,7 +281,57 @@ rule loss_anatomy:
         "../../scripts/anatomy.py"
 
 
-# --- the verdict and the summary
+# --- the deployable models (beyond the paper), the verdict and the summary
+
+
+rule deployable_table:
+    input:
+        unpack(deployable_inputs),
+    output:
+        csv=report(layout.deployable_path("csv"), caption="../report/deployable.rst",
+                   category="Table downloads (CSV)"),
+        parquet=layout.deployable_path("parquet"),
+    log:
+        layout.job_log("deployable_table", "deployable"),
+    benchmark:
+        layout.job_benchmark("deployable_table", "deployable")
+    params:
+        models=deployable_models(),
+        datasets=config["run_datasets"],
+        deployable=config["deployable"],
+        test_days={d: config["datasets"][d]["split"][2] for d in config["run_datasets"]},
+        horizons=config["model"]["horizons"],
+        step_minutes=config["model"]["step_minutes"],
+        seeds=config["seeds"],
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        CONDA_ENV
+    script:
+        "../../scripts/deployable_table.py"
+
+
+rule deployable_figure:
+    input:
+        layout.deployable_path("parquet"),
+    output:
+        report(layout.deployable_path("png"), caption="../report/deployable.rst", category="Figures"),
+    log:
+        layout.job_log("deployable_figure", "deployable"),
+    benchmark:
+        layout.job_benchmark("deployable_figure", "deployable")
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        CONDA_ENV
+    script:
+        "../../scripts/deployable_figure.py"
 
 
 rule verdict_table:
@@ -304,6 +354,7 @@ rule verdict_table:
         seeds=config["seeds"],
         paper_epochs=config["training"]["paper_epochs"],
         pruning=config["pruning"],
+        deployable=config["deployable"],
     localrule: True
     threads: 1
     resources:

@@ -63,12 +63,32 @@ def anatomy_inputs(wildcards):
     return [layout.run_file(wildcards.dataset, s, m, "history.parquet") for m in students for s in seeds()]
 
 
+def deployable_models():
+    """The models results/deployable.csv sets side by side: the teacher, the paper's students without KD and with
+    L_STCD (those the config trains) and every deployable model; none where the config has no deployable model."""
+    entries = config["deployable"]["models"]
+    if not entries:
+        return []
+    students = [layout.student_name(loss) for loss in ("task", "stcd") if loss in LOSSES]
+    return ["teacher"] + students + [layout.deployable_name(entry) for entry in entries]
+
+
+def deployable_inputs(wildcards):
+    """Metrics, info.json and test predictions of each model of `deployable_models`, all seeds, and each dataset's
+    fill report (the stations the metrics score)."""
+    models = deployable_models()
+    return {"metrics": run_files(models, "metrics.csv"), "infos": run_files(models, "info.json"),
+            "predictions": run_files(models, "predictions.npz"),
+            "fill_reports": [layout.prepared(d)["fill_report"] for d in config["run_datasets"]]}
+
+
 def verdict_inputs(wildcards):
     """Metrics and info.json (the readings each was trained with) of every verdict model, both sources, all
     seeds; the metrics of the models trained from scratch behind them (the teacher: is it better than the model
     without KD?, and the pruning base: their epochs); the test predictions of each claim's two models and each
     dataset's fill report (the stations the metrics score), for the effects' intervals; histories of the models
-    claimed better."""
+    claimed better; where the config has deployable models, their table (`deployable_inputs`) and their histories
+    (the best one's anatomy)."""
     folders = report_rows.verdict_runs(config)  # model -> {source: its run folder}
     claims = report_rows.verdict_claims(config["verdict"])
     places = [(d, s) for d in config["run_datasets"] for s in seeds()]
@@ -80,7 +100,10 @@ def verdict_inputs(wildcards):
     scratch = {report_rows.trained_from_scratch(run) for runs in folders.values() for run in runs.values()}
     scratch = sorted(scratch | {"teacher"}) if folders else []
     from_scratch = sorted({layout.run_file(d, s, m, "metrics.csv") for d, s in places for m in scratch})
+    deployable = [m for m in deployable_models() if layout.parse_deployable(m)]
     return {"metrics": sorted(set(files(folders, "metrics.csv") + from_scratch)), "infos": files(folders, "info.json"),
             "predictions": files({m for c in claims for m in (c.better, c.worse)}, "predictions.npz"),
             "fill_reports": [layout.prepared(d)["fill_report"] for d in config["run_datasets"]] if claims else [],
-            "histories": files({c.better for c in claims}, "history.parquet")}
+            "histories": files({c.better for c in claims}, "history.parquet") + run_files(deployable,
+                                                                                        "history.parquet"),
+            "deployable": [layout.deployable_path("parquet")] if deployable else []}

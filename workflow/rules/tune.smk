@@ -14,7 +14,7 @@ rule tune_worker:
     params:
         run=lambda w: tuning_run(w).to_dict(),
         space=lambda w: tuned.tuning_space(config, tuned_loss(w)),
-        switches=lambda w: tuned.tuning_switches(config, tuned_loss(w)),
+        switches=lambda w: tuned.tuning_switches(config, tuned_loss(w), tuning_run(w).train.rollout is not None),
         tuning=config["tuning"],
         study=lambda w: layout.tuning_journal(w.dataset, w.study),
     threads: 1

@@ -20,6 +20,7 @@ PRUNED_PATTERN = (rf"pruned_(?P<method>{'|'.join(PRUNING_METHODS)})_(?P<base>{'|
                   rf"_(?P<ratio>\d+)")
 SOURCE_SUFFIX = rf"(?:_(?P<source>{'|'.join(HYPERPARAMETER_SOURCES)}))?"
 STUDENT_PATTERN = rf"student_(?P<loss>[a-z0-9_]+?){SOURCE_SUFFIX}"
+DEPLOYABLE_PATTERN = r"deploy_(?P<entry>[a-z0-9_]+)"  # a model of the `deployable` section (beyond the paper)
 
 
 def unnamed(pattern: str) -> str:
@@ -29,11 +30,12 @@ def unnamed(pattern: str) -> str:
 
 
 # the wildcard patterns: {model} of the train rule, of the prune rule, of any run (evaluate); {study} of the
-# tuning rules for a pruned model (a loss's study is the loss's name)
-TRAINED_PATTERN = unnamed(rf"{'|'.join(REFERENCE_MODELS)}|{STUDENT_PATTERN}")
+# tuning rules for a pruned model or a deployable one (a loss's study is the loss's name)
+TRAINED_PATTERN = unnamed(rf"{'|'.join(REFERENCE_MODELS)}|{STUDENT_PATTERN}|{DEPLOYABLE_PATTERN}")
 PRUNED_MODEL_PATTERN = unnamed(PRUNED_PATTERN + SOURCE_SUFFIX)
 MODEL_PATTERN = f"{TRAINED_PATTERN}|{PRUNED_MODEL_PATTERN}"
 PRUNED_STUDY_PATTERN = unnamed(PRUNED_PATTERN)
+DEPLOYABLE_STUDY_PATTERN = unnamed(DEPLOYABLE_PATTERN)
 RUN_DIR = re.compile(rf"{RESULTS}/(?P<dataset>[^/]+)/seed(?P<seed>\d+)/(?P<model>[^/]+)")
 
 
@@ -131,13 +133,24 @@ def parse_student(model: str) -> StudentName | None:
     return StudentName(match["loss"], match["source"])
 
 
+def deployable_name(entry: str) -> str:
+    """The run name of the `deployable` section's entry `entry`."""
+    return f"deploy_{entry}"
+
+
+def parse_deployable(model: str) -> str | None:
+    """The `deployable` entry a model's name runs (None for any other model)."""
+    match = re.fullmatch(DEPLOYABLE_PATTERN, model)
+    return None if match is None else match["entry"]
+
+
 def variant_name(model: str, source: str) -> str:
     """A student or pruned model trained with the other hyper-parameter source, for the verdict only."""
     return f"{model}_{source}"
 
 
 def tuned_path(dataset: str, study: str) -> str:
-    """Best values of one tuning study (a loss, or a pruned model's name)."""
+    """Best values of one tuning study (a loss, or a pruned or deployable model's name)."""
     return f"{RESULTS}/{dataset}/tuned/{study}.yaml"
 
 
@@ -183,6 +196,11 @@ def verdict_path(ext: str) -> str:
 def verdict_figure_path() -> str:
     """The verdict's figure: each claim's effect per horizon, paper and tuned values, beside the published one."""
     return figure_path("verdict")
+
+
+def deployable_path(ext: str) -> str:
+    """The deployable models beside the teacher and the paper's students (csv, parquet), or their figure (png)."""
+    return figure_path("deployable") if ext == "png" else f"{RESULTS}/deployable.{ext}"
 
 
 def summary_path(ext: str) -> str:

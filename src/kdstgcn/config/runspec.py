@@ -8,7 +8,7 @@ import json
 from dataclasses import asdict, dataclass, replace
 
 from kdstgcn.config.datasets import DataSpec, data_spec
-from kdstgcn.config.layout import pruned_name
+from kdstgcn.config.layout import deployable_name, pruned_name
 from kdstgcn.losses.registry import LOSSES, READING_CHOICES, SCALE_READINGS, is_count
 from kdstgcn.model.architecture import Architecture
 from kdstgcn.model.notation import parse_blocks
@@ -212,16 +212,20 @@ def architecture(config: dict, dataset: str, role: str) -> Architecture:
 COMPILE_SETTINGS = {True: "on", False: "off"}  # YAML 1.1 reads an unquoted on / off as a boolean
 
 
-def rollout_training(config: dict, loss: str) -> RolloutTraining | None:
-    """`training.rollout` for a run trained with `loss` (None: off). Only a loss that reads a teacher has a teacher
-    to roll out: a run whose loss reads none (teacher, pruning base, student without KD, the baseline's
-    fine-tuning) learns every step from the truth."""
-    rollout = config["training"].get("rollout")
-    if rollout is None:
+def rollout_settings(block: dict | None, loss: str) -> RolloutTraining | None:
+    """A block of `training.rollout`'s form for a run trained with `loss` (None: off). Only a loss that reads a
+    teacher has a teacher to roll out: a run whose loss reads none (teacher, pruning base, student without KD, the
+    baseline's fine-tuning) learns every step from the truth."""
+    if block is None:
         return None
-    first, last = rollout["steps"]
-    targets = rollout["targets"] if LOSSES[loss].uses_teacher else "truth"
-    return RolloutTraining(first, last, rollout["epochs_per_step"], targets, rollout["feedback_gradient"])
+    first, last = block["steps"]
+    targets = block["targets"] if LOSSES[loss].uses_teacher else "truth"
+    return RolloutTraining(first, last, block["epochs_per_step"], targets, block["feedback_gradient"])
+
+
+def rollout_training(config: dict, loss: str) -> RolloutTraining | None:
+    """`training.rollout` for a run trained with `loss` (`rollout_settings`)."""
+    return rollout_settings(config["training"].get("rollout"), loss)
 
 
 def train_settings(config: dict, seed: int, loss: str, **overrides) -> TrainSettings:
@@ -271,6 +275,15 @@ def student_run(config: dict, dataset: str, loss: str, seed: int, role: str | No
                            teacher_features_max_bytes=config["distillation"]["teacher_features_max_bytes"])
     return RunSpec(dataset, role or f"student_{loss}", DataSpec.from_dict(data_spec(config, dataset)), train,
                    loss_spec(config, loss, hyper), config["device"], arch=architecture(config, dataset, "student"))
+
+
+def deployable_run(config: dict, dataset: str, entry: str, seed: int) -> RunSpec:
+    """Specification of the `deployable` section's model `entry` (beyond the paper): a student run (`student_run`)
+    of the entry's loss with the entry's architecture and rollout training (its own, not `training.rollout`)."""
+    spec = config["deployable"]["models"][entry]
+    run = student_run(config, dataset, spec["loss"], seed, role=deployable_name(entry))
+    return replace(run, arch=architecture(config, dataset, spec["architecture"]),
+                   train=replace(run.train, rollout=rollout_settings(spec["rollout"], spec["loss"])))
 
 
 def tuning_run(config: dict, dataset: str, loss: str) -> RunSpec:

@@ -135,6 +135,7 @@ def check(config: dict) -> None:
     check_model(config["model"])
     check_hyperparameters(config)
     check_verdict(config["verdict"], config["distillation"]["losses"], config["pruning"])
+    check_deployable(config)
     check_tuning_space(config["tuning"]["space"])
     if config["tuning"]["min_epochs"] > config["tuning"]["epochs"]:
         raise ConfigError(f"tuning.min_epochs: {config['tuning']['min_epochs']} exceeds tuning.epochs = "
@@ -190,6 +191,21 @@ def check_hyperparameters(config: dict) -> None:
             if str(ratio) not in pr["hyperparameters"].get(paper, {}):
                 raise ConfigError(f"pruning.hyperparameters.{paper}.\"{ratio}\": missing (dataset {name!r} "
                                   f"prunes {ratio} %)")
+
+
+def check_deployable(config: dict) -> None:
+    """Each deployable model names a defined architecture and a loss whose values every dataset that runs has."""
+    table = config["distillation"]["hyperparameters"]
+    for entry, spec in config["deployable"]["models"].items():
+        key = f"deployable.models.{entry}"
+        if spec["architecture"] not in config["model"]["architectures"]:
+            raise ConfigError(f"{key}.architecture: {spec['architecture']!r} is not in model.architectures; "
+                              f"allowed: {sorted(config['model']['architectures'])}")
+        for name in config["run_datasets"]:
+            paper = config["datasets"][name]["paper_name"]
+            if spec["loss"] not in table.get(paper, {}):
+                raise ConfigError(f"{key}.loss: {spec['loss']!r} has no values in distillation.hyperparameters."
+                                  f"{paper} (dataset {name!r} trains this model)")
 
 
 def check_verdict(verdict: dict, losses: list, pr: dict) -> None:

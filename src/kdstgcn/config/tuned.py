@@ -2,13 +2,13 @@
 (paper or tuned) a student or pruned model follows."""
 from __future__ import annotations
 
-from dataclasses import fields, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import yaml
 
 from kdstgcn.config.layout import HYPERPARAMETER_SOURCES, variant_name
-from kdstgcn.config.runspec import LossSpec, RunSpec, TrainSettings
+from kdstgcn.config.runspec import LossSpec, RolloutTraining, RunSpec, TrainSettings
 from kdstgcn.config.schema import ConfigError
 from kdstgcn.losses.registry import LOSSES, READING_CHOICES, SCALE_READINGS
 
@@ -19,10 +19,14 @@ def tuning_space(config: dict, loss: str) -> dict:
     return {name: config["tuning"]["space"][name] for name in names}
 
 
-def tuning_switches(config: dict, loss: str) -> dict:
-    """The categorical switches tuned for one loss: `tuning.switches` less the readings that loss does not use."""
+def tuning_switches(config: dict, loss: str, rolls_out: bool = False) -> dict:
+    """The categorical switches tuned for one loss: `tuning.switches` less the readings that loss does not use,
+    and less the rollout training's switches unless the run `rolls_out` (its target source only where the loss
+    has a teacher to roll out)."""
     def applies(name: str) -> bool:
-        section, key = name.split(".", 1)
+        section, key = switch_place(name)
+        if section == "rollout":
+            return rolls_out and (key != "targets" or LOSSES[loss].uses_teacher)
         return section != "distillation" or key not in READING_CHOICES or key in LOSSES[loss].readings
 
     return {name: values for name, values in config["tuning"]["switches"].items() if applies(name)}
@@ -31,15 +35,24 @@ def tuning_switches(config: dict, loss: str) -> dict:
 TUNED_KEYS = ("hyperparameters", "switches")
 
 
+ROLLOUT_SWITCH = "training.rollout."
+
+
 def switch_place(name: str) -> tuple[str, str]:
-    """(section, key) of the switch `name`: `training.<key>`, a field of the run's training settings, or
-    `distillation.<key>`, an entry of its loss spec's readings."""
+    """(section, key) of the switch `name`: `training.rollout.<key>` ("rollout"), a field of the run's rollout
+    training; `training.<key>`, a field of its training settings; or `distillation.<key>`, an entry of its loss
+    spec's readings."""
+    if name.startswith(ROLLOUT_SWITCH):
+        key = name[len(ROLLOUT_SWITCH):]
+        if key in [f.name for f in fields(RolloutTraining)]:
+            return "rollout", key
     section, key = name.split(".", 1)
-    settings = [f.name for f in fields(TrainSettings)]
+    settings = [f.name for f in fields(TrainSettings) if f.name != "rollout"]
     if (section == "training" and key in settings) or section == "distillation":
         return section, key
-    raise ConfigError(f"switch {name!r}: only training.* and distillation.* keys can be tuned (training: one of "
-                      f"{settings})")
+    raise ConfigError(f"switch {name!r}: only training.*, training.rollout.* and distillation.* keys can be tuned "
+                      f"(training: one of {settings}; training.rollout: one of "
+                      f"{[f.name for f in fields(RolloutTraining)]})")
 
 
 def switch_value(run: RunSpec, name: str):
@@ -48,6 +61,8 @@ def switch_value(run: RunSpec, name: str):
     section, key = switch_place(name)
     if section == "training":
         return getattr(run.train, key)
+    if section == "rollout":
+        return None if run.train.rollout is None else getattr(run.train.rollout, key)
     if run.loss.readings is None:
         return None
     return run.loss.readings.get(key, READING_CHOICES[key][0] if key in SCALE_READINGS else None)
@@ -73,6 +88,12 @@ def apply_tuned(run: RunSpec, tuned: dict, source: str = "tuned") -> RunSpec:
     places = {name: switch_place(name) for name in tuned["switches"]}
     train = replace(train, **{key: tuned["switches"][name] for name, (section, key) in places.items()
                               if section == "training"})
+    rolled = {key: tuned["switches"][name] for name, (section, key) in places.items() if section == "rollout"}
+    if rolled and train.rollout is not None:
+        rollout = asdict(train.rollout) | rolled
+        # a rollout tuned shorter than it starts is that length throughout
+        rollout["first_steps"] = min(rollout["first_steps"], rollout["last_steps"])
+        train = replace(train, rollout=RolloutTraining(**rollout))
     readings = {key: tuned["switches"][name] for name, (section, key) in places.items() if section == "distillation"}
     loss = with_readings(replace(run.loss, params={**run.loss.params, **hyper}), readings)
     prune = run.prune

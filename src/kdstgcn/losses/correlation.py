@@ -190,7 +190,7 @@ class SpatioTemporalCorrelation(Loss):
     def __init__(self, alpha1: float, alpha2: float, alpha3: float, kernel: str = "auto",
                  readings: Readings = Readings()):
         super().__init__()
-        self.alpha2, self.alpha3 = alpha2, alpha3
+        self.alpha2, self.alpha3, self.readings = alpha2, alpha3, readings
         self.ord = OverseenResponse(alpha1, readings)
         self.scd = SpatialCorrelationDistance(kernel, readings)
         self.tcd = TemporalCorrelationDistance(kernel, readings)

@@ -29,8 +29,10 @@ class STConvBlock(nn.Module):
         self.norm = NodeChannelNorm(arch.n_nodes, len(t2_ids))
         self.dropout = nn.Dropout(arch.dropout)
 
-    def forward(self, x, cheb_terms: ChebyshevTerms, features: dict | None = None, stream: dict | None = None):
-        """[B, C, T, N] -> [B, C', T - 2(kt-1), N]; with `stream`, also keep there what `step` continues from."""
+    def forward(self, x, cheb_terms: ChebyshevTerms, features: dict | None = None, stream: dict | None = None,
+                sliding: bool = False):
+        """[B, C, T, N] -> [B, C', T - 2(kt-1), N]; with `stream`, also keep there what `step` continues from (in
+        `sliding` rings for a stream autograd differentiates through)."""
         mixing = self.graph.folded_mixing()
         t1 = self.temporal1(x)
         g = self.graph(t1, cheb_terms, mixing)
@@ -39,8 +41,8 @@ class STConvBlock(nn.Module):
             features["temporal"] += [t1, t2]
             features["spatial"].append(g)
         if stream is not None:
-            stream["input"] = PositionRing(x, self.temporal1)
-            stream["graph"] = PositionRing(g, self.temporal2)
+            stream["input"] = PositionRing(x, self.temporal1, sliding)
+            stream["graph"] = PositionRing(g, self.temporal2, sliding)
             stream["mixing"] = mixing
         return self.dropout(self.norm(t2, self.temporal2.mask))
 

@@ -51,10 +51,18 @@ class STGCN(nn.Module):
         self.output.set_mask(layers[f"block{len(self.blocks) - 1}.temporal2"].mask)
 
     def forward(self, x: torch.Tensor, return_features: bool = False):
+        return self._pass(x, return_features)
+
+    def _pass(self, x: torch.Tensor, return_features: bool, stream: list | None = None, sliding: bool = False):
+        """forward(); with `stream` (an empty list), also fill it with the per-layer state of `start_stream`."""
         h = x.unsqueeze(1)
         features = {"temporal": [], "spatial": []} if return_features else None
         for block in self.blocks:
-            h = block(h, self.cheb_terms, features)
+            if stream is not None:
+                stream.append({})
+            h = block(h, self.cheb_terms, features, None if stream is None else stream[-1], sliding)
+        if stream is not None:
+            stream.append({"blocks": PositionRing(h, self.output.temporal, sliding)})
         y = self.output(h)
         if features is None:
             return y
@@ -77,17 +85,15 @@ class STGCN(nn.Module):
         sizes += [head.in_channels * head.kernel_size[0], head.out_channels]
         return max(sizes) * self.arch.n_nodes
 
-    def start_stream(self, x: torch.Tensor) -> tuple[torch.Tensor, list[dict]]:
-        """The forward pass of windows [B, n_his, N] (-> [B, N]), plus the per-layer state `stream_step`
+    def start_stream(self, x: torch.Tensor, return_features: bool = False, differentiable: bool = False
+                     ) -> tuple[torch.Tensor | tuple[torch.Tensor, dict], list[dict]]:
+        """forward(x, return_features) of windows [B, n_his, N], plus the per-layer state `stream_step`
         continues from: the last kt-1 inputs of each temporal conv and the last n_his - 4(kt-1) - 1 block
-        outputs before the output layer. Inference only (dropout in eval mode)."""
-        h = x.unsqueeze(1)
-        state = []
-        for block in self.blocks:
-            state.append({})
-            h = block(h, self.cheb_terms, stream=state[-1])
-        state.append({"blocks": PositionRing(h, self.output.temporal)})
-        return self.output(h), state
+        outputs before the output layer. Without `differentiable` the state is written in place (inference);
+        with it, autograd differentiates through the stream's steps (training). Either way `stream_step` equals
+        forward() only where forward() draws nothing at random: in eval mode, or without dropout."""
+        state: list[dict] = []
+        return self._pass(x, return_features, state, differentiable), state
 
     def stream_step(self, newest: torch.Tensor, state: list[dict]) -> torch.Tensor:
         """The prediction [B, N] for the window moved on by one step, whose newest input is `newest` [B, N]:

@@ -1,5 +1,5 @@
 """The paper's figures and ours, drawn with matplotlib: one station's predictions (Figures 3-4), their means
-(Figure 5), the t-SNE of hidden representations, the loss anatomy and the verdict."""
+(Figure 5), the t-SNE of hidden representations, the loss anatomy, the verdict and the deployable models."""
 from __future__ import annotations
 
 import textwrap
@@ -12,13 +12,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from kdstgcn.config.layout import parse_pruned  # noqa: E402
+from kdstgcn.config.layout import parse_deployable, parse_pruned  # noqa: E402
 from kdstgcn.report.labels import math_label, paper_label  # noqa: E402
 from kdstgcn.runtime.io import atomic_path  # noqa: E402
 
 
 def save_figure(fig: plt.Figure, path: str | Path) -> None:
-    """Write a figure as PNG, atomically, and release it from pyplot (the returned Figure stays readable)."""
+    """Lay a figure out tightly, write it as PNG, atomically, and release it from pyplot (the returned Figure stays
+    readable)."""
+    fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
@@ -73,7 +75,6 @@ def mean_prediction_figure(dataset: str, predictions: dict[str, str | Path], fig
     bottom.set_ylabel("mean minus\nground truth", fontsize=9)
     bottom.grid(axis="y", alpha=0.3)
     bottom.set_xticks(x, ["\n".join(math_label(line) for line in textwrap.wrap(n, 13)) for n in names], fontsize=8)
-    fig.tight_layout()
     save_figure(fig, path)
     return fig
 
@@ -109,7 +110,6 @@ def prediction_figure(dataset: str, predictions: dict[str, str | Path], labels: 
     fig.supylabel(quantity, fontsize=9)
     fig.suptitle(f"{title}: station {node}, {h * step_minutes}-min ahead, {dataset}", fontsize=10, x=0.02,
                  ha="left")
-    fig.tight_layout()
     save_figure(fig, path)
     return fig
 
@@ -138,7 +138,6 @@ def tsne_figure(hidden_student: np.ndarray, hidden_reference: np.ndarray, labels
     ax.set_xlabel("t-SNE dimension 1")
     ax.set_ylabel("t-SNE dimension 2")
     ax.legend(fontsize=8)
-    fig.tight_layout()
     save_figure(fig, path)
     return fig
 
@@ -171,7 +170,6 @@ def anatomy_figure(table: pd.DataFrame, title: str, path: str | Path) -> None:
             axes[0].set_ylim(bottom=positive.min() / 3)
         axes[1].legend(fontsize=8, ncol=2)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     save_figure(fig, path)
 
 
@@ -216,6 +214,33 @@ def verdict_figure(table: pd.DataFrame, path: str | Path) -> plt.Figure:
         ax.legend(fontsize=7, loc="best")
     fig.suptitle("The verdict: each claim's effect per horizon\nerror bars: its 95 % confidence interval over the "
                  "test days and seeds (none for one test day)", fontsize=10)
-    fig.tight_layout()
+    save_figure(fig, path)
+    return fig
+
+
+def deployable_figure(table: pd.DataFrame, path: str | Path) -> plt.Figure:
+    """Test MAE against the horizon on each dataset (report.deployable.deployable_table), mean over seeds with
+    their std as error bars: the teacher, the paper's students, and the best deployable model in bold; the other
+    deployable models faint."""
+    datasets = list(dict.fromkeys(table["dataset"]))
+    fig, axes = plt.subplots(1, max(len(datasets), 1), figsize=(6.5 * max(len(datasets), 1), 4.2), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        rows = table[table["dataset"] == dataset]
+        for k, (model, group) in enumerate(rows.groupby("model", sort=False)):
+            best, deployable = bool(group["best"].iloc[0]), parse_deployable(model) is not None
+            label = f"{paper_label(model)}: {group['parameters'].iloc[0]:,} parameters"
+            style = ({"lw": 2.6, "color": "black", "label": label + " (best deployable)"} if best else
+                     {"lw": 0.9, "alpha": 0.45, "color": f"C{k}", "label": label} if deployable else
+                     {"lw": 1.6, "color": f"C{k}", "label": label})
+            ax.errorbar(group["horizon_min"], group["mae"], yerr=group["mae_std"].fillna(0), capsize=3,
+                        marker="o", ms=4, **style)
+        ax.set_xticks(sorted(rows["horizon_min"].unique()))
+        ax.set_xlabel("horizon (min)")
+        ax.set_ylabel("test MAE")
+        ax.set_title(f"{dataset}: MAE against the horizon", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left")
+    fig.suptitle("Beyond the paper: the best deployable student (lowest validation MAE within the parameter budget)"
+                 "\nbeside the teacher and the paper's students; error bars: std over seeds", fontsize=10)
     save_figure(fig, path)
     return fig

@@ -4,7 +4,7 @@ from __future__ import annotations
 import html
 import re
 
-from kdstgcn.config.layout import parse_pruned
+from kdstgcn.config.layout import parse_deployable, parse_pruned
 
 PAPER_LABELS = {"teacher": "Teacher", "student_task": "Student W/O KD", "pruning_base": "Base Model",
                 "pruned": "Pruned"}
@@ -28,6 +28,9 @@ def paper_label(model: str) -> str:
             method = "Student W pruning algorithm" if pruned.method == "kd_taylor" else method
             return f"{method} (teacher pruned {pruned.ratio} %)"
         return f"{method} {pruned.ratio} %"
+    entry = parse_deployable(model)
+    if entry is not None:
+        return f"Deployable {entry}"
     if model.startswith("student_"):
         loss = model[len("student_"):]
         return f"Student L_{PAPER_LOSSES.get(loss, loss.upper())}" + (" (ours)" if loss in OUR_LOSSES else "")

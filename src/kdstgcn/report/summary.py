@@ -112,8 +112,8 @@ def verdict_blocks(table: pd.DataFrame, datasets: dict[str, dict]) -> Blocks:
     for (text, dataset), group in table.groupby(["claim", "dataset"], sort=False):
         cells = {"horizon": group["horizon_min"].map(lambda h: f"{h} min"),
                  "teacher": group["teacher_mae"].map(lambda v: f"{v:.2f}"),
-                 "published: better / other": [f"{b:.2f} / {o:.2f}" for b, o in zip(group["published_better"],
-                                                                                      group["published_other"])]}
+                 "published: better / other": [published_text(b, o) for b, o in zip(group["published_better"],
+                                                                                       group["published_other"])]}
         lines = []
         for source in HYPERPARAMETER_SOURCES:
             col = f"{source}_values_"
@@ -133,6 +133,11 @@ def verdict_blocks(table: pd.DataFrame, datasets: dict[str, dict]) -> Blocks:
         blocks += [("p", line) for line in lines]
         blocks.append(("p", f"Loss anatomy: {group['anatomy'].iloc[0]}"))
     return blocks
+
+
+def published_text(better: float, other: float) -> str:
+    """The published MAEs of a claim's two models, or that the paper has none (a claim beyond the paper)."""
+    return "none (beyond the paper)" if pd.isna(better) and pd.isna(other) else f"{better:.2f} / {other:.2f}"
 
 
 def verdict_line(group: pd.DataFrame, source: str) -> str:

@@ -60,11 +60,12 @@ def anatomy_sentence(label: str, histories: list[pd.DataFrame]) -> str:
 
 
 def paired_differences(daily: Mapping[RunPlace, pd.DataFrame], dataset: str, better: str, other: str,
-                       seeds) -> dict[int, np.ndarray]:
-    """Per horizon (minutes), the claimed-better model's MAE minus the other's per seed and test day [seeds, days],
-    from their runs' daily MAE (effects.daily_mae), each seed's two runs paired."""
+                       seeds, other_scale: float = 1.0) -> dict[int, np.ndarray]:
+    """Per horizon (minutes), the claimed-better model's MAE minus the other's (times `other_scale`) per seed and
+    test day [seeds, days], from their runs' daily MAE (effects.daily_mae), each seed's two runs paired."""
     gaps = [(daily[RunPlace(dataset, int(seed), better)].set_index(["horizon_min", "day"])["mae"]
-             - daily[RunPlace(dataset, int(seed), other)].set_index(["horizon_min", "day"])["mae"]) for seed in seeds]
+             - other_scale * daily[RunPlace(dataset, int(seed), other)].set_index(["horizon_min", "day"])["mae"])
+            for seed in seeds]
     return {int(h): np.stack([gap.loc[h].sort_index().to_numpy() for gap in gaps])
             for h in gaps[0].index.unique("horizon_min")}
 

@@ -1,5 +1,7 @@
 """Loss anatomy: each term of a distillation loss, unweighted and weighted, and how much of the student's
-gradient it makes, on a few fixed training batches. Tells whether a feature term swamps the task term.
+gradient it makes, on a few fixed training batches. Tells whether a feature term swamps the task term. Under
+rollout training (kdstgcn.training.rollout_training) the terms are those of the rollout's loss: the run's loss's at
+the first step, and `step<s>` for each later step s.
 
 Columns, each the mean over the batches:
   term_<name>            the term's unweighted value
@@ -16,17 +18,22 @@ from collections import defaultdict
 
 import torch
 
+from kdstgcn.config.runspec import RolloutTraining
 from kdstgcn.data.samples import WindowedSeries
-from kdstgcn.losses.base import Loss, forward
+from kdstgcn.losses.base import Loss
+from kdstgcn.training.rollout_training import rollout_terms
 
 ANATOMY_BATCHES = 4
 ANATOMY_SEED_OFFSET = 7907  # keeps the anatomy's batches apart from the training order of the same seed
 
 
-def loss_anatomy(model: torch.nn.Module, teacher: torch.nn.Module | None, loss: Loss, batches) -> dict[str, float]:
+def loss_anatomy(model: torch.nn.Module, teacher: torch.nn.Module | None, loss: Loss, batches,
+                 rollout: RolloutTraining | None = None) -> dict[str, float]:
     """The anatomy of `loss` for `model` on `batches` [(x, y), ...] (on the model's device): one forward and one
-    backward per term per batch. The model's mode and gradients, the loss's state (ORD's counters) and the
-    random number generators are left as they were: training continues exactly as without it."""
+    backward per term per batch. With `rollout`, of the rollout's loss over the steps of the targets y [B, k, N]
+    (`rollout_terms`); without, of the one-step loss (y [B, N]). The model's mode and gradients, the loss's
+    state (ORD's counters) and the random number generators are left as they were: training continues exactly
+    as without it."""
     params = [p for p in model.parameters() if p.requires_grad]
     was_training = model.training
     loss_state = {k: v.clone() for k, v in loss.state_dict().items()}
@@ -34,11 +41,8 @@ def loss_anatomy(model: torch.nn.Module, teacher: torch.nn.Module | None, loss: 
     sums: dict[str, float] = defaultdict(float)
     try:
         for x, y in batches:
-            teacher_out = None
-            if loss.uses_teacher:
-                with torch.no_grad():
-                    teacher_out = forward(teacher, x, loss.uses_features)
-            terms = loss.terms(forward(model, x, loss.uses_features), y, teacher_out)
+            terms, _ = rollout_terms(model, teacher, loss, x, y if rollout is not None else y[:, None],
+                                     feedback_gradient=rollout is None or rollout.feedback_gradient)
             grads = {}
             for left, (name, (weight, value)) in enumerate(terms.items(), start=1):
                 parts = torch.autograd.grad(weight * value, params, retain_graph=left < len(terms), allow_unused=True)
@@ -66,11 +70,13 @@ def anatomy_batches(x: WindowedSeries, y: WindowedSeries, batch_size: int, seed:
 
 
 def epoch_anatomy(model: torch.nn.Module, teacher: torch.nn.Module | None, loss: Loss, x: WindowedSeries,
-                  y: WindowedSeries, batch_size: int, seed: int, device: torch.device) -> dict[str, float]:
+                  y: WindowedSeries | torch.Tensor, batch_size: int, seed: int, device: torch.device,
+                  rollout: RolloutTraining | None = None) -> dict[str, float]:
     """The columns a training epoch adds to its history row: the anatomy on the seed's fixed training batches
-    for a distillation loss of more than one term, else nothing."""
-    if not loss.uses_teacher:
+    (targets `y` of the epoch: one step [W, N], or with `rollout` its steps [W, k, N]) for a distillation loss
+    or a rollout of more than one term, else nothing."""
+    if not loss.uses_teacher and rollout is None:
         return {}
     batches = [(bx.to(device), by.to(device)) for bx, by in anatomy_batches(x, y, batch_size, seed)]
-    columns = loss_anatomy(model, teacher, loss, batches)
+    columns = loss_anatomy(model, teacher, loss, batches, rollout)
     return columns if sum(c.startswith("grad_share_") for c in columns) > 1 else {}

@@ -78,8 +78,8 @@ def training_step(model, teacher, loss: Loss, optimizer, compiled: bool, device:
     def forward_loss(x, y, teacher_out):
         if rollout is None:
             return counted_step(student_forward, teacher_forward, loss, x, y, teacher_out)
-        return counted_rollout_step(student_forward, teacher_forward, loss, x, y, teacher_out,
-                                    rollout.feedback_gradient)
+        return counted_rollout_step(model, teacher_forward, loss, x, y, teacher_out, rollout.feedback_gradient,
+                                    precision)
 
     graphs = compiled and device.type == "cuda"
     compiled_loss = (torch.compile(forward_loss, mode="reduce-overhead" if graphs else None, dynamic=False)
@@ -237,8 +237,8 @@ def train(model: torch.nn.Module, data: PreparedData, loss: Loss, settings: Trai
         if rollout is not None:
             row["rollout_steps"] = rollout.steps(epoch)
         row.update({f"val_mae_{int(h)}min": float(v) for h, v in zip(val["horizon_min"], val["MAE"])})
-        row.update(epoch_anatomy(model, teacher_model, loss, x_train, y_train, settings.batch_size, settings.seed,
-                                 device))
+        row.update(epoch_anatomy(model, teacher_model, loss, x_train, y_epoch, settings.batch_size, settings.seed,
+                                 device, rollout))
         history.append(row)
         if val_mae < best["val_mae"]:
             best = {"val_mae": val_mae, "epoch": epoch, "state": cpu_copy(model.state_dict())}
