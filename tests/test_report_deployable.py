@@ -12,7 +12,7 @@ from conftest import merged_config
 from kdstgcn.config import runspec
 from kdstgcn.config.layout import parse_deployable, run_file
 from kdstgcn.report.deployable import claim_text, deployable_table, verdict_rows
-from kdstgcn.report.effects import NOT_RUN, SUPPORTED, daily_mae, paired_interval
+from kdstgcn.report.effects import NOT_TRAINED, SUPPORTED, daily_mae, paired_interval
 from kdstgcn.report.figures import deployable_figure
 from kdstgcn.report.runs import read_runs
 from kdstgcn.report.summary import verdict_blocks
@@ -111,7 +111,7 @@ def test_the_verdict_row_of_the_best_model(table, tmp_path):
     assert set(rows["claim"]) == {claim_text(3, 5)}
     assert rows["paper_values_effect"].tolist() == pytest.approx(
         table[table["best"]]["margin"].tolist())
-    assert (rows["tuned_values_outcome"] == NOT_RUN).all()
+    assert (rows["tuned_values_outcome"] == NOT_TRAINED).all()
     assert rows["published_better"].isna().all()
     assert (rows["judgeable"] == "yes").all()  # 50 epochs, three seeds, three test days
     assert rows["paper_values_better_readings"].iloc[0].startswith("stcd, [1,2,4][4,2,8], 1 to 9 steps")
@@ -119,7 +119,7 @@ def test_the_verdict_row_of_the_best_model(table, tmp_path):
                                             "quantity": "speed"}})
     shown = [b for b in blocks if b[0] == "table"][0][1]
     assert (shown["published: better / other"] == "none (beyond the paper)").all()
-    assert any(kind == "p" and "not run" in text for kind, text in blocks)
+    assert ("p", "With tuned values: not run (a deployable model trains with the values its entry names).") in blocks
     path = tmp_path / "deployable.png"
     deployable_figure(table, path)
     assert path.stat().st_size > 10_000

@@ -16,7 +16,7 @@ import pandas as pd
 
 from kdstgcn.config.layout import RunPlace, parse_deployable
 from kdstgcn.model.notation import format_blocks
-from kdstgcn.report.effects import NOT_RUN, outcome, paired_interval
+from kdstgcn.report.effects import NOT_TRAINED, outcome, paired_interval
 from kdstgcn.report.preconditions import judgeable
 from kdstgcn.report.verdict import (SOURCE_COLUMNS, VERDICT_COLUMNS, VERDICT_METRIC, anatomy_sentence,
                                     paired_differences, seed_spread)
@@ -116,7 +116,7 @@ def verdict_rows(table: pd.DataFrame, histories: Mapping[tuple[str, str], list[p
             "metric": VERDICT_METRIC, "horizon_min": row["horizon_min"], "better": row["model"], "other": TEACHER,
             "teacher_mae": row["teacher_mae"], "test_days": test_days[row["dataset"]], "paper_epochs": paper_epochs}
         for s in ("paper", "tuned"):
-            verdict[f"{s}_values_outcome"] = NOT_RUN if s != source else ""
+            verdict[f"{s}_values_outcome"] = NOT_TRAINED if s != source else ""
         prefix = f"{source}_values_"
         verdict |= {prefix + key: value for key, value in {
             "better": row["mae"], "better_std": row["mae_std"], "other": other["mae"], "other_std": other["mae_std"],

@@ -28,6 +28,7 @@ SUPPORTED, REFUTED, INCONCLUSIVE = "supported", "refuted", "inconclusive"
 ONE_TEST_DAY = "one test day"  # too few days for an interval
 NO_INTERVAL = f"n/a ({ONE_TEST_DAY})"
 NOT_RUN = "not run (verdict.tuned_claims)"  # a source of values a claim is not judged with
+NOT_TRAINED = "not run (deployable.models: values)"  # the source of values a deployable model is not trained with
 
 
 def daily_mae(path: str | Path, station_mask: np.ndarray, test_days: int, horizons, step_minutes: int

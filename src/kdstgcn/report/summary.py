@@ -10,11 +10,17 @@ import pandas as pd
 
 from kdstgcn.config.layout import HYPERPARAMETER_SOURCES
 from kdstgcn.report.caveats import caveat_lines, comparable, data_tag
-from kdstgcn.report.effects import INCONCLUSIVE, NO_INTERVAL, NOT_RUN, ONE_TEST_DAY, REFUTED, SUPPORTED
+from kdstgcn.report.effects import (INCONCLUSIVE, NO_INTERVAL, NOT_RUN, NOT_TRAINED, ONE_TEST_DAY, REFUTED,
+                                    SUPPORTED)
 from kdstgcn.report.labels import paper_label
 from kdstgcn.report.tables import epochs_text, reference_budget
 
 Blocks = list[tuple[str, object]]
+
+
+# why a verdict row leaves a source of values out (its outcome)
+NOT_RUN_REASONS = {NOT_RUN: "the config's verdict.tuned_claims leaves this claim out",
+                   NOT_TRAINED: "a deployable model trains with the values its entry names"}
 
 
 def budget_tag(epochs_better: pd.Series, epochs_worse: pd.Series, paper_epochs: int) -> str:
@@ -117,9 +123,9 @@ def verdict_blocks(table: pd.DataFrame, datasets: dict[str, dict]) -> Blocks:
         lines = []
         for source in HYPERPARAMETER_SOURCES:
             col = f"{source}_values_"
-            if (group[col + "outcome"] == NOT_RUN).all():
-                lines.append(f"With {source} values: not run (the config's verdict.tuned_claims leaves this claim "
-                             "out).")
+            first = group[col + "outcome"].iloc[0]
+            if first in NOT_RUN_REASONS and (group[col + "outcome"] == first).all():
+                lines.append(f"With {source} values: not run ({NOT_RUN_REASONS[first]}).")
                 continue
             cells[f"ours, {source} values: better"] = [mean_std_text(m, s) for m, s in
                                                        zip(group[col + "better"], group[col + "better_std"])]
