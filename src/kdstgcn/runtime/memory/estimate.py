@@ -108,8 +108,9 @@ def rollout_terms(job: JobShape, split: int, extra_bytes_per_value: int = 0) -> 
 
 def step_terms(job: JobShape, live_teacher: bool) -> list[Term]:
     """A training step at `job.batch_size` windows, its transient memory grown by reuse (`HEAP_REUSE`): the
-    model's forward and backward (each step of rollout training; a pruning job's under masks), the live teacher's
-    features and forward, and the distance matrices of the loss's terms with a transient of the largest layer's."""
+    model's forward and backward (each step of rollout training counted as a whole pass: an upper bound, since the
+    later steps stream one position per layer; a pruning job's under masks), the live teacher's features and
+    forward, and the distance matrices of the loss's terms with a transient of the largest layer's."""
     if job.device_type != "cpu":
         return []
     b, n = job.batch_size, job.model.n_nodes
