@@ -144,7 +144,8 @@ def planned_mem_mb(output: str, rule: str) -> dict[str, int]:
 @pytest.mark.slow
 def test_rules_ask_for_the_estimate_in_a_dry_run(repo_copy):
     targets = ["results/demo/seed0/teacher/model.onnx", "results/demo/seed0/student_stcd/metrics.csv",
-               "results/demo/seed0/pruned_kd_taylor_pruning_base_50/metrics.csv"]
+               "results/demo/seed0/pruned_kd_taylor_pruning_base_50/metrics.csv",
+               "results/demo/seed0/deploy_stcd_rollout/model.pt"]
     result = run_snakemake(repo_copy, ["-n", *targets, "--cores", "2", "--configfile", "config/demo.yaml",
                                        "--config", "device=cpu"], timeout=180)
     assert result.returncode == 0, result.output[-4000:]
@@ -155,6 +156,8 @@ def test_rules_ask_for_the_estimate_in_a_dry_run(repo_copy):
         job_memory.train_estimate(runspec.reference_run(config, "demo", "teacher", 0), None, "cpu"))
     assert train["student_stcd"] == mem_mb(
         job_memory.train_estimate(runspec.student_run(config, "demo", "stcd", 0), teacher, "cpu"))
+    assert train["deploy_stcd_rollout"] == mem_mb(job_memory.train_estimate(
+        runspec.deployable_run(config, "demo", "stcd_rollout", 0), teacher, "cpu"))
     assert set(planned_mem_mb(result.output, "prune")) == {"pruned_kd_taylor_pruning_base_50"}
     assert set(planned_mem_mb(result.output, "evaluate")) == {"teacher", "student_stcd",
                                                               "pruned_kd_taylor_pruning_base_50"}

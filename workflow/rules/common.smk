@@ -56,24 +56,27 @@ def hyperparameter_source(name, section):
 # --- training: the teacher, the pruning base and every student (rule train)
 
 
-def train_inputs(wildcards):
-    """The prepared data; for a student also the teacher of its seed (when its loss distils) and its loss's
-    tuning result (when its values are tuned); for a deployable model likewise, its own study's result."""
-    inputs = prepared_inputs(wildcards)
+def tuned_study(wildcards):
+    """The tuning study whose values a trained model takes (None: the paper's): its loss's for a student with tuned
+    values, its own for a deployable model with `values: tuned`."""
     student = layout.parse_student(wildcards.model)
-    if student is None:
-        entry = layout.parse_deployable(wildcards.model)
-        if entry is not None:
-            spec = config["deployable"]["models"][entry]
-            if loss_info(spec["loss"]).uses_teacher:
-                inputs["teacher"] = model_file(wildcards.dataset, wildcards.seed, "teacher")
-            if spec.get("values", "paper") == "tuned":
-                inputs["tuned"] = layout.tuned_path(wildcards.dataset, wildcards.model)
-        return inputs
-    if loss_info(student.loss).uses_teacher:
+    if student is not None:
+        return student.loss if hyperparameter_source(student, "distillation") == "tuned" else None
+    entry = layout.parse_deployable(wildcards.model)
+    if entry is not None and config["deployable"]["models"][entry].get("values", "paper") == "tuned":
+        return wildcards.model
+    return None
+
+
+def train_inputs(wildcards):
+    """The prepared data; the teacher of its seed where the run's loss distils (a student's, a deployable model's),
+    and the result of its tuning study where its values are tuned (`tuned_study`)."""
+    inputs = prepared_inputs(wildcards)
+    if loss_info(train_run(wildcards).loss.name).uses_teacher:
         inputs["teacher"] = model_file(wildcards.dataset, wildcards.seed, "teacher")
-    if hyperparameter_source(student, "distillation") == "tuned":
-        inputs["tuned"] = layout.tuned_path(wildcards.dataset, student.loss)
+    study = tuned_study(wildcards)
+    if study is not None:
+        inputs["tuned"] = layout.tuned_path(wildcards.dataset, study)
     return inputs
 
 
@@ -116,10 +119,10 @@ def prune_run(wildcards):
 # --- memory: each job's mem_mb, its estimate (kdstgcn.jobs.memory) from the config before anything is computed
 
 
-def planned_run(run, name, section):
-    """A run spec as far as the plan knows it: where its values are tuned (not known until the study has run), the
-    batch size the study may choose that needs most memory."""
-    if hyperparameter_source(name, section) != "tuned":
+def planned_run(run, tuned):
+    """A run spec as far as the plan knows it: where its values are `tuned` (not known until the study has run),
+    the batch size the study may choose that needs most memory."""
+    if not tuned:
         return run
     largest = max(config["tuning"]["space"]["batch_size"]["choices"])
     return replace(run, train=replace(run.train, batch_size=max(largest, run.train.batch_size)))
@@ -132,13 +135,8 @@ def planned_architecture(wildcards, role):
 
 def train_mem_mb(wildcards):
     """mem_mb of a training job: the run's estimate, with the teacher where its loss reads one."""
-    student = layout.parse_student(wildcards.model)
-    run = train_run(wildcards)
-    teacher = None
-    if student is not None:
-        run = planned_run(run, student, "distillation")
-    if loss_info(run.loss.name).uses_teacher:
-        teacher = planned_architecture(wildcards, "teacher")
+    run = planned_run(train_run(wildcards), tuned_study(wildcards) is not None)
+    teacher = planned_architecture(wildcards, "teacher") if loss_info(run.loss.name).uses_teacher else None
     return memory.planned_mem_mb(memory.train_estimate(run, teacher, "cpu"), config["device"])
 
 
@@ -146,7 +144,7 @@ def prune_mem_mb(wildcards):
     """mem_mb of a pruning job: the run's estimate on its base, with the teacher for Algorithm 1."""
     pruned = layout.parse_pruned(wildcards.model)
     teacher = planned_architecture(wildcards, "teacher") if pruned.method == "kd_taylor" else None
-    run = planned_run(prune_run(wildcards), pruned, "pruning")
+    run = planned_run(prune_run(wildcards), hyperparameter_source(pruned, "pruning") == "tuned")
     estimate = memory.prune_estimate(run, planned_architecture(wildcards, pruned.base), teacher, "cpu")
     return memory.planned_mem_mb(estimate, config["device"])
 

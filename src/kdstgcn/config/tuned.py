@@ -42,17 +42,15 @@ def switch_place(name: str) -> tuple[str, str]:
     """(section, key) of the switch `name`: `training.rollout.<key>` ("rollout"), a field of the run's rollout
     training; `training.<key>`, a field of its training settings; or `distillation.<key>`, an entry of its loss
     spec's readings."""
-    if name.startswith(ROLLOUT_SWITCH):
-        key = name[len(ROLLOUT_SWITCH):]
-        if key in [f.name for f in fields(RolloutTraining)]:
-            return "rollout", key
+    rollout = [f.name for f in fields(RolloutTraining)]
+    if name.startswith(ROLLOUT_SWITCH) and name[len(ROLLOUT_SWITCH):] in rollout:
+        return "rollout", name[len(ROLLOUT_SWITCH):]
     section, key = name.split(".", 1)
     settings = [f.name for f in fields(TrainSettings) if f.name != "rollout"]
     if (section == "training" and key in settings) or section == "distillation":
         return section, key
     raise ConfigError(f"switch {name!r}: only training.*, training.rollout.* and distillation.* keys can be tuned "
-                      f"(training: one of {settings}; training.rollout: one of "
-                      f"{[f.name for f in fields(RolloutTraining)]})")
+                      f"(training: one of {settings}; training.rollout: one of {rollout})")
 
 
 def switch_value(run: RunSpec, name: str):

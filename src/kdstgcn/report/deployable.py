@@ -14,12 +14,12 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from kdstgcn.config.layout import RunPlace, parse_deployable
+from kdstgcn.config.layout import HYPERPARAMETER_SOURCES, RunPlace, parse_deployable
 from kdstgcn.model.notation import format_blocks
 from kdstgcn.report.effects import NOT_TRAINED, outcome, paired_interval
 from kdstgcn.report.preconditions import judgeable
-from kdstgcn.report.verdict import (SOURCE_COLUMNS, VERDICT_COLUMNS, VERDICT_METRIC, anatomy_sentence,
-                                    paired_differences, seed_spread)
+from kdstgcn.report.verdict import (VERDICT_COLUMNS, VERDICT_METRIC, anatomy_sentence, paired_differences,
+                                    seed_spread)
 
 TEACHER = "teacher"
 COLUMNS = ["dataset", "model", "loss", "architecture", "rollout", "values", "parameters", "param_pct", "within_budget",
@@ -115,8 +115,9 @@ def verdict_rows(table: pd.DataFrame, histories: Mapping[tuple[str, str], list[p
             "claim": claim_text(budget_pct, target_gap_pct), "table": np.nan, "dataset": row["dataset"],
             "metric": VERDICT_METRIC, "horizon_min": row["horizon_min"], "better": row["model"], "other": TEACHER,
             "teacher_mae": row["teacher_mae"], "test_days": test_days[row["dataset"]], "paper_epochs": paper_epochs}
-        for s in ("paper", "tuned"):
-            verdict[f"{s}_values_outcome"] = NOT_TRAINED if s != source else ""
+        for untrained in HYPERPARAMETER_SOURCES:
+            if untrained != source:
+                verdict[f"{untrained}_values_outcome"] = NOT_TRAINED
         prefix = f"{source}_values_"
         verdict |= {prefix + key: value for key, value in {
             "better": row["mae"], "better_std": row["mae_std"], "other": other["mae"], "other_std": other["mae_std"],
@@ -124,7 +125,7 @@ def verdict_rows(table: pd.DataFrame, histories: Mapping[tuple[str, str], list[p
             "seeds": int(min(row["n_seeds"], other["n_seeds"])), "better_epochs": row["epochs"],
             "other_epochs": other["epochs"],
             "better_readings": f"{row['loss']}, {row['architecture']}, {row['rollout']}",
-            "other_readings": "task, one step"}.items() if key in SOURCE_COLUMNS}
+            "other_readings": "task, one step"}.items()}
         verdict["judgeable"] = judgeable(row["teacher_mae"], {}, TEACHER, [int(row["epochs"]), int(other["epochs"])],
                                          paper_epochs, verdict[prefix + "seeds"], verdict["test_days"])
         verdict["anatomy"] = anatomy_sentence(row["model"], histories.get((row["dataset"], row["model"]), []))

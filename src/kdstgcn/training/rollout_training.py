@@ -61,15 +61,15 @@ class _Recomputed:
     draws anew over the whole window): called like the model on the first windows, then `step(newest)`."""
 
     def __init__(self, model: torch.nn.Module, precision: str):
-        self.model, self.precision, self.window = model, precision, None
+        self.model, self.precision, self.forward, self.window = model, precision, None, None
 
     def __call__(self, x: torch.Tensor, return_features: bool = False):
-        self.window = x
-        return in_precision(self.model, self.precision, x.device)(x, return_features=return_features)
+        self.forward, self.window = in_precision(self.model, self.precision, x.device), x
+        return self.forward(x, return_features=return_features)
 
     def step(self, newest: torch.Tensor) -> torch.Tensor:
         self.window = torch.cat([self.window[:, 1:], newest[:, None]], dim=1)
-        return in_precision(self.model, self.precision, newest.device)(self.window)
+        return self.forward(self.window)
 
 
 def streams_exactly(model: torch.nn.Module) -> bool:
