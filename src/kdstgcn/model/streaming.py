@@ -26,7 +26,8 @@ class PositionRing:
             self.buffer = x.new_empty(b, self.size, c, n)
             self.buffer[:, : self.size - 1] = last
         self.written = self.size - 2  # the slot of the newest position so far
-        self.slot_weights = conv.slot_weights()
+        # a sliding ring holds its window in time order: its newest position is always in the last slot
+        self.slot_weights = conv.slot_weights([self.size - 1] if sliding else None)
 
     def push(self, x_new: torch.Tensor) -> None:
         """Add the newest position [B, C, 1, N], dropping the oldest."""

@@ -2,6 +2,7 @@
 product, over a whole window or (streaming) over the kt positions a `PositionRing` holds."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import torch
@@ -53,15 +54,16 @@ class TemporalConv(MaskedLayer):
             h = F.conv2d(buffer.unsqueeze(2), weight[:, :, None, None], self.conv.bias)
         return self._activate(h)
 
-    def slot_weights(self) -> list[torch.Tensor]:
+    def slot_weights(self, newest_slots: Iterable[int] | None = None) -> dict[int, torch.Tensor]:
         """The folded weight as [C', kt x C] matrices with the taps in the slot order of a `PositionRing` whose
-        newest position is in slot s, for s = 0 .. kt-1 (what `step` multiplies the ring's buffer by)."""
+        newest position is in slot s (what `step` multiplies the ring's buffer by), by s: for each s of
+        `newest_slots`, or for s = 0 .. kt-1."""
         taps = self.folded_weight()[..., 0].permute(0, 2, 1)  # [C', kt, C]
-        matrices = []
-        for newest in range(self.kt):
+        matrices = {}
+        for newest in range(self.kt) if newest_slots is None else newest_slots:
             oldest = (newest + 1) % self.kt
             order = [(slot - oldest) % self.kt for slot in range(self.kt)]  # window position held by each slot
-            matrices.append(taps[:, order].reshape(taps.shape[0], -1))
+            matrices[newest] = taps[:, order].reshape(taps.shape[0], -1)
         return matrices
 
     def _activate(self, h: torch.Tensor) -> torch.Tensor:

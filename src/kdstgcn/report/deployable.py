@@ -52,7 +52,7 @@ def model_rows(dataset: str, model: str, metrics, daily, infos, seeds, teacher: 
     info = infos[RunPlace(dataset, int(seeds[0]), model)]
     run = info["run"]
     params = int(info["parameters"])
-    ours = seed_spread(metrics, dataset, model, seeds).set_index("horizon_min")
+    ours = teacher if model == TEACHER else seed_spread(metrics, dataset, model, seeds).set_index("horizon_min")
     val_mae = float(np.mean([infos[RunPlace(dataset, int(s), model)]["best_val_mae"] for s in seeds]))
     margins = (None if model == TEACHER else
                paired_differences(daily, dataset, model, TEACHER, seeds, 1 + target_gap_pct / 100))
