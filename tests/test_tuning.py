@@ -293,3 +293,19 @@ def test_tuned_students_and_pruning_runs_wait_for_their_studies(repo_copy):
     assert {"model": "student_stcd", "dataset": "demo", "seed": "0"} in planned_wildcards(result.output, "train")
     for study in ("stcd", "pruned_kd_taylor_pruning_base_50"):
         assert f"results/demo/tuned/{study}.yaml" in result.output
+
+
+@pytest.mark.slow
+def test_a_deployable_model_takes_its_own_study_or_its_students(repo_copy):
+    rollout = "{steps: [1, 2], epochs_per_step: 1, targets: truth, feedback_gradient: true}"
+    (repo_copy / "tuned.yaml").write_text(
+        "deployable:\n  models:\n"
+        f"    own: {{architecture: student, loss: task, rollout: {rollout}, values: tuned}}\n"
+        f"    borrowed: {{architecture: student, loss: stcd, rollout: {rollout}, values: student_tuned}}\n")
+    result = run_snakemake(repo_copy, ["-n", "results/demo/seed0/deploy_own/model.pt",
+                                       "results/demo/seed0/deploy_borrowed/model.pt", "--cores", "2",
+                                       "--configfile", "config/demo.yaml", "tuned.yaml"], timeout=120)
+    assert result.returncode == 0, result.output[-3000:]
+    assert {w["study"] for w in planned_wildcards(result.output, "tune")} == {"deploy_own", "stcd"}
+    for study in ("deploy_own", "stcd"):
+        assert f"results/demo/tuned/{study}.yaml" in result.output

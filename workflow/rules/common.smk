@@ -58,14 +58,15 @@ def hyperparameter_source(name, section):
 
 def tuned_study(wildcards):
     """The tuning study whose values a trained model takes (None: the paper's): its loss's for a student with tuned
-    values, its own for a deployable model with `values: tuned`."""
+    values; for a deployable model its own with `values: tuned`, its loss's student's with `values: student_tuned`."""
     student = layout.parse_student(wildcards.model)
     if student is not None:
         return student.loss if hyperparameter_source(student, "distillation") == "tuned" else None
     entry = layout.parse_deployable(wildcards.model)
-    if entry is not None and config["deployable"]["models"][entry].get("values", "paper") == "tuned":
-        return wildcards.model
-    return None
+    if entry is None:
+        return None
+    spec = config["deployable"]["models"][entry]
+    return {"paper": None, "tuned": wildcards.model, "student_tuned": spec["loss"]}[spec.get("values", "paper")]
 
 
 def train_inputs(wildcards):
