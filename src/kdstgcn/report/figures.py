@@ -207,7 +207,7 @@ def verdict_figure(table: pd.DataFrame, path: str | Path) -> plt.Figure:
                    color=color, label=label)
         ax.axhline(0, color="black", lw=0.8)
         ax.set_xticks(x, [f"{h} min" for h in group["horizon_min"]])
-        ax.set_ylabel("effect on MAE\n(below 0 favours)", fontsize=8)
+        ax.set_ylabel("effect on MAE\n(below 0 favours the claim)", fontsize=8)
         judged = "" if (group["judgeable"] == "yes").all() else " - NOT JUDGEABLE (see verdict.csv)"
         ax.set_title("\n".join(textwrap.wrap(f"{math_label(claim)} ({dataset}){judged}", 90)), fontsize=9)
         ax.grid(axis="y", alpha=0.3)
